@@ -1,0 +1,83 @@
+//! The fixed guest-physical layout berth uses for boot structures and the
+//! platform windows no RAM may cover. These are constants of the machine
+//! model (the same on every host) and every one of them appears in the plan.
+
+/// Global descriptor table for the boot vCPU state.
+pub const GDT_ADDR: u64 = 0x500;
+/// Interrupt descriptor table (empty) for the boot vCPU state.
+pub const IDT_ADDR: u64 = 0x520;
+/// Linux `boot_params` ("zero page").
+pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+/// Initial stack pointer of the boot vCPU.
+pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// Page-map level 4 of the identity map.
+pub const PML4_ADDR: u64 = 0x9000;
+/// Page-directory-pointer table of the identity map.
+pub const PDPTE_ADDR: u64 = 0xa000;
+/// Page directory of the identity map (512 × 2 MiB = the first 1 GiB).
+pub const PDE_ADDR: u64 = 0xb000;
+/// Kernel command line.
+pub const CMDLINE_ADDR: u64 = 0x20000;
+/// Room for the command line, including its NUL terminator.
+pub const CMDLINE_MAX: u64 = 0x1000;
+/// Start of the extended BIOS data area; the e820 RAM map stops here.
+pub const EBDA_START: u64 = 0x9fc00;
+/// First byte of high memory: kernels load at or above it.
+pub const HIMEM_START: u64 = 0x10_0000;
+/// RAM that must exist, starting at 0, for the boot structures.
+pub const LOW_RAM_REQUIRED: u64 = HIMEM_START;
+
+/// I/O APIC MMIO window.
+pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
+/// Size of the I/O APIC window.
+pub const IOAPIC_SIZE: u64 = 0x1000;
+/// Local APIC MMIO window (the same address on every vCPU).
+pub const LAPIC_ADDR: u64 = 0xfee0_0000;
+/// Size of the local APIC window.
+pub const LAPIC_SIZE: u64 = 0x1000;
+/// KVM's identity-map page (KVM_SET_IDENTITY_MAP_ADDR), below the TSS.
+pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+/// KVM's three-page TSS area (KVM_SET_TSS_ADDR).
+pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+/// Size of identity map page + TSS pages.
+pub const KVM_PRIVATE_SIZE: u64 = 0x4000;
+
+/// COM1 base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1 register count.
+pub const COM1_LEN: u16 = 8;
+/// COM1 interrupt line (ISA IRQ 4 = GSI 4).
+pub const COM1_GSI: u32 = 4;
+
+/// Largest guest-physical address width x86-64 defines.
+pub const MAX_PHYS_ADDR_BITS: u32 = 52;
+
+/// A platform window no RAM or device may overlap.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// What lives there.
+    pub name: &'static str,
+    /// Start address.
+    pub base: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The MMIO windows owned by the platform.
+pub const PLATFORM_WINDOWS: [Window; 3] = [
+    Window {
+        name: "IOAPIC",
+        base: IOAPIC_ADDR,
+        len: IOAPIC_SIZE,
+    },
+    Window {
+        name: "LAPIC",
+        base: LAPIC_ADDR,
+        len: LAPIC_SIZE,
+    },
+    Window {
+        name: "KVM TSS and identity map",
+        base: KVM_IDENTITY_MAP_ADDR,
+        len: KVM_PRIVATE_SIZE,
+    },
+];

@@ -1,0 +1,5 @@
+//! x86-64: guest layout, boot CPU state, CPUID and MSR set-up.
+
+pub mod cpuid;
+pub mod layout;
+pub mod regs;

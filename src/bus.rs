@@ -1,0 +1,711 @@
+//! One bus for port I/O and MMIO.
+//!
+//! The [`Bus`] maps non-overlapping address ranges in each [`AddressSpace`]
+//! to devices implementing [`BusDevice`]. It is built once before the vCPUs
+//! start (insertion takes `&mut self`) and then shared read-only by all vCPU
+//! threads behind an `Arc`; dispatch only takes the device's own mutex.
+//!
+//! Accesses that hit no device (or that start inside a range but run past its
+//! end) are "unhandled": reads see all-ones, writes are dropped. They are
+//! counted per address space and the first few are logged at debug level.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use thiserror::Error;
+
+/// Number of unhandled accesses logged before the log is suppressed.
+const UNHANDLED_LOG_LIMIT: u64 = 16;
+
+/// Which address space an access is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressSpace {
+    /// x86 port I/O (`in`/`out` instructions).
+    Pio,
+    /// Memory-mapped I/O.
+    Mmio,
+}
+
+impl fmt::Display for AddressSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddressSpace::Pio => f.write_str("pio"),
+            AddressSpace::Mmio => f.write_str("mmio"),
+        }
+    }
+}
+
+/// What a device asks of the VM after a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmEvent {
+    /// isa-debug-exit: the process must exit with this status
+    /// (`(value << 1) | 1`, already computed by the device).
+    DebugExit(i32),
+    /// Guest requested a reset (e.g. i8042 command 0xfe).
+    Reset,
+    /// Guest requested power off.
+    PowerOff,
+}
+
+/// A device on the bus.
+///
+/// `offset` is relative to the start of the range the device was inserted
+/// at. The bus guarantees `offset + data.len()` does not exceed the range.
+pub trait BusDevice: Send {
+    /// Reads `data.len()` bytes at `offset`.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Writes `data` at `offset`; may ask the VM for something.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent>;
+}
+
+/// Errors from building a [`Bus`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BusError {
+    /// A range of length zero was requested.
+    #[error("{space} range for device `{name}` at {base:#x} has zero length")]
+    ZeroLength {
+        /// Address space of the refused range.
+        space: AddressSpace,
+        /// Name of the device being inserted.
+        name: String,
+        /// Requested base address.
+        base: u64,
+    },
+    /// `base + len` does not fit in 64 bits.
+    #[error(
+        "{space} range for device `{name}` at {base:#x} with length {len:#x} overflows the address space"
+    )]
+    Overflow {
+        /// Address space of the refused range.
+        space: AddressSpace,
+        /// Name of the device being inserted.
+        name: String,
+        /// Requested base address.
+        base: u64,
+        /// Requested length.
+        len: u64,
+    },
+    /// The requested range overlaps one already on the bus.
+    #[error(
+        "{space} range [{base:#x}, {end:#x}) for device `{name}` overlaps \
+         [{existing_base:#x}, {existing_end:#x}) of device `{existing}`"
+    )]
+    Overlap {
+        /// Address space of both ranges.
+        space: AddressSpace,
+        /// Name of the device being inserted.
+        name: String,
+        /// Requested base address.
+        base: u64,
+        /// Requested end address (exclusive).
+        end: u64,
+        /// Name of the device already on the bus.
+        existing: String,
+        /// Base address of the existing range.
+        existing_base: u64,
+        /// End address (exclusive) of the existing range.
+        existing_end: u64,
+    },
+}
+
+/// Access counters of one inserted range, as returned by [`Bus::stats`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceStats {
+    /// Device name given at insertion.
+    pub name: String,
+    /// Address space of the range.
+    pub space: AddressSpace,
+    /// Base address of the range.
+    pub base: u64,
+    /// Length of the range in bytes.
+    pub len: u64,
+    /// Number of handled reads dispatched to this range.
+    pub reads: u64,
+    /// Number of handled writes dispatched to this range.
+    pub writes: u64,
+}
+
+/// Counts of accesses that hit no device, as returned by [`Bus::unhandled`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UnhandledStats {
+    /// Unhandled port I/O reads.
+    pub pio_reads: u64,
+    /// Unhandled port I/O writes.
+    pub pio_writes: u64,
+    /// Unhandled MMIO reads.
+    pub mmio_reads: u64,
+    /// Unhandled MMIO writes.
+    pub mmio_writes: u64,
+}
+
+/// One range on the bus.
+struct Entry {
+    len: u64,
+    name: String,
+    dev: Arc<Mutex<dyn BusDevice>>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Entry {
+    /// Exclusive end of the range; cannot overflow (checked at insertion).
+    fn end(&self, base: u64) -> u64 {
+        base.saturating_add(self.len)
+    }
+}
+
+/// Unhandled-access counters of one address space.
+#[derive(Default)]
+struct Unhandled {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// The device bus for both port I/O and MMIO.
+///
+/// `Send + Sync`; share it between vCPU threads with an `Arc`.
+#[derive(Default)]
+pub struct Bus {
+    pio: BTreeMap<u64, Entry>,
+    mmio: BTreeMap<u64, Entry>,
+    unhandled_pio: Unhandled,
+    unhandled_mmio: Unhandled,
+    /// Number of unhandled accesses seen so far, for log rate limiting.
+    unhandled_logged: AtomicU64,
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (space, base, len, name) in self.ranges() {
+            list.entry(&format_args!(
+                "{space} [{base:#x}, {:#x}) {name}",
+                base.saturating_add(len)
+            ));
+        }
+        list.finish()
+    }
+}
+
+/// Locks a device, recovering from poisoning (a panicked vCPU thread must not
+/// take the others down with it).
+fn lock<'a>(dev: &'a Mutex<dyn BusDevice + 'static>) -> MutexGuard<'a, dyn BusDevice + 'static> {
+    dev.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Little-endian value of up to the first 8 bytes of `data`, for logging.
+fn le_value(data: &[u8]) -> u64 {
+    data.iter()
+        .take(8)
+        .rev()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+impl Bus {
+    /// Creates an empty bus.
+    pub fn new() -> Bus {
+        Bus::default()
+    }
+
+    fn map(&self, space: AddressSpace) -> &BTreeMap<u64, Entry> {
+        match space {
+            AddressSpace::Pio => &self.pio,
+            AddressSpace::Mmio => &self.mmio,
+        }
+    }
+
+    fn unhandled_counters(&self, space: AddressSpace) -> &Unhandled {
+        match space {
+            AddressSpace::Pio => &self.unhandled_pio,
+            AddressSpace::Mmio => &self.unhandled_mmio,
+        }
+    }
+
+    /// Inserts `dev` at `[base, base + len)` in `space` under `name`.
+    ///
+    /// Refuses a zero length, a range whose end overflows 64 bits, and any
+    /// overlap with a range already in the same space. The same device may be
+    /// inserted at several ranges; each range has its own counters.
+    pub fn insert(
+        &mut self,
+        space: AddressSpace,
+        base: u64,
+        len: u64,
+        name: &str,
+        dev: Arc<Mutex<dyn BusDevice>>,
+    ) -> Result<(), BusError> {
+        if len == 0 {
+            return Err(BusError::ZeroLength {
+                space,
+                name: name.to_owned(),
+                base,
+            });
+        }
+        let end = base.checked_add(len).ok_or_else(|| BusError::Overflow {
+            space,
+            name: name.to_owned(),
+            base,
+            len,
+        })?;
+        let map = match space {
+            AddressSpace::Pio => &mut self.pio,
+            AddressSpace::Mmio => &mut self.mmio,
+        };
+        // Ranges on the bus never overlap, so if any existing range overlaps
+        // the new one, the one with the highest base below `end` does.
+        if let Some((&ebase, entry)) = map.range(..end).next_back() {
+            let eend = entry.end(ebase);
+            if eend > base {
+                return Err(BusError::Overlap {
+                    space,
+                    name: name.to_owned(),
+                    base,
+                    end,
+                    existing: entry.name.clone(),
+                    existing_base: ebase,
+                    existing_end: eend,
+                });
+            }
+        }
+        map.insert(
+            base,
+            Entry {
+                len,
+                name: name.to_owned(),
+                dev,
+                reads: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
+            },
+        );
+        Ok(())
+    }
+
+    /// Finds the range fully containing `[addr, addr + size)`; returns the
+    /// entry and the offset of `addr` within it.
+    fn lookup(&self, space: AddressSpace, addr: u64, size: usize) -> Option<(&Entry, u64)> {
+        let (&base, entry) = self.map(space).range(..=addr).next_back()?;
+        let offset = addr - base;
+        let size = u64::try_from(size).ok()?;
+        let last = offset.checked_add(size)?;
+        (offset < entry.len && last <= entry.len).then_some((entry, offset))
+    }
+
+    /// Logs an unhandled access, rate limited to the first
+    /// [`UNHANDLED_LOG_LIMIT`] accesses.
+    fn log_unhandled(&self, space: AddressSpace, addr: u64, write: Option<&[u8]>, size: usize) {
+        let n = self.unhandled_logged.fetch_add(1, Ordering::Relaxed);
+        if n < UNHANDLED_LOG_LIMIT {
+            match write {
+                Some(data) => log::debug!(
+                    "unhandled {space} write at {addr:#x} size {size} value {:#x}",
+                    le_value(data)
+                ),
+                None => log::debug!("unhandled {space} read at {addr:#x} size {size}"),
+            }
+        } else if n == UNHANDLED_LOG_LIMIT {
+            log::debug!("more than {UNHANDLED_LOG_LIMIT} unhandled accesses; suppressing further messages");
+        }
+    }
+
+    /// Reads `data.len()` bytes at `addr` in `space`.
+    ///
+    /// Returns `true` if a device handled the access. Otherwise `data` is
+    /// filled with `0xff` (what an empty bus reads as) and `false` is
+    /// returned. An access that starts inside a range but runs past its end
+    /// is unhandled.
+    pub fn read(&self, space: AddressSpace, addr: u64, data: &mut [u8]) -> bool {
+        match self.lookup(space, addr, data.len()) {
+            Some((entry, offset)) => {
+                entry.reads.fetch_add(1, Ordering::Relaxed);
+                lock(&entry.dev).read(offset, data);
+                true
+            }
+            None => {
+                data.fill(0xff);
+                self.unhandled_counters(space)
+                    .reads
+                    .fetch_add(1, Ordering::Relaxed);
+                self.log_unhandled(space, addr, None, data.len());
+                false
+            }
+        }
+    }
+
+    /// Writes `data` at `addr` in `space`.
+    ///
+    /// Returns whether a device handled the access and what, if anything, the
+    /// device asks of the VM. Unhandled writes are dropped.
+    pub fn write(&self, space: AddressSpace, addr: u64, data: &[u8]) -> (bool, Option<VmEvent>) {
+        match self.lookup(space, addr, data.len()) {
+            Some((entry, offset)) => {
+                entry.writes.fetch_add(1, Ordering::Relaxed);
+                let event = lock(&entry.dev).write(offset, data);
+                (true, event)
+            }
+            None => {
+                self.unhandled_counters(space)
+                    .writes
+                    .fetch_add(1, Ordering::Relaxed);
+                self.log_unhandled(space, addr, Some(data), data.len());
+                (false, None)
+            }
+        }
+    }
+
+    /// Access counters of every inserted range, ordered by space then base.
+    pub fn stats(&self) -> Vec<DeviceStats> {
+        [AddressSpace::Pio, AddressSpace::Mmio]
+            .into_iter()
+            .flat_map(|space| {
+                self.map(space).iter().map(move |(&base, e)| DeviceStats {
+                    name: e.name.clone(),
+                    space,
+                    base,
+                    len: e.len,
+                    reads: e.reads.load(Ordering::Relaxed),
+                    writes: e.writes.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Counts of unhandled accesses per address space.
+    pub fn unhandled(&self) -> UnhandledStats {
+        UnhandledStats {
+            pio_reads: self.unhandled_pio.reads.load(Ordering::Relaxed),
+            pio_writes: self.unhandled_pio.writes.load(Ordering::Relaxed),
+            mmio_reads: self.unhandled_mmio.reads.load(Ordering::Relaxed),
+            mmio_writes: self.unhandled_mmio.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every inserted range as `(space, base, len, name)`, ordered by space
+    /// then base.
+    pub fn ranges(&self) -> Vec<(AddressSpace, u64, u64, String)> {
+        [AddressSpace::Pio, AddressSpace::Mmio]
+            .into_iter()
+            .flat_map(|space| {
+                self.map(space)
+                    .iter()
+                    .map(move |(&base, e)| (space, base, e.len, e.name.clone()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test device: reads return `offset + i` per byte, records writes, and
+    /// returns a configured event on write.
+    #[derive(Default)]
+    struct Probe {
+        last_read: Option<(u64, usize)>,
+        last_write: Option<(u64, Vec<u8>)>,
+        event: Option<VmEvent>,
+    }
+
+    impl BusDevice for Probe {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            self.last_read = Some((offset, data.len()));
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = (offset as u8).wrapping_add(i as u8);
+            }
+        }
+
+        fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent> {
+            self.last_write = Some((offset, data.to_vec()));
+            self.event
+        }
+    }
+
+    fn probe() -> Arc<Mutex<Probe>> {
+        Arc::new(Mutex::new(Probe::default()))
+    }
+
+    fn bus_with(space: AddressSpace, base: u64, len: u64, name: &str) -> Bus {
+        let mut bus = Bus::new();
+        bus.insert(space, base, len, name, probe()).unwrap();
+        bus
+    }
+
+    #[test]
+    fn bus_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Bus>();
+    }
+
+    #[test]
+    fn overlap_refused() {
+        use AddressSpace::Pio;
+        let mut bus = bus_with(Pio, 0x100, 0x10, "a");
+        // Exact overlap.
+        assert!(matches!(
+            bus.insert(Pio, 0x100, 0x10, "b", probe()),
+            Err(BusError::Overlap { .. })
+        ));
+        // Partial at the start of the existing range.
+        assert!(bus.insert(Pio, 0xf8, 0x10, "b", probe()).is_err());
+        // Partial at the end of the existing range.
+        assert!(bus.insert(Pio, 0x10f, 0x10, "b", probe()).is_err());
+        // New range contains the existing one.
+        assert!(bus.insert(Pio, 0x0, 0x1000, "b", probe()).is_err());
+        // New range inside the existing one.
+        assert!(bus.insert(Pio, 0x104, 0x2, "b", probe()).is_err());
+        // Adjacent on both sides is fine.
+        bus.insert(Pio, 0xf0, 0x10, "below", probe()).unwrap();
+        bus.insert(Pio, 0x110, 0x10, "above", probe()).unwrap();
+        // Containment spanning several existing ranges.
+        assert!(bus.insert(Pio, 0xe0, 0x100, "b", probe()).is_err());
+        assert_eq!(bus.ranges().len(), 3);
+    }
+
+    #[test]
+    fn overlap_error_names_both() {
+        let mut bus = bus_with(AddressSpace::Mmio, 0x1000, 0x100, "uart");
+        let err = bus
+            .insert(AddressSpace::Mmio, 0x10f0, 0x20, "rtc", probe())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BusError::Overlap {
+                space: AddressSpace::Mmio,
+                name: "rtc".into(),
+                base: 0x10f0,
+                end: 0x1110,
+                existing: "uart".into(),
+                existing_base: 0x1000,
+                existing_end: 0x1100,
+            }
+        );
+        let msg = err.to_string();
+        for part in ["rtc", "uart", "0x10f0", "0x1110", "0x1000", "0x1100", "mmio"] {
+            assert!(msg.contains(part), "{msg} lacks {part}");
+        }
+    }
+
+    #[test]
+    fn spaces_are_independent() {
+        let mut bus = bus_with(AddressSpace::Pio, 0x3f8, 8, "com1");
+        bus.insert(AddressSpace::Mmio, 0x3f8, 8, "mmio", probe()).unwrap();
+        let mut b = [0u8; 1];
+        assert!(bus.read(AddressSpace::Mmio, 0x3f8, &mut b));
+        assert!(bus.read(AddressSpace::Pio, 0x3f8, &mut b));
+    }
+
+    #[test]
+    fn zero_length_and_overflow_refused() {
+        let mut bus = Bus::new();
+        assert!(matches!(
+            bus.insert(AddressSpace::Pio, 0x10, 0, "z", probe()),
+            Err(BusError::ZeroLength { .. })
+        ));
+        assert!(matches!(
+            bus.insert(AddressSpace::Mmio, u64::MAX, 2, "o", probe()),
+            Err(BusError::Overflow { .. })
+        ));
+        assert!(matches!(
+            bus.insert(AddressSpace::Mmio, u64::MAX - 0xf, 0x10, "o", probe()),
+            Err(BusError::Overflow { .. })
+        ));
+        bus.insert(AddressSpace::Mmio, u64::MAX - 0xf, 0xf, "top", probe())
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert!(bus.read(AddressSpace::Mmio, u64::MAX - 1, &mut b));
+        assert!(!bus.read(AddressSpace::Mmio, u64::MAX, &mut b));
+    }
+
+    #[test]
+    fn read_dispatch_offset() {
+        let dev = probe();
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Mmio, 0xd000_0000, 0x1000, "d", dev.clone())
+            .unwrap();
+        let mut data = [0u8; 4];
+        assert!(bus.read(AddressSpace::Mmio, 0xd000_0010, &mut data));
+        assert_eq!(data, [0x10, 0x11, 0x12, 0x13]);
+        assert_eq!(dev.lock().unwrap().last_read, Some((0x10, 4)));
+        // Last byte of the range.
+        let mut one = [0u8; 1];
+        assert!(bus.read(AddressSpace::Mmio, 0xd000_0fff, &mut one));
+        assert_eq!(dev.lock().unwrap().last_read, Some((0xfff, 1)));
+    }
+
+    #[test]
+    fn write_dispatch_offset() {
+        let dev = probe();
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0x60, 5, "kbd", dev.clone())
+            .unwrap();
+        assert_eq!(bus.write(AddressSpace::Pio, 0x64, &[0xfe]), (true, None));
+        assert_eq!(dev.lock().unwrap().last_write, Some((4, vec![0xfe])));
+    }
+
+    #[test]
+    fn straddling_access_unhandled() {
+        let dev = probe();
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0x3f8, 8, "com1", dev.clone())
+            .unwrap();
+        let mut data = [0u8; 4];
+        assert!(!bus.read(AddressSpace::Pio, 0x3fe, &mut data));
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(bus.write(AddressSpace::Pio, 0x3ff, &[1, 2]), (false, None));
+        // Ending exactly at the end of the range is fine.
+        assert!(bus.read(AddressSpace::Pio, 0x3fc, &mut data));
+        let d = dev.lock().unwrap();
+        assert_eq!(d.last_read, Some((4, 4)));
+        assert!(d.last_write.is_none());
+        drop(d);
+        let u = bus.unhandled();
+        assert_eq!((u.pio_reads, u.pio_writes), (1, 1));
+        assert_eq!(bus.stats()[0].reads, 1);
+    }
+
+    #[test]
+    fn unhandled_read_all_ones() {
+        let bus = bus_with(AddressSpace::Mmio, 0x1000, 0x10, "d");
+        for size in [1usize, 2, 4, 8] {
+            let mut data = vec![0u8; size];
+            assert!(!bus.read(AddressSpace::Mmio, 0x2000, &mut data));
+            assert!(data.iter().all(|&b| b == 0xff), "size {size}");
+            // Below the first range too.
+            data.fill(0);
+            assert!(!bus.read(AddressSpace::Mmio, 0x10, &mut data));
+            assert!(data.iter().all(|&b| b == 0xff), "size {size}");
+        }
+        // Nothing at all in PIO.
+        let mut data = [0u8; 2];
+        assert!(!bus.read(AddressSpace::Pio, 0x80, &mut data));
+        assert_eq!(data, [0xff, 0xff]);
+        assert_eq!(bus.write(AddressSpace::Pio, 0x80, &[0]), (false, None));
+    }
+
+    #[test]
+    fn counters() {
+        let dev = probe();
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0x3f8, 8, "com1", dev.clone())
+            .unwrap();
+        bus.insert(AddressSpace::Pio, 0x2f8, 8, "com2", dev.clone())
+            .unwrap();
+        bus.insert(AddressSpace::Mmio, 0x1000, 4, "m", probe()).unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..3 {
+            bus.read(AddressSpace::Pio, 0x3fd, &mut b);
+        }
+        bus.write(AddressSpace::Pio, 0x3f8, b"x");
+        bus.write(AddressSpace::Pio, 0x2f8, b"y");
+        bus.read(AddressSpace::Mmio, 0x1000, &mut b);
+        // Unhandled: more than the log limit, counting must continue.
+        for _ in 0..40 {
+            bus.read(AddressSpace::Mmio, 0x9000, &mut b);
+        }
+        bus.write(AddressSpace::Mmio, 0x9000, &[0]);
+        bus.write(AddressSpace::Pio, 0x80, &[0]);
+        bus.write(AddressSpace::Pio, 0x80, &[0]);
+
+        let stats = bus.stats();
+        let summary: Vec<_> = stats
+            .iter()
+            .map(|s| (s.name.as_str(), s.space, s.base, s.len, s.reads, s.writes))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("com2", AddressSpace::Pio, 0x2f8, 8, 0, 1),
+                ("com1", AddressSpace::Pio, 0x3f8, 8, 3, 1),
+                ("m", AddressSpace::Mmio, 0x1000, 4, 1, 0),
+            ]
+        );
+        assert_eq!(
+            bus.unhandled(),
+            UnhandledStats {
+                pio_reads: 0,
+                pio_writes: 2,
+                mmio_reads: 40,
+                mmio_writes: 1,
+            }
+        );
+        assert_eq!(
+            bus.ranges(),
+            vec![
+                (AddressSpace::Pio, 0x2f8, 8, "com2".to_string()),
+                (AddressSpace::Pio, 0x3f8, 8, "com1".to_string()),
+                (AddressSpace::Mmio, 0x1000, 4, "m".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn vm_event_passthrough() {
+        let dev = probe();
+        dev.lock().unwrap().event = Some(VmEvent::DebugExit(3));
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0xf4, 4, "debug-exit", dev.clone())
+            .unwrap();
+        assert_eq!(
+            bus.write(AddressSpace::Pio, 0xf4, &[1]),
+            (true, Some(VmEvent::DebugExit(3)))
+        );
+        dev.lock().unwrap().event = Some(VmEvent::Reset);
+        assert_eq!(
+            bus.write(AddressSpace::Pio, 0xf4, &[1]),
+            (true, Some(VmEvent::Reset))
+        );
+    }
+
+    #[test]
+    fn poisoned_device_still_dispatches() {
+        let dev = probe();
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0x70, 2, "rtc", dev.clone())
+            .unwrap();
+        let d2 = dev.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = d2.lock().unwrap();
+            panic!("poison");
+        })
+        .join();
+        assert!(dev.is_poisoned());
+        let mut b = [0u8; 1];
+        assert!(bus.read(AddressSpace::Pio, 0x71, &mut b));
+        assert_eq!(b, [1]);
+    }
+
+    #[test]
+    fn concurrent_access() {
+        let mut bus = Bus::new();
+        bus.insert(AddressSpace::Pio, 0x3f8, 8, "com1", probe()).unwrap();
+        let bus = Arc::new(bus);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 1];
+                    for _ in 0..1000 {
+                        bus.read(AddressSpace::Pio, 0x3f8, &mut b);
+                        bus.read(AddressSpace::Pio, 0x80, &mut b);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(bus.stats()[0].reads, 4000);
+        assert_eq!(bus.unhandled().pio_reads, 4000);
+    }
+
+    #[test]
+    fn le_value_formats() {
+        assert_eq!(le_value(&[0x34, 0x12]), 0x1234);
+        assert_eq!(le_value(&[]), 0);
+        assert_eq!(le_value(&[1; 12]), 0x0101_0101_0101_0101);
+    }
+}

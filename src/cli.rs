@@ -1,0 +1,150 @@
+//! The command line: `berth run | check | plan | caps`.
+
+use crate::error::Error;
+use crate::outcome::exit_code;
+use crate::plan::dump::{self, Format};
+use crate::{build, config, kvm, plan, vmm};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// berth: boot a whole machine from one TOML file, deterministically.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build and boot the machine; exit with the guest's status.
+    Run {
+        /// Machine file.
+        file: PathBuf,
+        /// Print exit counts per reason and per device at the end (stderr).
+        #[arg(long)]
+        stats: bool,
+        /// Print boot-sha256:<hex> over guest RAM and vCPU registers before the first KVM_RUN (stderr).
+        #[arg(long)]
+        boot_digest: bool,
+        /// Refuse to boot (exit 2) unless the plan digest equals this.
+        #[arg(long, value_name = "HEX")]
+        expect_plan: Option<String>,
+    },
+    /// Parse and validate the machine file only.
+    Check {
+        /// Machine file.
+        file: PathBuf,
+    },
+    /// Print the fully resolved plan, then plan-sha256:<hex>.
+    Plan {
+        /// Machine file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Toml)]
+        format: PlanFormat,
+    },
+    /// Report the host's KVM: API version, capabilities, limits.
+    Caps,
+}
+
+/// `berth plan --format`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PlanFormat {
+    /// Canonical TOML (the digest covers this text).
+    Toml,
+    /// JSON.
+    Json,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit_code::USAGE } else { 0 };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<i32, Error> {
+    match cmd {
+        Command::Check { file } => {
+            config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(0)
+        }
+        Command::Plan { file, format } => {
+            let c = config::load(&file)?;
+            let p = plan::plan(&c);
+            let fmt = match format {
+                PlanFormat::Toml => Format::Toml,
+                PlanFormat::Json => Format::Json,
+            };
+            print!("{}", dump::render(&p, fmt)?);
+            println!("plan-sha256:{}", dump::digest(&p)?);
+            Ok(0)
+        }
+        Command::Caps => {
+            let host = kvm::HostKvm::open()?;
+            print!("{}", kvm::caps_report(&host));
+            Ok(0)
+        }
+        Command::Run {
+            file,
+            stats,
+            boot_digest,
+            expect_plan,
+        } => {
+            let c = config::load(&file)?;
+            let p = plan::plan(&c);
+            let digest = dump::digest(&p)?;
+            if let Some(want) = expect_plan {
+                let want = want
+                    .trim()
+                    .trim_start_matches("plan-sha256:")
+                    .to_ascii_lowercase();
+                if want != digest {
+                    return Err(Error::PlanMismatch {
+                        file: file.display().to_string(),
+                        want,
+                        got: digest,
+                    });
+                }
+            }
+            log::info!("plan-sha256:{digest}");
+            let vm = build::build(&c, &p)?;
+            log::info!("kernel {:?} entry {:#x}", vm.kernel.format, vm.kernel.entry);
+            if boot_digest {
+                eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
+            }
+            let report = vmm::run(vm).map_err(Error::Run)?;
+            if stats {
+                eprint!("{}", vmm::stats_text(&report));
+            }
+            if !report.stuck_vcpus.is_empty() {
+                eprintln!(
+                    "berth: vCPUs {:?} did not stop within the grace period",
+                    report.stuck_vcpus
+                );
+            }
+            match &report.outcome {
+                o @ (crate::outcome::Outcome::Fault { .. } | crate::outcome::Outcome::Host(_)) => {
+                    eprintln!("berth: {o}")
+                }
+                o => log::info!("{o}"),
+            }
+            Ok(report.outcome.exit_code())
+        }
+    }
+}

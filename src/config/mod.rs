@@ -1,0 +1,231 @@
+//! Parse the machine file: TOML → [`MachineFile`] (serde, unknown keys
+//! refused) → validated [`Config`]. Every error names the file, the line and
+//! column, and the field path. Nothing here touches /dev/kvm.
+
+pub mod locate;
+pub mod schema;
+pub mod size;
+mod validate;
+
+pub use locate::FieldPath;
+pub use schema::*;
+pub use size::Size;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::de::DeTable;
+
+/// What kind of mistake a [`ConfigError`] reports; decides the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file can't be read.
+    Unreadable,
+    /// TOML syntax, unknown key or wrong type.
+    Syntax,
+    /// A value is out of range or contradicts another.
+    Invalid,
+    /// The kernel image named by `kernel.path` can't be read.
+    KernelImage,
+}
+
+/// A machine-file error with its location.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The machine file, as given on the command line.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub col: Option<usize>,
+    /// The field, e.g. `memory[1].size`.
+    pub field: FieldPath,
+    /// What is wrong.
+    pub message: String,
+    /// Which class of error.
+    pub kind: ConfigErrorKind,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.col) {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": {}: {}", self.field, self.message)
+    }
+}
+
+/// A parsed and validated machine file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The machine file path as given.
+    pub file: PathBuf,
+    /// Directory relative paths in the file are resolved against.
+    pub dir: PathBuf,
+    /// The file's contents.
+    pub machine: MachineFile,
+}
+
+impl Config {
+    /// Resolves a path written in the machine file against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+/// Reads, parses and validates a machine file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        col: None,
+        field: FieldPath::root(),
+        message: format!("cannot read machine file: {e}"),
+        kind: ConfigErrorKind::Unreadable,
+    })?;
+    parse(file, &text)
+}
+
+/// Parses and validates machine-file text; `file` is used for messages and
+/// to resolve relative paths.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let located = |span: Option<std::ops::Range<usize>>, field: FieldPath, message: String, kind| {
+        let (line, col) = match span {
+            Some(s) => {
+                let (l, c) = locate::line_col(text, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            col,
+            field,
+            message,
+            kind,
+        }
+    };
+    let doc = DeTable::parse(text).map_err(|e| {
+        located(
+            e.span(),
+            FieldPath::root(),
+            first_line(e.message()),
+            ConfigErrorKind::Syntax,
+        )
+    })?;
+    let machine: MachineFile = toml::from_str(text).map_err(|e| {
+        let field = e.span().map(|s| locate::path_at(&doc, &s)).unwrap_or_default();
+        located(e.span(), field, first_line(e.message()), ConfigErrorKind::Syntax)
+    })?;
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = Config {
+        file: file.to_path_buf(),
+        dir,
+        machine,
+    };
+    validate::validate(&config).map_err(|v| {
+        let span = locate::span_of(&doc, &v.field);
+        located(span, v.field, v.message, v.kind)
+    })?;
+    Ok(config)
+}
+
+fn first_line(m: &str) -> String {
+    m.trim().lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn minimal(extra: &str) -> String {
+        format!(
+            "[machine]\nvcpus = 1\n\n[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n\n[kernel]\npath = \"Cargo.toml\"\n{extra}"
+        )
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(Path::new("x.toml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_file_parses() {
+        let c = parse(Path::new("x.toml"), &minimal("")).unwrap();
+        assert_eq!(c.machine.machine.vcpus, 1);
+        assert_eq!(c.machine.memory[0].size.bytes(), 64 << 20);
+        assert_eq!(c.dir, PathBuf::from("."));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_location() {
+        let e = err(&minimal("colour = \"red\"\n"));
+        assert_eq!(e.kind, ConfigErrorKind::Syntax);
+        assert_eq!(e.line, Some(10));
+        assert_eq!(e.col, Some(1));
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        assert_eq!(e.field.to_string(), "kernel.colour");
+    }
+
+    #[test]
+    fn syntax_error_has_location() {
+        let e = err("[machine\nvcpus = 1\n");
+        assert_eq!(e.kind, ConfigErrorKind::Syntax);
+        assert_eq!(e.line, Some(1));
+        assert!(e.to_string().starts_with("x.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_field() {
+        let e = err(&minimal("").replace("vcpus = 1", "vcpus = \"two\""));
+        assert_eq!(e.field.to_string(), "machine.vcpus");
+        assert_eq!((e.line, e.col), (Some(2), Some(9)));
+    }
+
+    #[test]
+    fn bad_size_names_field() {
+        let e = err(&minimal("").replace("\"64MiB\"", "\"64 MB\""));
+        assert_eq!(e.field.to_string(), "memory[0].size");
+        assert!(e.message.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn display_format() {
+        let e = err(&minimal("").replace("\"64MiB\"", "4095"));
+        assert_eq!(
+            e.to_string(),
+            "x.toml:6:8: memory[0].size: must be a non-zero multiple of 4 KiB, got 0xfff"
+        );
+    }
+
+    #[test]
+    fn serial_output_forms() {
+        for (v, want) in [
+            ("\"null\"", SerialOutputConfig::Named(SerialSink::Null)),
+            ("\"stdout\"", SerialOutputConfig::Named(SerialSink::Stdout)),
+            (
+                "{ file = \"out.txt\" }",
+                SerialOutputConfig::File {
+                    file: "out.txt".into(),
+                },
+            ),
+        ] {
+            let c = parse(
+                Path::new("x.toml"),
+                &minimal(&format!("[serial]\noutput = {v}\n")),
+            )
+            .unwrap();
+            assert_eq!(c.machine.serial.output, want);
+        }
+        let e = err(&minimal("[serial]\noutput = \"tty\"\n"));
+        assert_eq!(e.field.to_string(), "serial.output");
+    }
+}

@@ -1,0 +1,378 @@
+//! Semantic checks of a parsed machine file, before any host access other
+//! than reading the files it names. Each check reports the field it is about.
+
+use super::{Config, ConfigErrorKind, DeviceConfig, FieldPath, SerialOutputConfig};
+use crate::arch::x86_64::layout::{self, PLATFORM_WINDOWS};
+
+/// Largest vCPU count the machine model supports (xAPIC IDs 0..=254).
+pub const MAX_VCPUS: u32 = 254;
+
+/// A validation failure, located by field path.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub field: FieldPath,
+    pub message: String,
+    pub kind: ConfigErrorKind,
+}
+
+fn invalid(field: FieldPath, message: String) -> Invalid {
+    Invalid {
+        field,
+        message,
+        kind: ConfigErrorKind::Invalid,
+    }
+}
+
+const PAGE: u64 = 4096;
+
+/// Runs every check; the first failure wins.
+pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
+    let m = &c.machine;
+    let vcpus = m.machine.vcpus;
+    if !(1..=MAX_VCPUS).contains(&vcpus) {
+        return Err(invalid(
+            FieldPath::of("machine", None, Some("vcpus")),
+            format!("must be between 1 and {MAX_VCPUS}, got {vcpus}"),
+        ));
+    }
+    check_memory(c)?;
+    check_kernel(c)?;
+    check_devices(c)?;
+    if let SerialOutputConfig::File { file } = &m.serial.output {
+        if file.as_os_str().is_empty() {
+            return Err(invalid(
+                FieldPath::of("serial", None, Some("output")),
+                "file path is empty".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_memory(c: &Config) -> Result<(), Invalid> {
+    let regions = &c.machine.memory;
+    if regions.is_empty() {
+        return Err(invalid(
+            FieldPath::of("memory", None, None),
+            "at least one [[memory]] region is required".into(),
+        ));
+    }
+    let max = 1u64 << layout::MAX_PHYS_ADDR_BITS;
+    for (i, r) in regions.iter().enumerate() {
+        let at = |f: &str| FieldPath::of("memory", Some(i), Some(f));
+        let size = r.size.bytes();
+        if size == 0 || size % PAGE != 0 {
+            return Err(invalid(
+                at("size"),
+                format!("must be a non-zero multiple of 4 KiB, got {size:#x}"),
+            ));
+        }
+        if r.guest_addr % PAGE != 0 {
+            return Err(invalid(
+                at("guest_addr"),
+                format!("must be 4 KiB aligned, got {:#x}", r.guest_addr),
+            ));
+        }
+        match r.guest_addr.checked_add(size) {
+            Some(end) if end <= max => {}
+            _ => {
+                return Err(invalid(
+                    at("size"),
+                    format!(
+                        "region {:#x} + {size:#x} ends beyond the {}-bit physical address space",
+                        r.guest_addr,
+                        layout::MAX_PHYS_ADDR_BITS
+                    ),
+                ))
+            }
+        }
+        for w in PLATFORM_WINDOWS {
+            if overlaps(r.guest_addr, size, w.base, w.len) {
+                return Err(invalid(
+                    at("guest_addr"),
+                    format!(
+                        "region {:#x}..{:#x} overlaps the {} window {:#x}..{:#x}",
+                        r.guest_addr,
+                        r.guest_addr + size,
+                        w.name,
+                        w.base,
+                        w.base + w.len
+                    ),
+                ));
+            }
+        }
+        if r.hugepages && r.file.is_some() {
+            return Err(invalid(
+                at("hugepages"),
+                "hugepages applies to anonymous memory; a file-backed region takes its page size from the file".into(),
+            ));
+        }
+        if let Some(f) = &r.file {
+            let path = c.resolve(f);
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| invalid(at("file"), format!("cannot use {}: {e}", path.display())))?;
+            if !meta.is_file() || meta.len() < size {
+                return Err(invalid(
+                    at("file"),
+                    format!(
+                        "{} must be a regular file of at least {size:#x} bytes (it has {:#x})",
+                        path.display(),
+                        meta.len()
+                    ),
+                ));
+            }
+        }
+        for (j, o) in regions.iter().enumerate().take(i) {
+            if overlaps(r.guest_addr, size, o.guest_addr, o.size.bytes()) {
+                return Err(invalid(
+                    at("guest_addr"),
+                    format!(
+                        "region {:#x}..{:#x} overlaps memory[{j}] {:#x}..{:#x}",
+                        r.guest_addr,
+                        r.guest_addr + size,
+                        o.guest_addr,
+                        o.guest_addr.saturating_add(o.size.bytes())
+                    ),
+                ));
+            }
+        }
+    }
+    let low = regions
+        .iter()
+        .position(|r| r.guest_addr == 0 && r.size.bytes() >= layout::LOW_RAM_REQUIRED);
+    match low {
+        None => Err(invalid(
+            FieldPath::of("memory", None, None),
+            format!(
+                "one region must start at 0x0 and span at least {:#x} bytes: the boot structures live in the first MiB",
+                layout::LOW_RAM_REQUIRED
+            ),
+        )),
+        Some(i) if regions[i].readonly => Err(invalid(
+            FieldPath::of("memory", Some(i), Some("readonly")),
+            "the region at 0x0 holds the boot structures and must be writable".into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn check_kernel(c: &Config) -> Result<(), Invalid> {
+    let k = &c.machine.kernel;
+    let cmdline_room = layout::CMDLINE_MAX - 1;
+    if k.cmdline.len() as u64 > cmdline_room {
+        return Err(invalid(
+            FieldPath::of("kernel", None, Some("cmdline")),
+            format!("is {} bytes; at most {cmdline_room} fit", k.cmdline.len()),
+        ));
+    }
+    if k.cmdline.contains('\0') {
+        return Err(invalid(
+            FieldPath::of("kernel", None, Some("cmdline")),
+            "must not contain NUL bytes".into(),
+        ));
+    }
+    let path = c.resolve(&k.path);
+    let opened = std::fs::File::open(&path).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    opened.map_err(|e| Invalid {
+        field: FieldPath::of("kernel", None, Some("path")),
+        message: format!("cannot read kernel image {}: {e}", path.display()),
+        kind: ConfigErrorKind::KernelImage,
+    })
+}
+
+fn check_devices(c: &Config) -> Result<(), Invalid> {
+    // Port ranges in use: COM1 is always present.
+    let mut ports: Vec<(u32, u32, String)> = vec![(
+        u32::from(layout::COM1_PORT),
+        u32::from(layout::COM1_LEN),
+        "serial COM1".into(),
+    )];
+    for (i, d) in c.machine.device.iter().enumerate() {
+        match d {
+            DeviceConfig::DebugExit { port, size } => {
+                if ![1, 2, 4].contains(size) {
+                    return Err(invalid(
+                        FieldPath::of("device", Some(i), Some("size")),
+                        format!("must be 1, 2 or 4, got {size}"),
+                    ));
+                }
+                let (base, len) = (u32::from(*port), u32::from(*size));
+                if base + len > 0x1_0000 {
+                    return Err(invalid(
+                        FieldPath::of("device", Some(i), Some("port")),
+                        format!("{port:#x} + {size} runs past the last I/O port 0xffff"),
+                    ));
+                }
+                if let Some((b, l, who)) = ports
+                    .iter()
+                    .find(|(b, l, _)| overlaps(base.into(), len.into(), (*b).into(), (*l).into()))
+                {
+                    return Err(invalid(
+                        FieldPath::of("device", Some(i), Some("port")),
+                        format!(
+                            "ports {base:#x}..{:#x} collide with {who} at {b:#x}..{:#x}",
+                            base + len,
+                            b + l
+                        ),
+                    ));
+                }
+                ports.push((base, len, format!("device[{i}] (debug-exit)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, ConfigError, ConfigErrorKind};
+    use std::path::Path;
+
+    fn file(vcpus: &str, memory: &str, extra: &str) -> String {
+        format!("[machine]\nvcpus = {vcpus}\n{memory}\n[kernel]\npath = \"Cargo.toml\"\n{extra}")
+    }
+
+    const LOW: &str = "[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n";
+
+    fn err(text: &str) -> ConfigError {
+        parse(Path::new("x.toml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn vcpu_range() {
+        for bad in ["0", "255", "100000"] {
+            let e = err(&file(bad, LOW, ""));
+            assert_eq!(e.field.to_string(), "machine.vcpus");
+            assert_eq!(e.kind, ConfigErrorKind::Invalid);
+        }
+        assert!(parse(Path::new("x.toml"), &file("254", LOW, "")).is_ok());
+    }
+
+    #[test]
+    fn memory_required_and_low_region() {
+        let e = err(&file("1", "", ""));
+        assert!(e.message.contains("at least one"), "{e}");
+        let e = err(&file(
+            "1",
+            "[[memory]]\nguest_addr = 0x100000\nsize = \"64MiB\"\n",
+            "",
+        ));
+        assert!(e.message.contains("start at 0x0"), "{e}");
+        let e = err(&file("1", "[[memory]]\nguest_addr = 0\nsize = \"512KiB\"\n", ""));
+        assert!(e.message.contains("start at 0x0"), "{e}");
+        let e = err(&file(
+            "1",
+            "[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\nreadonly = true\n",
+            "",
+        ));
+        assert_eq!(e.field.to_string(), "memory[0].readonly");
+    }
+
+    #[test]
+    fn zero_and_unaligned() {
+        let e = err(&file("1", "[[memory]]\nguest_addr = 0\nsize = 0\n", ""));
+        assert_eq!(e.field.to_string(), "memory[0].size");
+        let e = err(&file(
+            "1",
+            &format!("{LOW}[[memory]]\nguest_addr = 0x10000800\nsize = \"4KiB\"\n"),
+            "",
+        ));
+        assert_eq!(e.field.to_string(), "memory[1].guest_addr");
+        assert!(e.message.contains("aligned"));
+    }
+
+    #[test]
+    fn overflow_near_2_pow_64() {
+        let e = err(&file(
+            "1",
+            &format!("{LOW}[[memory]]\nguest_addr = 0x7fff_ffff_ffff_f000\nsize = \"16TiB\"\n"),
+            "",
+        ));
+        assert_eq!(e.field.to_string(), "memory[1].size");
+        assert!(e.message.contains("physical address space"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_regions() {
+        let e = err(&file(
+            "1",
+            &format!("{LOW}[[memory]]\nguest_addr = 0x3000000\nsize = \"64MiB\"\n"),
+            "",
+        ));
+        assert_eq!(e.field.to_string(), "memory[1].guest_addr");
+        assert!(e.message.contains("overlaps memory[0]"), "{e}");
+    }
+
+    #[test]
+    fn platform_windows() {
+        for (addr, what) in [
+            ("0xfee00000", "LAPIC"),
+            ("0xfec00000", "IOAPIC"),
+            ("0xfffbc000", "KVM TSS"),
+        ] {
+            let e = err(&file(
+                "1",
+                &format!("{LOW}[[memory]]\nguest_addr = {addr}\nsize = \"4KiB\"\n"),
+                "",
+            ));
+            assert!(e.message.contains(what), "{e}");
+            assert_eq!((e.line, e.col), (Some(7), Some(14)), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_kernel_is_a_kernel_error() {
+        let t = file("1", LOW, "").replace("Cargo.toml", "no-such-kernel.elf");
+        let e = err(&t);
+        assert_eq!(e.kind, ConfigErrorKind::KernelImage);
+        assert_eq!(e.field.to_string(), "kernel.path");
+    }
+
+    #[test]
+    fn cmdline_limits() {
+        let long = "a".repeat(4096);
+        let e = err(&file("1", LOW, &format!("cmdline = \"{long}\"\n")));
+        assert_eq!(e.field.to_string(), "kernel.cmdline");
+    }
+
+    #[test]
+    fn device_ports() {
+        let e = err(&file(
+            "1",
+            LOW,
+            "[[device]]\nkind = \"debug-exit\"\nport = 0x3fa\n",
+        ));
+        assert!(e.message.contains("COM1"), "{e}");
+        assert_eq!(e.field.to_string(), "device[0].port");
+        let e = err(&file("1", LOW, "[[device]]\nkind = \"debug-exit\"\nsize = 3\n"));
+        assert_eq!(e.field.to_string(), "device[0].size");
+        let two = "[[device]]\nkind = \"debug-exit\"\n[[device]]\nkind = \"debug-exit\"\nport = 0xf6\n";
+        let e = err(&file("1", LOW, two));
+        assert_eq!(e.field.to_string(), "device[1].port");
+        let e = err(&file(
+            "1",
+            LOW,
+            "[[device]]\nkind = \"debug-exit\"\nport = 0xfffe\n",
+        ));
+        assert!(e.message.contains("0xffff"), "{e}");
+        let e = err(&file("1", LOW, "[[device]]\nkind = \"toaster\"\n"));
+        assert_eq!(e.kind, ConfigErrorKind::Syntax);
+    }
+
+    #[test]
+    fn hugepages_and_file_conflict() {
+        let t = file("1", &format!("{LOW}[[memory]]\nguest_addr = 0x10000000\nsize = \"4KiB\"\nhugepages = true\nfile = \"Cargo.toml\"\n"), "");
+        let e = err(&t);
+        assert_eq!(e.field.to_string(), "memory[1].hugepages");
+    }
+}

@@ -1,0 +1,58 @@
+//! Emulated devices that sit on the [`Bus`](crate::bus::Bus).
+//!
+//! - [`serial`]: the COM1 8250/16550A UART (via `vm-superio`).
+//! - [`debug_exit`]: QEMU's `isa-debug-exit` test device.
+
+use std::io;
+
+use vmm_sys_util::eventfd::EventFd;
+
+pub mod debug_exit;
+pub mod serial;
+
+pub use debug_exit::{DebugExit, DebugExitError};
+pub use serial::{SerialCounters, SerialDevice, SerialError, SerialOutput};
+
+/// A `vm_superio::Trigger` that raises an interrupt by writing 1 to an
+/// eventfd, meant to be registered with KVM as an irqfd.
+#[derive(Debug)]
+pub struct EventFdTrigger {
+    evt: EventFd,
+}
+
+impl EventFdTrigger {
+    /// Wraps `evt`; keep a clone (`EventFd::try_clone`) to register it with
+    /// KVM, or get it back with [`EventFdTrigger::evt`].
+    pub fn new(evt: EventFd) -> EventFdTrigger {
+        EventFdTrigger { evt }
+    }
+
+    /// The eventfd written on every trigger.
+    pub fn evt(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+impl vm_superio::Trigger for EventFdTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.evt.write(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_superio::Trigger;
+
+    #[test]
+    fn trigger_writes_one() {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let t = EventFdTrigger::new(evt.try_clone().unwrap());
+        t.trigger().unwrap();
+        t.trigger().unwrap();
+        assert_eq!(evt.read().unwrap(), 2);
+        assert_eq!(t.evt().read().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+}

@@ -1,0 +1,339 @@
+//! The host's KVM: open /dev/kvm, check the API version and every capability
+//! berth needs (naming the missing one), find the limits, and report them
+//! for `berth caps`.
+
+use kvm_ioctls::{Cap, Kvm};
+use std::fmt::Write as _;
+
+/// The only KVM API version there has ever been.
+pub const KVM_API_VERSION: i32 = 12;
+
+/// Host errors (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// /dev/kvm can't be opened.
+    #[error("cannot open /dev/kvm: {0} (is KVM enabled, and may this user use it?)")]
+    Open(#[source] kvm_ioctls::Error),
+    /// Wrong API version.
+    #[error("/dev/kvm reports API version {0}; berth needs {KVM_API_VERSION}")]
+    ApiVersion(i32),
+    /// A required capability is missing.
+    #[error("kvm does not support {name} (KVM_CAP_{cap}), needs Linux >= {since}; required {why}")]
+    MissingCap {
+        /// Human name.
+        name: &'static str,
+        /// KVM_CAP_ suffix.
+        cap: &'static str,
+        /// First Linux version that has it.
+        since: &'static str,
+        /// What needs it.
+        why: &'static str,
+    },
+    /// Too many vCPUs for this host.
+    #[error("machine.vcpus = {want} exceeds this host's KVM limit of {max} vCPUs (KVM_CAP_MAX_VCPUS)")]
+    TooManyVcpus {
+        /// Requested.
+        want: u32,
+        /// Host limit.
+        max: usize,
+    },
+    /// Too many memslots for this host.
+    #[error("{want} memory regions exceed this host's KVM limit of {max} memslots (KVM_CAP_NR_MEMSLOTS)")]
+    TooManyMemslots {
+        /// Requested.
+        want: usize,
+        /// Host limit.
+        max: usize,
+    },
+    /// Guest memory beyond the host CPU's physical address width.
+    #[error("memory[{region}] ends at {end:#x}, beyond this host's {bits}-bit guest physical address space")]
+    PhysAddrBits {
+        /// Offending region (plan slot).
+        region: u32,
+        /// Its end.
+        end: u64,
+        /// Host width.
+        bits: u32,
+    },
+}
+
+/// One capability berth knows about.
+#[derive(Clone, Copy, Debug)]
+pub struct CapInfo {
+    /// kvm-ioctls name.
+    pub cap: Cap,
+    /// KVM_CAP_ suffix.
+    pub id: &'static str,
+    /// Human name.
+    pub name: &'static str,
+    /// First Linux version that has it.
+    pub since: &'static str,
+    /// Whether berth refuses to run without it.
+    pub required: bool,
+    /// What berth uses it for.
+    pub why: &'static str,
+}
+
+macro_rules! cap {
+    ($cap:ident, $id:literal, $name:literal, $since:literal, $req:literal, $why:literal) => {
+        CapInfo {
+            cap: Cap::$cap,
+            id: $id,
+            name: $name,
+            since: $since,
+            required: $req,
+            why: $why,
+        }
+    };
+}
+
+/// Every capability berth uses, in the order they are checked.
+pub const CAPS: &[CapInfo] = &[
+    cap!(
+        UserMemory,
+        "USER_MEMORY",
+        "user memory regions",
+        "2.6.27",
+        true,
+        "for guest RAM"
+    ),
+    cap!(
+        SetTssAddr,
+        "SET_TSS_ADDR",
+        "TSS address",
+        "2.6.24",
+        true,
+        "by VMX hosts"
+    ),
+    cap!(
+        SetIdentityMapAddr,
+        "SET_IDENTITY_MAP_ADDR",
+        "identity map address",
+        "2.6.32",
+        true,
+        "by VMX hosts"
+    ),
+    cap!(
+        Irqchip,
+        "IRQCHIP",
+        "in-kernel irqchip",
+        "2.6.20",
+        true,
+        "by [irqchip] mode = \"kernel\""
+    ),
+    cap!(
+        Pit2,
+        "PIT2",
+        "in-kernel PIT",
+        "2.6.31",
+        true,
+        "by [irqchip] pit = true"
+    ),
+    cap!(
+        ExtCpuid,
+        "EXT_CPUID",
+        "KVM_GET_SUPPORTED_CPUID",
+        "2.6.25",
+        true,
+        "for vCPU CPUID"
+    ),
+    cap!(Irqfd, "IRQFD", "irqfd", "2.6.32", true, "for device interrupts"),
+    cap!(
+        Ioeventfd,
+        "IOEVENTFD",
+        "ioeventfd",
+        "2.6.32",
+        true,
+        "for device doorbells"
+    ),
+    cap!(
+        ImmediateExit,
+        "IMMEDIATE_EXIT",
+        "immediate_exit",
+        "4.13",
+        true,
+        "to stop vCPUs"
+    ),
+    cap!(MpState, "MP_STATE", "MP state", "2.6.24", true, "for AP start-up"),
+    cap!(
+        IrqRouting,
+        "IRQ_ROUTING",
+        "GSI routing",
+        "2.6.30",
+        true,
+        "for interrupt routes"
+    ),
+    cap!(
+        ReadonlyMem,
+        "READONLY_MEM",
+        "read-only memslots",
+        "3.16",
+        false,
+        "by memory readonly = true"
+    ),
+    cap!(
+        SignalMsi,
+        "SIGNAL_MSI",
+        "KVM_SIGNAL_MSI",
+        "3.5",
+        false,
+        "for direct MSI"
+    ),
+    cap!(
+        CoalescedMmio,
+        "COALESCED_MMIO",
+        "coalesced MMIO",
+        "2.6.24",
+        false,
+        "by [[coalesced_mmio]]"
+    ),
+    cap!(
+        CoalescedPio,
+        "COALESCED_PIO",
+        "coalesced PIO",
+        "4.20",
+        false,
+        "by [[coalesced_pio]]"
+    ),
+    cap!(
+        SplitIrqchip,
+        "SPLIT_IRQCHIP",
+        "split irqchip",
+        "4.5",
+        false,
+        "by [irqchip] mode = \"split\""
+    ),
+    cap!(
+        IrqInjectStatus,
+        "IRQ_INJECT_STATUS",
+        "KVM_IRQ_LINE_STATUS",
+        "2.6.25",
+        false,
+        "for --stats"
+    ),
+    cap!(
+        SetGuestDebug,
+        "SET_GUEST_DEBUG",
+        "guest debug",
+        "2.6.26",
+        false,
+        "for breakpoints"
+    ),
+    cap!(
+        TscDeadlineTimer,
+        "TSC_DEADLINE_TIMER",
+        "TSC deadline timer",
+        "3.6",
+        false,
+        "for CPUID"
+    ),
+    cap!(
+        X2ApicApi,
+        "X2APIC_API",
+        "x2APIC API",
+        "4.7",
+        false,
+        "for > 255 APIC IDs"
+    ),
+];
+
+/// The opened host KVM.
+pub struct HostKvm {
+    /// The /dev/kvm handle.
+    pub kvm: Kvm,
+}
+
+impl HostKvm {
+    /// Opens /dev/kvm and checks the API version.
+    pub fn open() -> Result<Self, HostError> {
+        let kvm = Kvm::new().map_err(HostError::Open)?;
+        let v = kvm.get_api_version();
+        if v != KVM_API_VERSION {
+            return Err(HostError::ApiVersion(v));
+        }
+        Ok(HostKvm { kvm })
+    }
+
+    /// Checks every capability that `needed` says is needed, in table order;
+    /// the first missing one is the error.
+    pub fn require(&self, needed: impl Fn(&CapInfo) -> bool) -> Result<(), HostError> {
+        for c in CAPS.iter().filter(|c| needed(c)) {
+            if !self.kvm.check_extension(c.cap) {
+                return Err(HostError::MissingCap {
+                    name: c.name,
+                    cap: c.id,
+                    since: c.since,
+                    why: c.why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The vCPU limit, the documented way: KVM_CAP_MAX_VCPUS, else
+    /// KVM_CAP_NR_VCPUS, else 4 (kvm-ioctls implements that fallback chain).
+    pub fn max_vcpus(&self) -> usize {
+        self.kvm.get_max_vcpus()
+    }
+
+    /// The memslot limit (KVM_CAP_NR_MEMSLOTS, else 32).
+    pub fn max_memslots(&self) -> usize {
+        self.kvm.get_nr_memslots()
+    }
+
+    /// Whether a capability is present.
+    pub fn has(&self, cap: Cap) -> bool {
+        self.kvm.check_extension(cap)
+    }
+}
+
+/// Guest physical address width the host CPU supports (CPUID 0x80000008 EAX[7:0]).
+pub fn host_phys_addr_bits() -> u32 {
+    let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max_ext < 0x8000_0008 {
+        return 36;
+    }
+    std::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+}
+
+/// Whether this host's KVM is the PVM flavour (reported, never acted upon).
+pub fn host_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// The `berth caps` report.
+pub fn caps_report(host: &HostKvm) -> String {
+    let kvm = &host.kvm;
+    let mut s = String::new();
+    let _ = writeln!(s, "api-version: {}", kvm.get_api_version());
+    let _ = writeln!(s, "pvm: {}", if host_is_pvm() { "yes" } else { "no" });
+    let _ = writeln!(s, "max-vcpus: {}", kvm.get_max_vcpus());
+    let _ = writeln!(s, "nr-vcpus: {}", kvm.get_nr_vcpus());
+    let _ = writeln!(s, "max-vcpu-id: {}", kvm.get_max_vcpu_id());
+    let _ = writeln!(s, "nr-memslots: {}", kvm.get_nr_memslots());
+    let _ = writeln!(s, "phys-addr-bits: {}", host_phys_addr_bits());
+    match kvm.get_vcpu_mmap_size() {
+        Ok(n) => {
+            let _ = writeln!(s, "vcpu-mmap-size: {n}");
+        }
+        Err(e) => {
+            let _ = writeln!(s, "vcpu-mmap-size: error {e}");
+        }
+    }
+    for c in CAPS {
+        let v = kvm.check_extension_int(c.cap);
+        let _ = writeln!(
+            s,
+            "cap {:<22} {:<7} value={v:<6} {}{}",
+            c.id,
+            if v > 0 { "present" } else { "absent" },
+            if c.required { "required" } else { "optional" },
+            if c.required {
+                String::new()
+            } else {
+                format!(" ({})", c.why)
+            }
+        );
+    }
+    s
+}

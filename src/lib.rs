@@ -1,0 +1,19 @@
+//! berth: a small, fast, deterministic micro-VMM on Linux KVM.
+//!
+//! The pipeline is parse ([`config`]) → plan ([`plan`], pure) → build and run.
+#![deny(missing_docs)]
+
+pub mod arch;
+pub mod boot;
+pub mod build;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod kvm;
+pub mod memory;
+pub mod outcome;
+pub mod plan;
+pub mod vcpu;
+pub mod vmm;

@@ -1,0 +1,6 @@
+//! The berth binary: all logic lives in the library.
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("BERTH_LOG", "warn")).init();
+    std::process::exit(berth::cli::main());
+}

@@ -1,0 +1,111 @@
+//! How a VM run ends, and the one place that maps every error and outcome
+//! to berth's exit code (README "Exit codes").
+
+use std::fmt;
+
+/// Why a guest fault ended the VM (exit code 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// KVM_EXIT_SHUTDOWN: triple fault.
+    TripleFault,
+    /// KVM_EXIT_INTERNAL_ERROR (emulation failure and friends).
+    InternalError,
+    /// KVM_EXIT_FAIL_ENTRY: hardware refused the guest state.
+    FailEntry,
+    /// KVM_EXIT_UNKNOWN or an exit berth does not handle.
+    UnhandledExit,
+}
+
+/// How the VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Guest powered off.
+    PowerOff,
+    /// Guest asked for a reset (on_reboot = "exit").
+    Reset,
+    /// Guest wrote to isa-debug-exit; the status is already (v << 1) | 1.
+    DebugExit(i32),
+    /// Guest fault.
+    Fault {
+        /// vCPU index.
+        vcpu: u32,
+        /// Which fault.
+        kind: FaultKind,
+        /// One-line reason, then optional register dump lines.
+        detail: String,
+    },
+    /// SIGINT/SIGTERM/SIGHUP arrived.
+    Signal(i32),
+    /// A host failure while running (KVM_RUN failed, a thread died).
+    Host(String),
+}
+
+impl Outcome {
+    /// The process exit code for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::PowerOff | Outcome::Reset => 0,
+            // The shell sees the low 8 bits of QEMU's exit((v << 1) | 1).
+            Outcome::DebugExit(s) => s & 0xff,
+            Outcome::Fault { .. } => exit_code::GUEST_FAULT,
+            Outcome::Signal(n) => 128 + n,
+            Outcome::Host(_) => exit_code::HOST,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::PowerOff => write!(f, "guest powered off"),
+            Outcome::Reset => write!(f, "guest requested a reset"),
+            Outcome::DebugExit(s) => write!(f, "guest wrote {} to debug-exit (status {})", s >> 1, s & 0xff),
+            Outcome::Fault { vcpu, kind, detail } => {
+                let what = match kind {
+                    FaultKind::TripleFault => "triple fault (KVM_EXIT_SHUTDOWN)",
+                    FaultKind::InternalError => "KVM internal error",
+                    FaultKind::FailEntry => "VM entry failed",
+                    FaultKind::UnhandledExit => "unhandled exit",
+                };
+                write!(f, "guest fault on vcpu{vcpu}: {what}: {detail}")
+            }
+            Outcome::Signal(n) => write!(f, "stopped by signal {n}"),
+            Outcome::Host(m) => write!(f, "host error while running: {m}"),
+        }
+    }
+}
+
+/// The exit-code contract.
+pub mod exit_code {
+    /// Usage or machine-file error (nothing was created).
+    pub const USAGE: i32 = 2;
+    /// Host error: /dev/kvm, a capability, a resource limit.
+    pub const HOST: i32 = 3;
+    /// Guest fault.
+    pub const GUEST_FAULT: i32 = 4;
+    /// Kernel image error.
+    pub const KERNEL: i32 = 5;
+    /// Timeout.
+    pub const TIMEOUT: i32 = 6;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(Outcome::PowerOff.exit_code(), 0);
+        assert_eq!(Outcome::DebugExit(1).exit_code(), 1);
+        assert_eq!(Outcome::DebugExit((0x80 << 1) | 1).exit_code(), 1);
+        assert_eq!(Outcome::Signal(15).exit_code(), 143);
+        assert_eq!(Outcome::Signal(2).exit_code(), 130);
+        let f = Outcome::Fault {
+            vcpu: 0,
+            kind: FaultKind::TripleFault,
+            detail: String::new(),
+        };
+        assert_eq!(f.exit_code(), 4);
+        assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
+    }
+}

@@ -1,0 +1,95 @@
+//! Canonical rendering of a [`Plan`] and its digest. The digest is sha256
+//! over the canonical TOML text, so a reviewer can recompute it from the
+//! `berth plan` output alone (everything before the `plan-sha256:` line).
+
+use super::Plan;
+use sha2::{Digest, Sha256};
+
+/// Output formats of `berth plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Canonical TOML (what the digest covers).
+    Toml,
+    /// The same data as pretty JSON.
+    Json,
+}
+
+/// Errors rendering a plan (a bug, not a user error).
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// TOML serialization failed.
+    #[error("cannot render plan as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
+    /// JSON serialization failed.
+    #[error("cannot render plan as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The canonical TOML text of a plan.
+pub fn canonical(plan: &Plan) -> Result<String, DumpError> {
+    Ok(toml::to_string(plan)?)
+}
+
+/// The plan in the requested format.
+pub fn render(plan: &Plan, format: Format) -> Result<String, DumpError> {
+    match format {
+        Format::Toml => canonical(plan),
+        Format::Json => Ok(serde_json::to_string_pretty(plan)? + "\n"),
+    }
+}
+
+/// Lowercase hex sha256 of the canonical text.
+pub fn digest(plan: &Plan) -> Result<String, DumpError> {
+    Ok(hex(&Sha256::digest(canonical(plan)?.as_bytes())))
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    const FILE: &str = "[machine]\nvcpus = 2\n[[memory]]\nguest_addr = 0\nsize = \"128MiB\"\n[kernel]\npath = \"Cargo.toml\"\n";
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let p = super::super::plan(&parse(Path::new("x.toml"), FILE).unwrap());
+        let d1 = digest(&p).unwrap();
+        let d2 = digest(&p.clone()).unwrap();
+        assert_eq!(d1, d2);
+        assert_eq!(d1.len(), 64);
+        let q =
+            super::super::plan(&parse(Path::new("x.toml"), &FILE.replace("vcpus = 2", "vcpus = 3")).unwrap());
+        assert_ne!(d1, digest(&q).unwrap());
+        // Comments and key order in the file don't change the plan.
+        let r = super::super::plan(
+            &parse(
+                Path::new("y.toml"),
+                &format!(
+                    "# hello\n{}",
+                    FILE.replace(
+                        "guest_addr = 0\nsize = \"128MiB\"",
+                        "size = 0x800_0000\nguest_addr = 0x0"
+                    )
+                ),
+            )
+            .unwrap(),
+        );
+        assert_eq!(d1, digest(&r).unwrap());
+    }
+
+    #[test]
+    fn toml_and_json_carry_the_same_fields() {
+        let p = super::super::plan(&parse(Path::new("x.toml"), FILE).unwrap());
+        let t = render(&p, Format::Toml).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&render(&p, Format::Json).unwrap()).unwrap();
+        let back: toml::Value = toml::from_str(&t).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), j);
+        assert!(t.contains("zero_page = \"0x0000000000007000\""), "{t}");
+    }
+}

@@ -1,0 +1,426 @@
+//! The plan: a pure function from a validated [`Config`] to every address,
+//! memslot, APIC ID and device window the VM will have. No host access, no
+//! host-derived values: the same machine file gives a byte-identical plan
+//! (and digest) on any host. [`dump`] renders it canonically.
+
+pub mod dump;
+
+use crate::arch::x86_64::layout;
+use crate::config::{Config, DeviceConfig, IrqchipMode, KernelFormat, SerialOutputConfig, SerialSink};
+use serde::{Serialize, Serializer};
+use std::fmt;
+
+/// An address or size, rendered as fixed-width hex in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hex(pub u64);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#018x}", self.0)
+    }
+}
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Version of the plan format; bumped whenever its meaning changes.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// The resolved machine.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Plan {
+    /// Plan format version.
+    pub format: u32,
+    /// Machine identity.
+    pub machine: MachinePlan,
+    /// One entry per vCPU, by index.
+    pub cpus: Vec<CpuPlan>,
+    /// KVM memslots, numbered in guest address order.
+    pub memslots: Vec<MemslotPlan>,
+    /// The e820 map handed to the guest.
+    pub e820: Vec<E820Entry>,
+    /// Interrupt controllers.
+    pub irqchip: IrqchipPlan,
+    /// Devices on the bus, sorted by address space then base.
+    pub devices: Vec<DevicePlan>,
+    /// What to boot.
+    pub kernel: KernelPlan,
+    /// Where boot structures go.
+    pub boot: BootPlan,
+}
+
+/// `[machine]`, resolved.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MachinePlan {
+    /// Name (the file's, or "berth").
+    pub name: String,
+    /// vCPU count.
+    pub vcpus: u32,
+}
+
+/// One vCPU.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CpuPlan {
+    /// vCPU index (KVM vcpu id).
+    pub index: u32,
+    /// Initial local APIC ID (also CPUID leaf 1 EBX[31:24] and leaf 0xB).
+    pub apic_id: u32,
+    /// Whether this is the bootstrap processor.
+    pub bsp: bool,
+}
+
+/// One memslot.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MemslotPlan {
+    /// KVM slot id.
+    pub slot: u32,
+    /// Region name.
+    pub name: String,
+    /// Guest physical start.
+    pub guest_addr: Hex,
+    /// Size in bytes.
+    pub size: Hex,
+    /// KVM_MEM_READONLY.
+    pub readonly: bool,
+    /// MAP_SHARED backing.
+    pub shared: bool,
+    /// MAP_HUGETLB backing.
+    pub hugepages: bool,
+    /// KVM_MEM_LOG_DIRTY_PAGES.
+    pub dirty_log: bool,
+    /// Backing file, as written in the machine file (relative to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// e820 entry types.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum E820Kind {
+    /// Usable RAM (type 1).
+    Ram,
+    /// Reserved (type 2).
+    Reserved,
+}
+
+impl E820Kind {
+    /// The numeric e820 type.
+    pub fn code(self) -> u32 {
+        match self {
+            E820Kind::Ram => 1,
+            E820Kind::Reserved => 2,
+        }
+    }
+}
+
+/// One e820 entry.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct E820Entry {
+    /// Start.
+    pub addr: Hex,
+    /// Length.
+    pub size: Hex,
+    /// Type.
+    pub kind: E820Kind,
+}
+
+/// Interrupt controllers.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IrqchipPlan {
+    /// "kernel".
+    pub mode: String,
+    /// In-kernel PIT.
+    pub pit: bool,
+    /// IOAPIC MMIO base.
+    pub ioapic_addr: Hex,
+    /// IOAPIC ID.
+    pub ioapic_id: u32,
+    /// IOAPIC pins (GSIs 0..pins).
+    pub ioapic_pins: u32,
+    /// LAPIC MMIO base.
+    pub lapic_addr: Hex,
+}
+
+/// Address spaces of the bus.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Space {
+    /// I/O ports.
+    Pio,
+    /// Memory-mapped I/O.
+    Mmio,
+}
+
+/// Device-specific plan data.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// 8250 UART.
+    Serial8250 {
+        /// Interrupt line.
+        gsi: u32,
+        /// Where output goes: "stdout", "null" or "file:<path as written>".
+        output: String,
+    },
+    /// isa-debug-exit.
+    DebugExit {
+        /// Port width.
+        width: u8,
+    },
+}
+
+/// One device window on the bus.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DevicePlan {
+    /// Unique device name (used in `--stats`).
+    pub name: String,
+    /// Address space.
+    pub space: Space,
+    /// First address/port.
+    pub base: Hex,
+    /// Length in bytes/ports.
+    pub len: Hex,
+    /// Which device, with its settings.
+    #[serde(flatten)]
+    pub kind: DeviceKind,
+}
+
+/// `[kernel]`, resolved.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct KernelPlan {
+    /// Image path as written (relative to the machine file).
+    pub path: String,
+    /// Format as written ("auto" is detected at load time).
+    pub format: String,
+    /// Command line, verbatim.
+    pub cmdline: String,
+}
+
+/// Boot structure placement (Linux 64-bit boot protocol).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BootPlan {
+    /// Entry protocol.
+    pub protocol: String,
+    /// GDT.
+    pub gdt: Hex,
+    /// IDT (empty).
+    pub idt: Hex,
+    /// boot_params / zero page.
+    pub zero_page: Hex,
+    /// Command line.
+    pub cmdline: Hex,
+    /// Room for the command line including NUL.
+    pub cmdline_max: Hex,
+    /// PML4 of the identity map.
+    pub pml4: Hex,
+    /// PDPT of the identity map.
+    pub pdpte: Hex,
+    /// Page directory of the identity map.
+    pub pde: Hex,
+    /// Bytes identity-mapped with 2 MiB pages.
+    pub identity_mapped: Hex,
+    /// Initial rsp of the BSP.
+    pub stack_pointer: Hex,
+    /// Lowest address a kernel segment may load at.
+    pub kernel_min_addr: Hex,
+    /// KVM_SET_TSS_ADDR.
+    pub kvm_tss: Hex,
+    /// KVM_SET_IDENTITY_MAP_ADDR.
+    pub kvm_identity_map: Hex,
+}
+
+/// Computes the plan. The config must have passed validation.
+pub fn plan(c: &Config) -> Plan {
+    let m = &c.machine;
+    let vcpus = m.machine.vcpus;
+    let cpus = (0..vcpus)
+        .map(|i| CpuPlan {
+            index: i,
+            apic_id: i,
+            bsp: i == 0,
+        })
+        .collect();
+
+    let mut regions: Vec<_> = m.memory.iter().enumerate().collect();
+    regions.sort_by_key(|(_, r)| r.guest_addr);
+    let memslots: Vec<MemslotPlan> = regions
+        .iter()
+        .enumerate()
+        .map(|(slot, (i, r))| MemslotPlan {
+            slot: slot as u32,
+            name: r.name.clone().unwrap_or_else(|| format!("memory{i}")),
+            guest_addr: Hex(r.guest_addr),
+            size: Hex(r.size.bytes()),
+            readonly: r.readonly,
+            shared: r.shared,
+            hugepages: r.hugepages,
+            dirty_log: r.dirty_log,
+            file: r.file.as_ref().map(|f| f.display().to_string()),
+        })
+        .collect();
+    let e820 = e820_map(&memslots);
+
+    let mut devices = vec![DevicePlan {
+        name: "com1".into(),
+        space: Space::Pio,
+        base: Hex(layout::COM1_PORT.into()),
+        len: Hex(layout::COM1_LEN.into()),
+        kind: DeviceKind::Serial8250 {
+            gsi: layout::COM1_GSI,
+            output: match &m.serial.output {
+                SerialOutputConfig::Named(SerialSink::Stdout) => "stdout".into(),
+                SerialOutputConfig::Named(SerialSink::Null) => "null".into(),
+                SerialOutputConfig::File { file } => format!("file:{}", file.display()),
+            },
+        },
+    }];
+    for d in &m.device {
+        match d {
+            DeviceConfig::DebugExit { port, size } => devices.push(DevicePlan {
+                name: format!("debug-exit@{port:#x}"),
+                space: Space::Pio,
+                base: Hex((*port).into()),
+                len: Hex((*size).into()),
+                kind: DeviceKind::DebugExit { width: *size },
+            }),
+        }
+    }
+    devices.sort_by_key(|d| (d.space, d.base));
+
+    Plan {
+        format: PLAN_FORMAT,
+        machine: MachinePlan {
+            name: m.machine.name.clone().unwrap_or_else(|| "berth".into()),
+            vcpus,
+        },
+        cpus,
+        memslots,
+        e820,
+        irqchip: IrqchipPlan {
+            mode: match m.irqchip.mode {
+                IrqchipMode::Kernel => "kernel".into(),
+            },
+            pit: m.irqchip.pit,
+            ioapic_addr: Hex(layout::IOAPIC_ADDR),
+            ioapic_id: vcpus,
+            ioapic_pins: 24,
+            lapic_addr: Hex(layout::LAPIC_ADDR),
+        },
+        devices,
+        kernel: KernelPlan {
+            path: m.kernel.path.display().to_string(),
+            format: match m.kernel.format {
+                KernelFormat::Auto => "auto".into(),
+                KernelFormat::Elf => "elf".into(),
+            },
+            cmdline: m.kernel.cmdline.clone(),
+        },
+        boot: BootPlan {
+            protocol: "linux-64bit".into(),
+            gdt: Hex(layout::GDT_ADDR),
+            idt: Hex(layout::IDT_ADDR),
+            zero_page: Hex(layout::ZERO_PAGE_ADDR),
+            cmdline: Hex(layout::CMDLINE_ADDR),
+            cmdline_max: Hex(layout::CMDLINE_MAX),
+            pml4: Hex(layout::PML4_ADDR),
+            pdpte: Hex(layout::PDPTE_ADDR),
+            pde: Hex(layout::PDE_ADDR),
+            identity_mapped: Hex(1 << 30),
+            stack_pointer: Hex(layout::BOOT_STACK_POINTER),
+            kernel_min_addr: Hex(layout::HIMEM_START),
+            kvm_tss: Hex(layout::KVM_TSS_ADDR),
+            kvm_identity_map: Hex(layout::KVM_IDENTITY_MAP_ADDR),
+        },
+    }
+}
+
+/// The e820 map: each writable region is RAM except the legacy hole
+/// [EBDA_START, HIMEM_START), which is left out; read-only regions are
+/// reserved. Entries are in address order.
+fn e820_map(slots: &[MemslotPlan]) -> Vec<E820Entry> {
+    let mut out = Vec::new();
+    let mut push = |addr: u64, end: u64, kind| {
+        if end > addr {
+            out.push(E820Entry {
+                addr: Hex(addr),
+                size: Hex(end - addr),
+                kind,
+            });
+        }
+    };
+    for s in slots {
+        let (start, end) = (s.guest_addr.0, s.guest_addr.0 + s.size.0);
+        if s.readonly {
+            push(start, end, E820Kind::Reserved);
+            continue;
+        }
+        push(start, end.min(layout::EBDA_START), E820Kind::Ram);
+        push(start.max(layout::HIMEM_START), end, E820Kind::Ram);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn plan_of(text: &str) -> Plan {
+        plan(&parse(Path::new("x.toml"), text).unwrap())
+    }
+
+    const BASE: &str = "[machine]\nvcpus = 3\n[[memory]]\nname = \"high\"\nguest_addr = 0x1_0000_0000\nsize = \"1GiB\"\n[[memory]]\nguest_addr = 0\nsize = \"256MiB\"\n[[memory]]\nguest_addr = 0x2000_0000\nsize = \"1MiB\"\nreadonly = true\n[kernel]\npath = \"Cargo.toml\"\ncmdline = \"console=ttyS0\"\n[[device]]\nkind = \"debug-exit\"\n";
+
+    #[test]
+    fn memslots_in_address_order() {
+        let p = plan_of(BASE);
+        let addrs: Vec<u64> = p.memslots.iter().map(|s| s.guest_addr.0).collect();
+        assert_eq!(addrs, vec![0, 0x2000_0000, 0x1_0000_0000]);
+        let slots: Vec<u32> = p.memslots.iter().map(|s| s.slot).collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+        assert_eq!(p.memslots[0].name, "memory1");
+        assert_eq!(p.memslots[2].name, "high");
+    }
+
+    #[test]
+    fn e820_skips_legacy_hole_and_reserves_rom() {
+        let p = plan_of(BASE);
+        let got: Vec<(u64, u64, u32)> = p
+            .e820
+            .iter()
+            .map(|e| (e.addr.0, e.size.0, e.kind.code()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0x9fc00, 1),
+                (0x10_0000, (256 << 20) - 0x10_0000, 1),
+                (0x2000_0000, 1 << 20, 2),
+                (0x1_0000_0000, 1 << 30, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn cpus_and_devices() {
+        let p = plan_of(BASE);
+        assert_eq!(p.cpus.len(), 3);
+        assert!(p.cpus[0].bsp && !p.cpus[1].bsp);
+        assert_eq!(p.cpus[2].apic_id, 2);
+        assert_eq!(p.irqchip.ioapic_id, 3);
+        let names: Vec<&str> = p.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec!["debug-exit@0xf4", "com1"]);
+    }
+
+    #[test]
+    fn plan_is_independent_of_region_order_in_file() {
+        let a = plan_of(BASE);
+        let swapped = BASE.replace("name = \"high\"\n", "");
+        let b = plan_of(&swapped);
+        assert_eq!(a.e820, b.e820);
+    }
+}

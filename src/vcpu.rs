@@ -1,0 +1,440 @@
+//! vCPU threads. Each vCPU runs in a named thread (`vcpu0`, …) behind a
+//! [`VcpuHandle`]; the thread loops on KVM_RUN and dispatches exits to the
+//! [`Bus`]. A kick (SIGRTMIN, whose handler sets this thread's
+//! `immediate_exit`) gets a vCPU out of KVM_RUN however it is waiting.
+
+use crate::bus::{AddressSpace, Bus, VmEvent};
+use crate::outcome::{FaultKind, Outcome};
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Lifecycle of a vCPU thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Thread created, not yet in KVM_RUN.
+    Starting = 0,
+    /// Looping on KVM_RUN.
+    Running = 1,
+    /// Loop left; thread finishing.
+    Exited = 2,
+}
+
+impl VcpuState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => VcpuState::Starting,
+            1 => VcpuState::Running,
+            _ => VcpuState::Exited,
+        }
+    }
+}
+
+/// Messages from vCPU threads (and the signal thread) to the VMM.
+#[derive(Debug)]
+pub enum VmMessage {
+    /// A vCPU decided how the VM ends.
+    Outcome(Outcome),
+    /// A vCPU thread finished (with its exit counters).
+    Finished(u32, ExitCounts),
+}
+
+/// Exit counts by exit reason.
+pub type ExitCounts = BTreeMap<&'static str, u64>;
+
+/// What every vCPU thread shares.
+pub struct VmShared {
+    /// Set once the VM is stopping; vCPUs leave their loop.
+    pub stop: AtomicBool,
+    /// The device bus.
+    pub bus: Arc<Bus>,
+    /// Guest memory (for fault reports).
+    pub mem: GuestMemoryMmap,
+}
+
+thread_local! {
+    /// This thread's kvm_run mapping, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: the pointer is this thread's own kvm_run mapping, set by the
+        // vCPU loop before its first KVM_RUN and cleared before the VcpuFd is
+        // dropped; a single-byte store is async-signal-safe.
+        unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+    }
+}
+
+/// The kick signal number.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+/// Installs the kick handler (process-wide, once, before vCPU threads start).
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    register_signal_handler(kick_signal(), kick_handler)
+}
+
+/// A running vCPU thread.
+pub struct VcpuHandle {
+    index: u32,
+    state: Arc<AtomicU8>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// Starts vCPU `index` in a thread named `vcpu<index>`.
+    pub fn spawn(
+        index: u32,
+        fd: VcpuFd,
+        shared: Arc<VmShared>,
+        tx: Sender<VmMessage>,
+    ) -> std::io::Result<Self> {
+        let state = Arc::new(AtomicU8::new(VcpuState::Starting as u8));
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                let mut v = Vcpu {
+                    index,
+                    fd,
+                    shared,
+                    counts: ExitCounts::new(),
+                };
+                let tx2 = tx.clone();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    st.store(VcpuState::Running as u8, Ordering::SeqCst);
+                    v.run_loop()
+                }));
+                KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+                st.store(VcpuState::Exited as u8, Ordering::SeqCst);
+                let outcome = match result {
+                    Ok(o) => o,
+                    Err(_) => Some(Outcome::Host(format!("vcpu{index} thread panicked"))),
+                };
+                if let Some(o) = outcome {
+                    let _ = tx2.send(VmMessage::Outcome(o));
+                }
+                let _ = tx.send(VmMessage::Finished(index, std::mem::take(&mut v.counts)));
+            })?;
+        Ok(VcpuHandle {
+            index,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// The vCPU index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Current state.
+    pub fn state(&self) -> VcpuState {
+        VcpuState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    /// Interrupts KVM_RUN (the caller has set `stop` first).
+    pub fn kick(&self) {
+        if let Some(t) = &self.thread {
+            if !t.is_finished() {
+                let _ = t.kill(kick_signal());
+            }
+        }
+    }
+
+    /// Whether the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for VcpuHandle {
+    fn drop(&mut self) {
+        // Kick until the thread leaves KVM_RUN, then join. The owner sets
+        // `stop` before dropping; a thread that is still running here is kicked
+        // again every millisecond.
+        while let Some(t) = self.thread.as_ref() {
+            if t.is_finished() {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                break;
+            }
+            let _ = t.kill(kick_signal());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+struct Vcpu {
+    index: u32,
+    fd: VcpuFd,
+    shared: Arc<VmShared>,
+    counts: ExitCounts,
+}
+
+/// What the loop does after an exit.
+enum Next {
+    Continue,
+    Stop(Outcome),
+}
+
+impl Vcpu {
+    fn count(&mut self, what: &'static str) {
+        *self.counts.entry(what).or_insert(0) += 1;
+    }
+
+    fn run_loop(&mut self) -> Option<Outcome> {
+        KVM_RUN.with(|r| r.set(self.fd.get_kvm_run() as *mut kvm_run));
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            let next = self.run_once();
+            if let Next::Stop(o) = next {
+                return Some(o);
+            }
+        }
+    }
+
+    fn run_once(&mut self) -> Next {
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                self.count("interrupted");
+                return Next::Continue;
+            }
+            Err(e) => return Next::Stop(Outcome::Host(format!("vcpu{}: KVM_RUN failed: {e}", self.index))),
+        };
+        let bus = self.shared.bus.clone();
+        match exit {
+            VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => {
+                self.count("io");
+                return self.handle_io();
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                bus.read(AddressSpace::Mmio, addr, data);
+                self.count("mmio-read");
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                let (_, ev) = bus.write(AddressSpace::Mmio, addr, data);
+                self.count("mmio-write");
+                if let Some(ev) = ev {
+                    return Next::Stop(event_outcome(ev));
+                }
+            }
+            VcpuExit::Hlt => {
+                // With the in-kernel irqchip KVM handles HLT itself; count it.
+                self.count("hlt");
+            }
+            VcpuExit::Shutdown => {
+                self.count("shutdown");
+                let detail = self.state_summary();
+                return Next::Stop(self.fault(FaultKind::TripleFault, detail));
+            }
+            VcpuExit::SystemEvent(kind, data) => {
+                let data = data.to_vec();
+                self.count("system-event");
+                return Next::Stop(match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => Outcome::PowerOff,
+                    KVM_SYSTEM_EVENT_RESET => Outcome::Reset,
+                    KVM_SYSTEM_EVENT_CRASH => self.fault(
+                        FaultKind::UnhandledExit,
+                        format!("guest reported a crash (system event data {data:x?})"),
+                    ),
+                    other => self.fault(
+                        FaultKind::UnhandledExit,
+                        format!("system event {other}, data {data:x?}"),
+                    ),
+                });
+            }
+            VcpuExit::InternalError => {
+                self.count("internal-error");
+                let detail = self.internal_error_report();
+                return Next::Stop(self.fault(FaultKind::InternalError, detail));
+            }
+            VcpuExit::FailEntry(reason, cpu) => {
+                self.count("fail-entry");
+                let detail = format!(
+                    "hardware entry failure reason {reason:#x} on host cpu {cpu}\n{}",
+                    self.register_dump()
+                );
+                return Next::Stop(self.fault(FaultKind::FailEntry, detail));
+            }
+            VcpuExit::Unknown => {
+                self.count("unknown");
+                // SAFETY: reading a plain-data union member of this vCPU's own
+                // kvm_run after a KVM_EXIT_UNKNOWN exit, which is the member KVM filled.
+                let hw = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.hw.hardware_exit_reason };
+                return Next::Stop(self.fault(
+                    FaultKind::UnhandledExit,
+                    format!("KVM_EXIT_UNKNOWN, hardware exit reason {hw:#x}"),
+                ));
+            }
+            VcpuExit::Debug(_) => {
+                self.count("debug");
+            }
+            VcpuExit::IrqWindowOpen | VcpuExit::Intr => {
+                self.count("intr");
+            }
+            other => {
+                let name = format!("{other:?}");
+                self.count("other");
+                return Next::Stop(
+                    self.fault(FaultKind::UnhandledExit, format!("exit {name} is not handled")),
+                );
+            }
+        }
+        Next::Continue
+    }
+
+    /// Port I/O, including string I/O: `count` items of `size` bytes, each
+    /// sent to the bus in order.
+    fn handle_io(&mut self) -> Next {
+        let bus = self.shared.bus.clone();
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_IO, so `io` is the union member
+        // KVM filled in.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        let (size, count, port) = (usize::from(io.size), io.count as usize, u64::from(io.port));
+        let len = size * count;
+        if !(1..=4).contains(&size) || len == 0 || len > 4096 {
+            return Next::Continue;
+        }
+        let base = run as *mut kvm_run as *mut u8;
+        // SAFETY: KVM places the I/O data at `data_offset` inside this
+        // vCPU's kvm_run mapping (one page for PIO, within the mmap size from
+        // KVM_GET_VCPU_MMAP_SIZE); `len` is at most one page and is what KVM
+        // reserved for this exit. No other reference to that area is alive.
+        let data = unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len) };
+        let input = u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_IN;
+        for item in data.chunks_mut(size) {
+            if input {
+                bus.read(AddressSpace::Pio, port, item);
+            } else {
+                let (_, ev) = bus.write(AddressSpace::Pio, port, item);
+                if let Some(ev) = ev {
+                    return Next::Stop(event_outcome(ev));
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    fn fault(&self, kind: FaultKind, detail: String) -> Outcome {
+        Outcome::Fault {
+            vcpu: self.index,
+            kind,
+            detail,
+        }
+    }
+
+    fn internal_error_report(&mut self) -> String {
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
+        // the union member KVM filled in.
+        let ie = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let n = (ie.ndata as usize).min(ie.data.len());
+        let what = match ie.suberror {
+            1 => "emulation failure",
+            2 => "simultaneous exceptions",
+            3 => "delivery event",
+            4 => "unexpected exit reason",
+            _ => "unknown",
+        };
+        let mut s = format!("suberror {} ({what})", ie.suberror);
+        let regs = self.fd.get_regs().ok();
+        if let Some(r) = &regs {
+            let _ = write!(s, ", rip {:#x}", r.rip);
+        }
+        // Emulation failures carry the instruction bytes when KVM has them
+        // (flags bit 0: data[1] = length, data[2..] = bytes); otherwise read
+        // them from guest memory through the vCPU's page tables.
+        let mut insn = Vec::new();
+        if ie.suberror == 1 && n >= 3 && ie.data[0] & 1 == 1 {
+            let len = (ie.data[1] as usize).min(15);
+            for i in 0..len {
+                insn.push((ie.data[2 + i / 8] >> (8 * (i % 8))) as u8);
+            }
+        } else if let Some(r) = &regs {
+            insn = self.read_guest_code(r.rip);
+        }
+        if !insn.is_empty() {
+            let bytes: Vec<String> = insn.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = write!(s, ", instruction bytes {}", bytes.join(" "));
+        }
+        let words: Vec<String> = ie.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+        let _ = write!(s, ", data [{}]\n{}", words.join(" "), self.register_dump());
+        s
+    }
+
+    fn read_guest_code(&self, rip: u64) -> Vec<u8> {
+        let Ok(t) = self.fd.translate_gva(rip) else {
+            return Vec::new();
+        };
+        if t.valid == 0 {
+            return Vec::new();
+        }
+        let mut buf = [0u8; 15];
+        let mut out = Vec::new();
+        for (i, b) in buf.iter_mut().enumerate() {
+            if self
+                .shared
+                .mem
+                .read_obj::<u8>(GuestAddress(t.physical_address + i as u64))
+                .map(|v| *b = v)
+                .is_err()
+            {
+                break;
+            }
+            out.push(*b);
+        }
+        out
+    }
+
+    fn state_summary(&self) -> String {
+        match self.fd.get_regs() {
+            Ok(r) => format!("rip {:#x}\n{}", r.rip, self.register_dump()),
+            Err(_) => self.register_dump(),
+        }
+    }
+
+    fn register_dump(&self) -> String {
+        let mut s = String::new();
+        if let Ok(r) = self.fd.get_regs() {
+            let _ = write!(
+                s,
+                "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n  rsi={:#018x} rdi={:#018x} rsp={:#018x} rbp={:#018x}\n  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}\n  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}\n  rip={:#018x} rflags={:#010x}",
+                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags
+            );
+        }
+        if let Ok(sr) = self.fd.get_sregs() {
+            let _ = write!(
+                s,
+                "\n  cs={:#06x} ss={:#06x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                sr.cs.selector, sr.ss.selector, sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
+            );
+        }
+        s
+    }
+}
+
+fn event_outcome(ev: VmEvent) -> Outcome {
+    match ev {
+        VmEvent::DebugExit(s) => Outcome::DebugExit(s),
+        VmEvent::Reset => Outcome::Reset,
+        VmEvent::PowerOff => Outcome::PowerOff,
+    }
+}

@@ -1,0 +1,196 @@
+//! Run a built VM: one thread per vCPU, signals forwarded, the first
+//! outcome wins, then every vCPU is kicked and joined and the serial port
+//! flushed. Also the boot digest and the `--stats` report.
+
+use crate::build::Vm;
+use crate::bus::{DeviceStats, UnhandledStats};
+use crate::outcome::Outcome;
+use crate::plan::dump::hex;
+use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VmMessage, VmShared};
+use sha2::{Digest, Sha256};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+/// How long stopping vCPUs may take before berth gives up on joining them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    /// How the VM ended.
+    pub outcome: Outcome,
+    /// Exit counts per vCPU.
+    pub exits: BTreeMap<u32, ExitCounts>,
+    /// Device access counts.
+    pub devices: Vec<DeviceStats>,
+    /// Accesses no device claimed.
+    pub unhandled: UnhandledStats,
+    /// COM1 bytes written / dropped.
+    pub serial_bytes: (u64, u64),
+    /// Wall time from first vCPU start to outcome.
+    pub run_time: Duration,
+    /// vCPUs that did not stop within the grace period.
+    pub stuck_vcpus: Vec<u32>,
+}
+
+/// sha256 over all guest RAM (slot order) and every vCPU's registers and
+/// special registers, taken just before the first KVM_RUN.
+pub fn boot_digest(vm: &Vm) -> Result<String, String> {
+    let mut h = Sha256::new();
+    for region in vm.mem.iter() {
+        let len = region.len() as usize;
+        // SAFETY: the region maps `len` bytes at `as_ptr()` for as long as
+        // `vm.mem` lives; no vCPU runs yet, so nothing writes it concurrently.
+        let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr() as *const u8, len) };
+        h.update(region.start_addr().0.to_le_bytes());
+        h.update(bytes);
+    }
+    for (i, v) in vm.vcpus.iter().enumerate() {
+        let regs = v.get_regs().map_err(|e| format!("vcpu{i}: KVM_GET_REGS: {e}"))?;
+        let sregs = v
+            .get_sregs()
+            .map_err(|e| format!("vcpu{i}: KVM_GET_SREGS: {e}"))?;
+        h.update(format!("vcpu{i} {regs:?} {sregs:?}").as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Runs the VM to its end.
+pub fn run(mut vm: Vm) -> Result<RunReport, String> {
+    install_kick_handler().map_err(|e| format!("cannot install the vCPU kick handler: {e}"))?;
+    let (tx, rx) = mpsc::channel::<VmMessage>();
+
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let sig_handle = signals.handle();
+    let sig_tx = tx.clone();
+    let sig_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = sig_tx.send(VmMessage::Outcome(Outcome::Signal(sig)));
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    let shared = Arc::new(VmShared {
+        stop: std::sync::atomic::AtomicBool::new(false),
+        bus: vm.bus.clone(),
+        mem: vm.mem.clone(),
+    });
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    let mut outcome = None;
+    for (i, fd) in vm.vcpus.drain(..).enumerate() {
+        match VcpuHandle::spawn(i as u32, fd, shared.clone(), tx.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                outcome = Some(Outcome::Host(format!("cannot start vcpu{i} thread: {e}")));
+                break;
+            }
+        }
+    }
+    drop(tx);
+
+    let mut exits = BTreeMap::new();
+    let mut finished = 0usize;
+    let total = handles.len();
+    // Wait for the first outcome.
+    while outcome.is_none() {
+        match rx.recv() {
+            Ok(VmMessage::Outcome(o)) => outcome = Some(o),
+            Ok(VmMessage::Finished(i, c)) => {
+                exits.insert(i, c);
+                finished += 1;
+                if finished == total {
+                    outcome = Some(Outcome::Host("every vCPU stopped without an outcome".into()));
+                }
+            }
+            Err(_) => outcome = Some(Outcome::Host("lost contact with the vCPU threads".into())),
+        }
+    }
+    let run_time = started.elapsed();
+
+    // Stop: flag, kick, collect, join.
+    shared.stop.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + STOP_GRACE;
+    while finished < total && Instant::now() < deadline {
+        for h in &handles {
+            h.kick();
+        }
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(VmMessage::Finished(i, c)) => {
+                exits.insert(i, c);
+                finished += 1;
+            }
+            Ok(VmMessage::Outcome(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut stuck_vcpus = Vec::new();
+    for h in handles {
+        if exits.contains_key(&h.index()) {
+            // It sent `Finished` as its last act: joining cannot block long.
+            drop(h);
+        } else {
+            stuck_vcpus.push(h.index());
+            // Leave it: the process exits after reporting.
+            std::mem::forget(h);
+        }
+    }
+    sig_handle.close();
+    let _ = sig_thread.join();
+    let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+
+    Ok(RunReport {
+        outcome: outcome.unwrap_or_else(|| Outcome::Host("no outcome".into())),
+        exits,
+        devices: vm.bus.stats(),
+        unhandled: vm.bus.unhandled(),
+        serial_bytes: (vm.serial_counters.bytes_out(), vm.serial_counters.bytes_dropped()),
+        run_time,
+        stuck_vcpus,
+    })
+}
+
+/// The `--stats` text.
+pub fn stats_text(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "stats: run-time-ms {:.3}", r.run_time.as_secs_f64() * 1000.0);
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, c) in &r.exits {
+        for (k, v) in c {
+            let _ = writeln!(s, "stats: vcpu{i} exit {k} {v}");
+            *totals.entry(k).or_insert(0) += v;
+        }
+    }
+    for (k, v) in &totals {
+        let _ = writeln!(s, "stats: exit {k} {v}");
+    }
+    for d in &r.devices {
+        let _ = writeln!(
+            s,
+            "stats: device {} {} {:#x}+{:#x} reads {} writes {}",
+            d.name, d.space, d.base, d.len, d.reads, d.writes
+        );
+    }
+    let u = &r.unhandled;
+    let _ = writeln!(
+        s,
+        "stats: unhandled pio-reads {} pio-writes {} mmio-reads {} mmio-writes {}",
+        u.pio_reads, u.pio_writes, u.mmio_reads, u.mmio_writes
+    );
+    let _ = writeln!(
+        s,
+        "stats: serial bytes-out {} bytes-dropped {}",
+        r.serial_bytes.0, r.serial_bytes.1
+    );
+    s
+}
