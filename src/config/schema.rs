@@ -149,7 +149,6 @@ pub struct SerialSection {
     pub output: SerialOutputConfig,
 }
 
-
 /// `[serial] output`: `"stdout"`, `"null"` or `{ file = "path" }`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged, expecting = "\"stdout\", \"null\" or { file = \"path\" }")]

@@ -159,6 +159,7 @@ pub enum Space {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DeviceKind {
     /// 8250 UART.
+    #[serde(rename = "serial-8250")]
     Serial8250 {
         /// Interrupt line.
         gsi: u32,

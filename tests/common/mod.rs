@@ -1,0 +1,138 @@
+//! Shared helpers for integration tests: the built binary, the guests, and
+//! running berth with a deadline.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The berth binary cargo built for this test run.
+pub fn berth() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.current_dir(repo());
+    c
+}
+
+static GUESTS: Once = Once::new();
+
+/// Builds the guests (once per test binary).
+pub fn guests() {
+    GUESTS.call_once(|| {
+        let st = Command::new("make")
+            .args(["-s", "-C", "guests"])
+            .current_dir(repo())
+            .status()
+            .expect("run make -C guests");
+        assert!(st.success(), "make -C guests failed");
+    });
+}
+
+/// Path of a built guest.
+pub fn guest(name: &str) -> PathBuf {
+    guests();
+    repo().join("guests").join(format!("{name}.elf"))
+}
+
+/// Whether this host's KVM is PVM (CPL0 emulated).
+pub fn host_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Runs a command to completion, failing the test after `limit`.
+pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn berth");
+    let start = Instant::now();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the target dir.
+    pub fn new(tag: &str) -> TempDir {
+        let base = repo().join("target").join("test-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let p = base.join(format!("{tag}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// Writes a file inside and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    t ^ (N.fetch_add(1, Ordering::SeqCst) << 32)
+}
+
+/// A machine file for `kernel` (absolute path) with the given extra text.
+pub fn machine(kernel: &Path, vcpus: u32, extra: &str) -> String {
+    format!(
+        "[machine]\nvcpus = {vcpus}\n\n[[memory]]\nguest_addr = 0\nsize = \"128MiB\"\n\n[kernel]\npath = \"{}\"\ncmdline = \"console=ttyS0\"\n\n[[device]]\nkind = \"debug-exit\"\n{extra}",
+        kernel.display()
+    )
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,343 @@
+//! Foundation: the real binary against real KVM — the probe boots and
+//! reports exactly the plan's machine; digests are reproducible; bad input
+//! never creates a VM.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn plan_json(file: &str) -> serde_json::Value {
+    guests();
+    let o = run_with_limit(
+        {
+            let mut c = berth();
+            c.args(["plan", "--format", "json", file]);
+            c
+        },
+        LIMIT,
+    );
+    assert!(o.status.success(), "berth plan failed: {}", stderr(&o));
+    let text = stdout(&o);
+    let json_end = text.rfind("plan-sha256:").unwrap();
+    serde_json::from_str(&text[..json_end]).unwrap()
+}
+
+fn hex(v: &serde_json::Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn run_default(extra: &[&str]) -> std::process::Output {
+    guests();
+    let mut c = berth();
+    c.arg("run").args(extra).arg("configs/default.toml");
+    run_with_limit(c, LIMIT)
+}
+
+#[test]
+fn probe_boots_and_reports_the_planned_machine() {
+    let plan = plan_json("configs/default.toml");
+    let o = run_default(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("probe: ")).collect();
+    assert_eq!(lines.first(), Some(&"probe: berth probe v1"), "{out}");
+    assert_eq!(lines.last(), Some(&"probe: done"), "{out}");
+
+    let cmdline = plan["kernel"]["cmdline"].as_str().unwrap();
+    assert!(
+        lines.contains(&format!("probe: cmdline \"{cmdline}\"").as_str()),
+        "{out}"
+    );
+
+    let vendor = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("probe: vendor "))
+        .expect("vendor line");
+    assert!(
+        ["GenuineIntel", "AuthenticAMD", "HygonGenuine"].contains(&vendor),
+        "vendor {vendor}"
+    );
+
+    let want: Vec<String> = plan["e820"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ty = match e["kind"].as_str().unwrap() {
+                "ram" => 1,
+                "reserved" => 2,
+                k => panic!("kind {k}"),
+            };
+            format!(
+                "probe: e820 addr={:#018x} size={:#018x} type={ty}",
+                hex(&e["addr"]),
+                hex(&e["size"])
+            )
+        })
+        .collect();
+    let got: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("probe: e820 addr="))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(got, want, "e820 map seen by the guest differs from the plan");
+    assert!(lines.contains(&format!("probe: e820 count={}", want.len()).as_str()));
+}
+
+#[test]
+fn boot_digest_is_reproducible() {
+    let digest = |o: &std::process::Output| {
+        stderr(o)
+            .lines()
+            .find_map(|l| l.strip_prefix("boot-sha256:").map(str::to_string))
+            .expect("digest line")
+    };
+    let a = run_default(&["--boot-digest"]);
+    let b = run_default(&["--boot-digest"]);
+    assert_eq!(a.status.code(), Some(1));
+    assert_eq!(b.status.code(), Some(1));
+    let (da, db) = (digest(&a), digest(&b));
+    assert_eq!(da.len(), 64);
+    assert_eq!(da, db);
+}
+
+#[test]
+fn plan_output_is_byte_identical_across_runs() {
+    guests();
+    let plan = || {
+        let mut c = berth();
+        c.args(["plan", "configs/default.toml"]);
+        run_with_limit(c, LIMIT)
+    };
+    let (a, b) = (plan(), plan());
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let text = stdout(&a);
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("plan-sha256:") && last.len() == "plan-sha256:".len() + 64,
+        "{last}"
+    );
+    // JSON carries the same digest line.
+    let mut c = berth();
+    c.args(["plan", "--format", "json", "configs/default.toml"]);
+    let j = run_with_limit(c, LIMIT);
+    assert_eq!(stdout(&j).lines().last().unwrap(), last);
+}
+
+#[test]
+fn expect_plan_guards_the_boot() {
+    guests();
+    let mut c = berth();
+    c.args(["plan", "configs/default.toml"]);
+    let o = run_with_limit(c, LIMIT);
+    let digest = stdout(&o)
+        .lines()
+        .last()
+        .unwrap()
+        .trim_start_matches("plan-sha256:")
+        .to_string();
+
+    let good = run_default(&["--expect-plan", &digest]);
+    assert_eq!(good.status.code(), Some(1), "{}", stderr(&good));
+
+    let bad = run_default(&["--expect-plan", &"0".repeat(64)]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("refusing to boot"), "{}", stderr(&bad));
+    assert!(stdout(&bad).is_empty());
+}
+
+/// Runs berth under strace and returns (exit code, stderr, whether KVM_CREATE_VM was called).
+fn traced(args: &[&str]) -> (Option<i32>, String, bool) {
+    let mut c = Command::new("strace");
+    c.current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o", "/dev/stderr"]);
+    c.arg(env!("CARGO_BIN_EXE_berth")).args(args);
+    let o = run_with_limit(c, LIMIT);
+    let err = stderr(&o);
+    (o.status.code(), err.clone(), err.contains("KVM_CREATE_VM"))
+}
+
+#[test]
+fn bad_machine_file_exits_2_and_creates_no_vm() {
+    guests();
+    let dir = TempDir::new("bad");
+    let probe = guest("probe");
+    let text = machine(&probe, 1, "").replace("size = \"128MiB\"", "size = \"128MiB\"\ncolour = \"red\"");
+    let f = dir.write("bad.toml", &text);
+    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!created, "a VM was created for a bad machine file:\n{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:7:1: memory[0].colour: unknown field `colour`",
+            f.display()
+        )),
+        "{err}"
+    );
+
+    // The sanity check of the check: a good file does create a VM under strace.
+    let good = dir.write("good.toml", &machine(&probe, 1, ""));
+    let (code, err, created) = traced(&["run", good.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(created, "strace did not see KVM_CREATE_VM:\n{err}");
+}
+
+#[test]
+fn overlapping_regions_name_the_field() {
+    guests();
+    let dir = TempDir::new("overlap");
+    let text = machine(&guest("probe"), 1, "").replace(
+        "[kernel]",
+        "[[memory]]\nguest_addr = 0x4000000\nsize = \"1GiB\"\n\n[kernel]",
+    );
+    let f = dir.write("o.toml", &text);
+    let (code, err, created) = traced(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(!created);
+    assert!(
+        err.contains(":9:14: memory[1].guest_addr: region 0x4000000..0x44000000 overlaps memory[0]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kernel_errors_exit_5_before_any_vm() {
+    guests();
+    let dir = TempDir::new("kernel");
+    // Missing file.
+    let f = dir.write("missing.toml", &machine(&dir.0.join("nope.elf"), 1, ""));
+    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(!created);
+    assert!(err.contains("kernel.path: cannot read kernel image"), "{err}");
+    // Not a kernel.
+    let junk = dir.write("junk.bin", "this is not a kernel image at all");
+    let f = dir.write("junk.toml", &machine(&junk, 1, ""));
+    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(!created);
+    assert!(err.contains("unknown format"), "{err}");
+    // Does not fit: the probe loads at 1 MiB but RAM ends there.
+    let text = machine(&guest("probe"), 1, "").replace("\"128MiB\"", "\"1MiB\"");
+    let f = dir.write("small.toml", &text);
+    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(!created, "{err}");
+}
+
+#[test]
+fn check_subcommand() {
+    guests();
+    let mut c = berth();
+    c.args(["check", "configs/default.toml"]);
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut c = berth();
+    c.args(["check", "configs/does-not-exist.toml"]);
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read machine file"));
+}
+
+#[test]
+fn caps_reports_the_host() {
+    let mut c = berth();
+    c.arg("caps");
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("api-version: 12"), "{out}");
+    assert!(out.contains(&format!("pvm: {}", if host_is_pvm() { "yes" } else { "no" })));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cap IRQCHIP") && l.contains("present")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("max-vcpus: ")));
+}
+
+#[test]
+fn stats_count_exits_and_device_accesses() {
+    let o = run_default(&["--stats"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let out = stdout(&o);
+    let com1 = err
+        .lines()
+        .find(|l| l.starts_with("stats: device com1 "))
+        .expect("com1 stats");
+    let writes: u64 = com1.rsplit(' ').next().unwrap().parse().unwrap();
+    // Every byte the probe printed was one THR write.
+    assert_eq!(writes as usize, out.len(), "{com1}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("stats: device debug-exit@0xf4 ") && l.ends_with("writes 1")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("stats: serial bytes-out {} bytes-dropped 0", out.len())),
+        "{err}"
+    );
+    assert!(err.lines().any(|l| l.starts_with("stats: exit io ")), "{err}");
+}
+
+#[test]
+fn serial_to_file() {
+    guests();
+    let dir = TempDir::new("serial");
+    let f = dir.write(
+        "f.toml",
+        &machine(
+            &guest("probe"),
+            1,
+            "\n[serial]\noutput = { file = \"console.log\" }\n",
+        ),
+    );
+    let o = run_with_limit(
+        {
+            let mut c = berth();
+            c.arg("run").arg(&f);
+            c
+        },
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).is_empty());
+    let log = std::fs::read_to_string(dir.0.join("console.log")).unwrap();
+    assert!(
+        log.starts_with("probe: berth probe v1\n") && log.ends_with("probe: done\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn smp_machine_boots_with_parked_aps() {
+    guests();
+    let dir = TempDir::new("smp");
+    for n in [1, 4] {
+        let f = dir.write(&format!("smp{n}.toml"), &machine(&guest("probe"), n, ""));
+        let o = run_with_limit(
+            {
+                let mut c = berth();
+                c.arg("run").arg("--stats").arg(&f);
+                c
+            },
+            LIMIT,
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        // Every vCPU thread reported its counters: all were joined.
+        let err = stderr(&o);
+        assert!(!err.contains("did not stop"), "{err}");
+    }
+}
