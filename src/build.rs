@@ -2,17 +2,26 @@
 //! ARCHITECTURE.md "Boot steps"). Every user and kernel-image error is found
 //! before step 7 creates the VM.
 
-use crate::arch::x86_64::{cpuid, layout, regs};
+use crate::arch::x86_64::{cpuid, layout, mptable, regs};
 use crate::boot::{self, KernelError, LoadedKernel};
 use crate::bus::{AddressSpace, Bus, BusDevice, BusError};
 use crate::config::Config;
+use crate::devices::doorbell::Doorbell;
+use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
+use crate::devices::irq_lines::{IrqLines, LineSink};
+use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
+use crate::kvm::irq::{IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
-use crate::plan::{DeviceKind, Plan, Space};
-use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Cap, VcpuFd, VmFd};
+use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_pit_config, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -43,6 +52,12 @@ pub enum BuildError {
         /// errno.
         source: kvm_ioctls::Error,
     },
+    /// Interrupt routing.
+    #[error(transparent)]
+    Irq(#[from] IrqError),
+    /// A build option is wrong.
+    #[error("{0}")]
+    Usage(String),
     /// A device back-end could not be set up.
     #[error("device {name}: {message}")]
     Device {
@@ -57,12 +72,26 @@ fn kvm<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, Buil
     r.map_err(|source| BuildError::Kvm { what, source })
 }
 
+/// A coalesced zone and how many ring entries it produced.
+pub struct ZoneCounter {
+    /// PIO or MMIO.
+    pub space: AddressSpace,
+    /// Start.
+    pub base: u64,
+    /// Length.
+    pub len: u64,
+    /// Owning device.
+    pub device: String,
+    /// Ring entries drained for this zone.
+    pub entries: AtomicU64,
+}
+
 /// A built VM, ready for its first KVM_RUN.
 pub struct Vm {
     /// /dev/kvm.
     pub host: HostKvm,
-    /// The VM fd.
-    pub fd: VmFd,
+    /// The VM fd (shared with the interrupt code).
+    pub fd: Arc<VmFd>,
     /// Guest RAM (outlives the memslots: dropped after `fd`).
     pub mem: GuestMemoryMmap,
     /// All devices.
@@ -73,30 +102,49 @@ pub struct Vm {
     pub serial: Arc<Mutex<SerialDevice>>,
     /// COM1 byte counters.
     pub serial_counters: Arc<SerialCounters>,
-    /// Eventfds bound to GSIs (kept alive with the VM).
+    /// Eventfds bound to GSIs or doorbells (kept alive with the VM).
     pub irq_fds: Vec<EventFd>,
+    /// Interrupt delivery.
+    pub irq: Arc<KvmIrq>,
+    /// berth's IOAPIC (split mode).
+    pub ioapic: Option<Arc<Mutex<Ioapic>>>,
+    /// Recorder logs by device name.
+    pub recorders: Vec<(String, Arc<Mutex<RecorderLog>>)>,
+    /// Doorbell non-matching write counters by device name.
+    pub doorbells: Vec<(String, Arc<AtomicU64>)>,
+    /// Coalesced zones.
+    pub zones: Arc<Vec<ZoneCounter>>,
     /// Where the kernel went.
     pub kernel: LoadedKernel,
 }
 
+/// Build options that are not part of the machine (debugging switches).
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Capabilities to treat as absent (KVM_CAP_ suffixes).
+    pub disable_caps: Vec<String>,
+}
+
 /// Builds the VM the plan describes.
-pub fn build(config: &Config, plan: &Plan) -> Result<Vm, BuildError> {
-    // 1. /dev/kvm and its API version.
-    let host = HostKvm::open()?;
+pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, BuildError> {
+    // 1. /dev/kvm and its API version (and capabilities the user switched off).
+    let mut host = HostKvm::open()?;
+    host.disable(&opts.disable_caps).map_err(BuildError::Usage)?;
     // 2. Capabilities and limits, named when missing; nothing created yet.
-    check_host(&host, plan)?;
+    let host_gsis = check_host(&host, plan)?;
     // 3. Guest RAM, mapped in this process (no KVM object yet).
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
     // 4. Kernel into RAM: image errors end here, before any VM exists.
     let kernel = boot::load_kernel(&config.resolve(&config.machine.kernel.path), plan, &mem)?;
-    // 5. Boot structures: command line, zero page, GDT/IDT, page tables.
+    // 5. Boot structures: command line, zero page, GDT/IDT, page tables, MP table.
     boot::write_boot_structures(plan, &mem)?;
     regs::write_tables(plan, &mem)?;
-    // 6. Device back-ends and the bus (serial output opened here).
-    let (bus, serial, serial_irq) = build_bus(config, plan)?;
+    write_mptable(plan, &mem)?;
+    // 6. Device back-ends that depend on the host (serial output file).
+    let serial_out = serial_output(config, plan)?;
     // 7. KVM_CREATE_VM.
     debug!("build: KVM_CREATE_VM");
-    let fd = kvm("KVM_CREATE_VM", host.kvm.create_vm())?;
+    let fd = Arc::new(kvm("KVM_CREATE_VM", host.kvm.create_vm())?);
     // 8. Identity map and TSS: must precede vCPU creation (VMX real-mode support).
     kvm(
         "KVM_SET_IDENTITY_MAP_ADDR",
@@ -106,41 +154,72 @@ pub fn build(config: &Config, plan: &Plan) -> Result<Vm, BuildError> {
         "KVM_SET_TSS_ADDR",
         fd.set_tss_address(plan.boot.kvm_tss.0 as usize),
     )?;
-    // 9. In-kernel PIC + IOAPIC + LAPICs, and the PIT: before vCPUs, so each
-    //    vCPU is created with an in-kernel LAPIC.
-    kvm("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
-    if plan.irqchip.pit {
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        kvm("KVM_CREATE_PIT2", fd.create_pit2(pit))?;
-    }
+    // 9. Interrupt controllers, before vCPUs so each gets an in-kernel LAPIC:
+    //    kernel mode = PIC + IOAPIC (+ PIT), split mode = LAPICs only.
+    create_irqchip(&fd, plan)?;
     // 10. Memslots, in plan order.
     memory::register(&fd, &plan.memslots, &mem)?;
-    // 11. Device interrupts: COM1's eventfd → its GSI (needs the irqchip).
-    let com1_gsi = serial_gsi(plan);
-    kvm("KVM_IRQFD (com1)", fd.register_irqfd(&serial_irq, com1_gsi))?;
-    // 12. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot state.
-    let vcpus = create_vcpus(&host, &fd, plan, kernel.entry)?;
-    let serial_counters = serial.lock().unwrap_or_else(|e| e.into_inner()).counters();
+    // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
+    let irq = Arc::new(KvmIrq::new(
+        fd.clone(),
+        plan,
+        host.has(Cap::SignalMsi),
+        host_gsis,
+    )?);
+    irq.commit()?;
+    // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
+    let mut parts = build_bus(plan, serial_out, &irq)?;
+    // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
+    parts.irq_fds.extend(bind_eventfds(&fd, plan, &parts.serial_irq)?);
+    // 14. Coalesced MMIO/PIO zones (writes queue in the shared ring).
+    let zones = register_zones(&fd, plan)?;
+    // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
+    //     state; each maps the coalesced ring when zones exist.
+    let vcpus = create_vcpus(&host, &fd, plan, kernel.entry, !zones.is_empty())?;
+    let serial_counters = parts.serial.lock().unwrap_or_else(|e| e.into_inner()).counters();
     Ok(Vm {
         host,
         fd,
         mem,
-        bus: Arc::new(bus),
+        bus: Arc::new(parts.bus),
         vcpus,
-        serial,
+        serial: parts.serial,
         serial_counters,
-        irq_fds: vec![serial_irq],
+        irq_fds: parts.irq_fds,
+        irq,
+        ioapic: parts.ioapic,
+        recorders: parts.recorders,
+        doorbells: parts.doorbells,
+        zones: Arc::new(zones),
         kernel,
     })
 }
 
-/// Step 2: every capability the plan needs, and the host's limits.
-fn check_host(host: &HostKvm, plan: &Plan) -> Result<(), BuildError> {
+/// Step 2: every capability the plan needs, and the host's limits; returns
+/// the host's GSI count (KVM_CAP_IRQ_ROUTING).
+fn check_host(host: &HostKvm, plan: &Plan) -> Result<u32, BuildError> {
     let readonly = plan.memslots.iter().any(|s| s.readonly);
-    host.require(|c| c.required || (c.cap == Cap::ReadonlyMem && readonly))?;
+    let split = plan.irqchip.mode == "split";
+    let mmio_zones = plan.coalesced.iter().any(|z| z.space == Space::Mmio);
+    let pio_zones = plan.coalesced.iter().any(|z| z.space == Space::Pio);
+    host.require(|c| match c.cap {
+        Cap::ReadonlyMem => readonly,
+        Cap::SplitIrqchip => split,
+        Cap::CoalescedMmio => mmio_zones || pio_zones,
+        Cap::CoalescedPio => pio_zones,
+        Cap::Irqchip => !split,
+        Cap::Pit2 => !split && plan.irqchip.pit,
+        _ => c.required,
+    })?;
+    let host_gsis = host.kvm.check_extension_int(Cap::IrqRouting).max(0) as u32;
+    if plan.irqchip.gsi_count > host_gsis {
+        let worst = plan.irqchip.routes.iter().map(|r| r.gsi).max().unwrap_or(0);
+        return Err(HostError::TooManyGsis {
+            gsi: worst,
+            max: host_gsis,
+        }
+        .into());
+    }
     let max = host.max_vcpus();
     if plan.machine.vcpus as usize > max {
         return Err(HostError::TooManyVcpus {
@@ -169,7 +248,7 @@ fn check_host(host: &HostKvm, plan: &Plan) -> Result<(), BuildError> {
             .into());
         }
     }
-    Ok(())
+    Ok(host_gsis)
 }
 
 fn serial_gsi(plan: &Plan) -> u32 {
@@ -182,26 +261,181 @@ fn serial_gsi(plan: &Plan) -> u32 {
         .unwrap_or(layout::COM1_GSI)
 }
 
-type BusParts = (Bus, Arc<Mutex<SerialDevice>>, EventFd);
+/// Step 5: the MP table, where the plan puts it.
+fn write_mptable(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+    mptable::write(&plan.mptable_spec(), mem, plan.boot.mptable.0).map_err(|e| BuildError::Device {
+        name: "mptable".into(),
+        message: e.to_string(),
+    })
+}
 
-/// Step 6: back-ends for every planned device, inserted at its window.
-fn build_bus(config: &Config, plan: &Plan) -> Result<BusParts, BuildError> {
+/// Step 6: the serial back-end (opening a file can fail on user input).
+fn serial_output(config: &Config, plan: &Plan) -> Result<SerialOutput, BuildError> {
+    let output = plan
+        .devices
+        .iter()
+        .find_map(|d| match &d.kind {
+            DeviceKind::Serial8250 { output, .. } => Some(output.as_str()),
+            _ => None,
+        })
+        .unwrap_or("stdout");
+    let err = |message: String| BuildError::Device {
+        name: "com1".into(),
+        message,
+    };
+    match output {
+        "stdout" => Ok(SerialOutput::Stdout),
+        "null" => Ok(SerialOutput::Null),
+        other => {
+            let path = other
+                .strip_prefix("file:")
+                .ok_or_else(|| err(format!("unknown serial output {other}")))?;
+            let path = config.resolve(std::path::Path::new(path));
+            std::fs::File::create(&path).map(SerialOutput::File).map_err(|e| {
+                err(format!(
+                    "cannot create serial output file {}: {e}",
+                    path.display()
+                ))
+            })
+        }
+    }
+}
+
+/// Step 9.
+fn create_irqchip(fd: &VmFd, plan: &Plan) -> Result<(), BuildError> {
+    if plan.irqchip.mode == "split" {
+        let mut cap = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            ..Default::default()
+        };
+        cap.args[0] = u64::from(plan.irqchip.ioapic_pins);
+        return kvm("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", fd.enable_cap(&cap));
+    }
+    kvm("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
+    if plan.irqchip.pit {
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        kvm("KVM_CREATE_PIT2", fd.create_pit2(pit))?;
+    }
+    Ok(())
+}
+
+/// Line levels in kernel mode: KVM's irqchips, through the routing table.
+struct KernelLines(Arc<KvmIrq>);
+
+impl LineSink for KernelLines {
+    fn set_gsi(&self, gsi: u32, level: bool) {
+        self.0.set_line(gsi, level);
+    }
+}
+
+/// Line levels in split mode: GSIs routed to berth's IOAPIC pins go there;
+/// the rest (MSI routes) go to KVM.
+struct SplitLines {
+    irq: Arc<KvmIrq>,
+    ioapic: Arc<Mutex<Ioapic>>,
+    pins: BTreeMap<u32, Vec<u32>>,
+}
+
+impl LineSink for SplitLines {
+    fn set_gsi(&self, gsi: u32, level: bool) {
+        match self.pins.get(&gsi) {
+            Some(pins) => {
+                let mut io = self.ioapic.lock().unwrap_or_else(|e| e.into_inner());
+                for p in pins {
+                    io.set_irq(*p as usize, level);
+                }
+            }
+            None => {
+                self.irq.set_line(gsi, level);
+            }
+        }
+    }
+}
+
+/// berth's IOAPIC sends MSIs and mirrors its redirection table into KVM's
+/// routes (so KVM reports EOIs of level-triggered vectors).
+struct IoapicMsi(Arc<KvmIrq>);
+
+impl MsiSink for IoapicMsi {
+    fn send_msi(&mut self, address: u64, data: u32) {
+        self.0.send_msi(address, data);
+    }
+
+    fn update_route(&mut self, pin: usize, route: Option<MsiRoute>) {
+        if let Err(e) = self.0.set_dynamic(pin as u32, route.map(|r| (r.address, r.data))) {
+            log::warn!("ioapic pin {pin}: {e}");
+        }
+    }
+}
+
+struct BusParts {
+    bus: Bus,
+    serial: Arc<Mutex<SerialDevice>>,
+    serial_irq: EventFd,
+    irq_fds: Vec<EventFd>,
+    ioapic: Option<Arc<Mutex<Ioapic>>>,
+    recorders: Vec<(String, Arc<Mutex<RecorderLog>>)>,
+    doorbells: Vec<(String, Arc<AtomicU64>)>,
+}
+
+/// Step 12: a back-end for every planned device, inserted at its window.
+fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result<BusParts, BuildError> {
     let mut bus = Bus::new();
     let dev_err = |name: &str, message: String| BuildError::Device {
         name: name.to_string(),
         message,
     };
-    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| dev_err("com1", format!("eventfd: {e}")))?;
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| dev_err("com1", format!("eventfd: {e}")))?;
+    let ioapic = (plan.irqchip.mode == "split").then(|| {
+        Arc::new(Mutex::new(Ioapic::new(
+            plan.irqchip.ioapic_id as u8,
+            Box::new(IoapicMsi(irq.clone())),
+        )))
+    });
+    if let Some(io) = &ioapic {
+        bus.insert(
+            AddressSpace::Mmio,
+            plan.irqchip.ioapic_addr.0,
+            layout::IOAPIC_SIZE,
+            "ioapic",
+            io.clone(),
+        )?;
+    }
+    let lines: Arc<dyn LineSink> = match &ioapic {
+        Some(io) => {
+            let mut pins: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            for r in &plan.irqchip.routes {
+                if let RouteTarget::BerthIoapic { pin } = r.target {
+                    pins.entry(r.gsi).or_default().push(pin);
+                }
+            }
+            Arc::new(SplitLines {
+                irq: irq.clone(),
+                ioapic: io.clone(),
+                pins,
+            })
+        }
+        None => Arc::new(KernelLines(irq.clone())),
+    };
+    let mut serial_out = Some(serial_out);
     let mut serial = None;
+    let mut recorders = Vec::new();
+    let mut doorbells = Vec::new();
     for d in &plan.devices {
         let space = match d.space {
             Space::Pio => AddressSpace::Pio,
             Space::Mmio => AddressSpace::Mmio,
         };
         let dev: Arc<Mutex<dyn BusDevice>> = match &d.kind {
-            DeviceKind::Serial8250 { output, .. } => {
-                let out = serial_output(config, output).map_err(|m| dev_err(&d.name, m))?;
-                let evt = irq
+            DeviceKind::Serial8250 { .. } => {
+                let out = serial_out
+                    .take()
+                    .ok_or_else(|| dev_err(&d.name, "a second serial port".into()))?;
+                let evt = serial_irq
                     .try_clone()
                     .map_err(|e| dev_err(&d.name, format!("eventfd: {e}")))?;
                 let s = Arc::new(Mutex::new(SerialDevice::new(out, evt)));
@@ -212,38 +446,98 @@ fn build_bus(config: &Config, plan: &Plan) -> Result<BusParts, BuildError> {
                 let de = DebugExit::new(*width).map_err(|e| dev_err(&d.name, e.to_string()))?;
                 Arc::new(Mutex::new(de))
             }
+            DeviceKind::IrqLines { lines: n } => Arc::new(Mutex::new(IrqLines::new(*n, lines.clone()))),
+            DeviceKind::Recorder {} => {
+                let r = Recorder::new();
+                recorders.push((d.name.clone(), r.log()));
+                Arc::new(Mutex::new(r))
+            }
+            DeviceKind::Doorbell { .. } => {
+                let b = Doorbell::new();
+                doorbells.push((d.name.clone(), b.unmatched()));
+                Arc::new(Mutex::new(b))
+            }
         };
         bus.insert(space, d.base.0, d.len.0, &d.name, dev)?;
     }
     let serial = serial.ok_or_else(|| dev_err("com1", "the plan has no serial device".into()))?;
-    Ok((bus, serial, irq))
+    Ok(BusParts {
+        bus,
+        serial,
+        serial_irq,
+        irq_fds: Vec::new(),
+        ioapic,
+        recorders,
+        doorbells,
+    })
 }
 
-fn serial_output(config: &Config, output: &str) -> Result<SerialOutput, String> {
-    match output {
-        "stdout" => Ok(SerialOutput::Stdout),
-        "null" => Ok(SerialOutput::Null),
-        other => {
-            let path = other
-                .strip_prefix("file:")
-                .ok_or_else(|| format!("unknown serial output {other}"))?;
-            let path = config.resolve(std::path::Path::new(path));
-            std::fs::File::create(&path)
-                .map(SerialOutput::File)
-                .map_err(|e| format!("cannot create serial output file {}: {e}", path.display()))
+/// Step 13: COM1's irqfd, and each doorbell's eventfd as both ioeventfd
+/// (datamatch on its value) and irqfd (its planned GSI).
+fn bind_eventfds(fd: &VmFd, plan: &Plan, serial_irq: &EventFd) -> Result<Vec<EventFd>, BuildError> {
+    kvm(
+        "KVM_IRQFD (com1)",
+        fd.register_irqfd(serial_irq, serial_gsi(plan)),
+    )?;
+    let mut fds = Vec::new();
+    for d in &plan.devices {
+        if let DeviceKind::Doorbell { value, gsi, .. } = &d.kind {
+            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::Device {
+                name: d.name.clone(),
+                message: format!("eventfd: {e}"),
+            })?;
+            kvm(
+                "KVM_IOEVENTFD (doorbell)",
+                fd.register_ioevent(&evt, &IoEventAddress::Mmio(d.base.0), value.0 as u32),
+            )?;
+            kvm("KVM_IRQFD (doorbell)", fd.register_irqfd(&evt, *gsi))?;
+            fds.push(evt);
         }
     }
+    Ok(fds)
 }
 
-/// Step 12.
-fn create_vcpus(host: &HostKvm, vm: &VmFd, plan: &Plan, entry: u64) -> Result<Vec<VcpuFd>, BuildError> {
+/// Step 14.
+fn register_zones(fd: &VmFd, plan: &Plan) -> Result<Vec<ZoneCounter>, BuildError> {
+    let mut out = Vec::new();
+    for z in &plan.coalesced {
+        let (space, addr) = match z.space {
+            Space::Mmio => (AddressSpace::Mmio, IoEventAddress::Mmio(z.base.0)),
+            Space::Pio => (AddressSpace::Pio, IoEventAddress::Pio(z.base.0)),
+        };
+        kvm(
+            "KVM_REGISTER_COALESCED_MMIO",
+            fd.register_coalesced_mmio(addr, z.len.0 as u32),
+        )?;
+        out.push(ZoneCounter {
+            space,
+            base: z.base.0,
+            len: z.len.0,
+            device: z.device.clone(),
+            entries: AtomicU64::new(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Step 15.
+fn create_vcpus(
+    host: &HostKvm,
+    vm: &VmFd,
+    plan: &Plan,
+    entry: u64,
+    coalesced: bool,
+) -> Result<Vec<VcpuFd>, BuildError> {
     let supported = kvm(
         "KVM_GET_SUPPORTED_CPUID",
         host.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
     )?;
     let mut out = Vec::with_capacity(plan.cpus.len());
     for cpu in &plan.cpus {
-        let v = kvm("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(cpu.index)))?;
+        let mut v = kvm("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(cpu.index)))?;
+        if coalesced {
+            kvm("mmap of the coalesced MMIO ring", v.map_coalesced_mmio_ring())?;
+        }
         let mut c = supported.clone();
         cpuid::for_vcpu(&mut c, cpu.apic_id, plan.machine.vcpus);
         kvm("KVM_SET_CPUID2", v.set_cpuid2(&c))?;

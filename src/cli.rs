@@ -32,6 +32,9 @@ pub enum Command {
         /// Refuse to boot (exit 2) unless the plan digest equals this.
         #[arg(long, value_name = "HEX")]
         expect_plan: Option<String>,
+        /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
+        #[arg(long, value_name = "CAP")]
+        disable_cap: Vec<String>,
     },
     /// Parse and validate the machine file only.
     Check {
@@ -105,6 +108,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             stats,
             boot_digest,
             expect_plan,
+            disable_cap,
         } => {
             let c = config::load(&file)?;
             let p = plan::plan(&c);
@@ -123,7 +127,10 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 }
             }
             log::info!("plan-sha256:{digest}");
-            let vm = build::build(&c, &p)?;
+            let opts = build::BuildOptions {
+                disable_caps: disable_cap,
+            };
+            let vm = build::build(&c, &p, &opts)?;
             log::info!("kernel {:?} entry {:#x}", vm.kernel.format, vm.kernel.entry);
             if boot_digest {
                 eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);

@@ -46,6 +46,7 @@ impl Error {
             },
             Error::PlanMismatch { .. } => exit_code::USAGE,
             Error::Build(BuildError::Kernel(_)) => exit_code::KERNEL,
+            Error::Build(BuildError::Usage(_)) => exit_code::USAGE,
             Error::Dump(_) | Error::Host(_) | Error::Build(_) | Error::Run(_) => exit_code::HOST,
         }
     }

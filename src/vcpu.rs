@@ -3,7 +3,9 @@
 //! [`Bus`]. A kick (SIGRTMIN, whose handler sets this thread's
 //! `immediate_exit`) gets a vCPU out of KVM_RUN however it is waiting.
 
+use crate::build::ZoneCounter;
 use crate::bus::{AddressSpace, Bus, VmEvent};
+use crate::devices::ioapic::Ioapic;
 use crate::outcome::{FaultKind, Outcome};
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -59,6 +61,12 @@ pub struct VmShared {
     pub bus: Arc<Bus>,
     /// Guest memory (for fault reports).
     pub mem: GuestMemoryMmap,
+    /// Coalesced zones (empty: no ring to drain).
+    pub zones: Arc<Vec<ZoneCounter>>,
+    /// The coalesced ring is one per VM: one drainer at a time.
+    pub ring_lock: Mutex<()>,
+    /// berth's IOAPIC (split mode), told about EOIs.
+    pub ioapic: Option<Arc<Mutex<Ioapic>>>,
 }
 
 thread_local! {
@@ -111,6 +119,7 @@ impl VcpuHandle {
                     fd,
                     shared,
                     counts: ExitCounts::new(),
+                    draining: false,
                 };
                 let tx2 = tx.clone();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -183,6 +192,7 @@ struct Vcpu {
     fd: VcpuFd,
     shared: Arc<VmShared>,
     counts: ExitCounts,
+    draining: bool,
 }
 
 /// What the loop does after an exit.
@@ -209,9 +219,46 @@ impl Vcpu {
         }
     }
 
+    /// Writes every queued coalesced entry to the bus, in ring order. Runs
+    /// after each KVM_RUN return before the exit is handled, and at the end.
+    fn drain_coalesced(&mut self) {
+        if self.shared.zones.is_empty() || self.draining {
+            return;
+        }
+        self.draining = true;
+        let shared = self.shared.clone();
+        let _ring = shared.ring_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while let Ok(Some(entry)) = self.fd.coalesced_mmio_read() {
+            // SAFETY: `pio` shares its storage with padding; KVM writes it for every entry.
+            let pio = unsafe { entry.__bindgen_anon_1.pio } != 0;
+            let space = if pio {
+                AddressSpace::Pio
+            } else {
+                AddressSpace::Mmio
+            };
+            let len = (entry.len as usize).min(entry.data.len());
+            shared.bus.write(space, entry.phys_addr, &entry.data[..len]);
+            if let Some(z) = shared
+                .zones
+                .iter()
+                .find(|z| z.space == space && z.base <= entry.phys_addr && entry.phys_addr < z.base + z.len)
+            {
+                z.entries.fetch_add(1, Ordering::Relaxed);
+            }
+            *self.counts.entry("coalesced").or_insert(0) += 1;
+        }
+        self.draining = false;
+    }
+
     fn run_once(&mut self) -> Next {
         let exit = match self.fd.run() {
-            Ok(exit) => exit,
+            Ok(e) => Ok(Exit::from(e)),
+            Err(e) => Err(e),
+        };
+        // The ring first: every queued write happened before this exit.
+        self.drain_coalesced();
+        let exit = match exit {
+            Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.fd.set_kvm_immediate_exit(0);
                 self.count("interrupted");
@@ -221,32 +268,45 @@ impl Vcpu {
         };
         let bus = self.shared.bus.clone();
         match exit {
-            VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => {
+            Exit::Io => {
                 self.count("io");
                 return self.handle_io();
             }
-            VcpuExit::MmioRead(addr, data) => {
-                bus.read(AddressSpace::Mmio, addr, data);
+            Exit::MmioRead { addr, len } => {
                 self.count("mmio-read");
+                let mut buf = [0u8; 8];
+                let len = len.min(8);
+                bus.read(AddressSpace::Mmio, addr, &mut buf[..len]);
+                let run = self.fd.get_kvm_run();
+                // SAFETY: the exit is KVM_EXIT_MMIO, so `mmio` is the live union
+                // member; KVM copies `data[..len]` into the guest on the next KVM_RUN.
+                unsafe { run.__bindgen_anon_1.mmio.data[..len].copy_from_slice(&buf[..len]) };
             }
-            VcpuExit::MmioWrite(addr, data) => {
-                let (_, ev) = bus.write(AddressSpace::Mmio, addr, data);
+            Exit::MmioWrite { addr, data, len } => {
                 self.count("mmio-write");
+                let (_, ev) = bus.write(AddressSpace::Mmio, addr, &data[..len.min(8)]);
                 if let Some(ev) = ev {
                     return Next::Stop(event_outcome(ev));
                 }
             }
-            VcpuExit::Hlt => {
+            Exit::IoapicEoi(vector) => {
+                self.count("ioapic-eoi");
+                if let Some(io) = &self.shared.ioapic {
+                    io.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .end_of_interrupt(vector);
+                }
+            }
+            Exit::Hlt => {
                 // With the in-kernel irqchip KVM handles HLT itself; count it.
                 self.count("hlt");
             }
-            VcpuExit::Shutdown => {
+            Exit::Shutdown => {
                 self.count("shutdown");
                 let detail = self.state_summary();
                 return Next::Stop(self.fault(FaultKind::TripleFault, detail));
             }
-            VcpuExit::SystemEvent(kind, data) => {
-                let data = data.to_vec();
+            Exit::SystemEvent(kind, data) => {
                 self.count("system-event");
                 return Next::Stop(match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => Outcome::PowerOff,
@@ -261,12 +321,12 @@ impl Vcpu {
                     ),
                 });
             }
-            VcpuExit::InternalError => {
+            Exit::InternalError => {
                 self.count("internal-error");
                 let detail = self.internal_error_report();
                 return Next::Stop(self.fault(FaultKind::InternalError, detail));
             }
-            VcpuExit::FailEntry(reason, cpu) => {
+            Exit::FailEntry(reason, cpu) => {
                 self.count("fail-entry");
                 let detail = format!(
                     "hardware entry failure reason {reason:#x} on host cpu {cpu}\n{}",
@@ -274,7 +334,7 @@ impl Vcpu {
                 );
                 return Next::Stop(self.fault(FaultKind::FailEntry, detail));
             }
-            VcpuExit::Unknown => {
+            Exit::Unknown => {
                 self.count("unknown");
                 // SAFETY: reading a plain-data union member of this vCPU's own
                 // kvm_run after a KVM_EXIT_UNKNOWN exit, which is the member KVM filled.
@@ -284,14 +344,9 @@ impl Vcpu {
                     format!("KVM_EXIT_UNKNOWN, hardware exit reason {hw:#x}"),
                 ));
             }
-            VcpuExit::Debug(_) => {
-                self.count("debug");
-            }
-            VcpuExit::IrqWindowOpen | VcpuExit::Intr => {
-                self.count("intr");
-            }
-            other => {
-                let name = format!("{other:?}");
+            Exit::Debug => self.count("debug"),
+            Exit::Intr => self.count("intr"),
+            Exit::Other(name) => {
                 self.count("other");
                 return Next::Stop(
                     self.fault(FaultKind::UnhandledExit, format!("exit {name} is not handled")),
@@ -428,6 +483,60 @@ impl Vcpu {
             );
         }
         s
+    }
+}
+
+/// An exit copied out of kvm_run, so the vCPU fd is free (to drain the
+/// coalesced ring) before the exit is handled.
+enum Exit {
+    /// Port I/O: decoded from kvm_run by `handle_io`.
+    Io,
+    MmioRead {
+        addr: u64,
+        len: usize,
+    },
+    MmioWrite {
+        addr: u64,
+        data: [u8; 8],
+        len: usize,
+    },
+    IoapicEoi(u8),
+    Hlt,
+    Shutdown,
+    SystemEvent(u32, Vec<u64>),
+    InternalError,
+    FailEntry(u64, u32),
+    Unknown,
+    Debug,
+    Intr,
+    Other(String),
+}
+
+impl From<VcpuExit<'_>> for Exit {
+    fn from(e: VcpuExit<'_>) -> Self {
+        match e {
+            VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => Exit::Io,
+            VcpuExit::MmioRead(addr, data) => Exit::MmioRead {
+                addr,
+                len: data.len(),
+            },
+            VcpuExit::MmioWrite(addr, data) => {
+                let mut d = [0u8; 8];
+                let len = data.len().min(8);
+                d[..len].copy_from_slice(&data[..len]);
+                Exit::MmioWrite { addr, data: d, len }
+            }
+            VcpuExit::IoapicEoi(v) => Exit::IoapicEoi(v),
+            VcpuExit::Hlt => Exit::Hlt,
+            VcpuExit::Shutdown => Exit::Shutdown,
+            VcpuExit::SystemEvent(kind, data) => Exit::SystemEvent(kind, data.to_vec()),
+            VcpuExit::InternalError => Exit::InternalError,
+            VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry(reason, cpu),
+            VcpuExit::Unknown => Exit::Unknown,
+            VcpuExit::Debug(_) => Exit::Debug,
+            VcpuExit::IrqWindowOpen | VcpuExit::Intr => Exit::Intr,
+            other => Exit::Other(format!("{other:?}")),
+        }
     }
 }
 

@@ -34,6 +34,14 @@ pub struct RunReport {
     pub unhandled: UnhandledStats,
     /// COM1 bytes written / dropped.
     pub serial_bytes: (u64, u64),
+    /// Interrupt delivery counters (name, value), in a fixed order.
+    pub irq: Vec<(&'static str, u64)>,
+    /// Recorders: name, writes, sha256 of the write sequence.
+    pub recorders: Vec<(String, u64, String)>,
+    /// Coalesced zones: device, space, base, ring entries.
+    pub zones: Vec<(String, String, u64, u64)>,
+    /// Doorbells: name, writes that did not match (and so exited).
+    pub doorbells: Vec<(String, u64)>,
     /// Wall time from first vCPU start to outcome.
     pub run_time: Duration,
     /// vCPUs that did not stop within the grace period.
@@ -84,6 +92,9 @@ pub fn run(mut vm: Vm) -> Result<RunReport, String> {
         stop: std::sync::atomic::AtomicBool::new(false),
         bus: vm.bus.clone(),
         mem: vm.mem.clone(),
+        zones: vm.zones.clone(),
+        ring_lock: std::sync::Mutex::new(()),
+        ioapic: vm.ioapic.clone(),
     });
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -149,7 +160,37 @@ pub fn run(mut vm: Vm) -> Result<RunReport, String> {
     let _ = sig_thread.join();
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
 
+    let st = &vm.irq.stats;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let irq = vec![
+        ("line-delivered", ld(&st.line_delivered)),
+        ("line-coalesced", ld(&st.line_coalesced)),
+        ("line-masked", ld(&st.line_masked)),
+        ("line-lowered", ld(&st.line_lowered)),
+        ("msi-signaled", ld(&st.msi_signaled)),
+        ("msi-via-route", ld(&st.msi_via_route)),
+        ("msi-cache-flushes", ld(&st.msi_cache_flushes)),
+        ("routing-commits", ld(&st.routing_commits)),
+    ];
+    let recorders = vm
+        .recorders
+        .iter()
+        .map(|(n, log)| {
+            let l = log.lock().unwrap_or_else(|e| e.into_inner());
+            (n.clone(), l.count, l.digest())
+        })
+        .collect();
+    let zones = vm
+        .zones
+        .iter()
+        .map(|z| (z.device.clone(), z.space.to_string(), z.base, ld(&z.entries)))
+        .collect();
+    let doorbells = vm.doorbells.iter().map(|(n, c)| (n.clone(), ld(c))).collect();
     Ok(RunReport {
+        irq,
+        recorders,
+        zones,
+        doorbells,
         outcome: outcome.unwrap_or_else(|| Outcome::Host("no outcome".into())),
         exits,
         devices: vm.bus.stats(),

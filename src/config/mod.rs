@@ -6,6 +6,9 @@ pub mod locate;
 pub mod schema;
 pub mod size;
 mod validate;
+mod validate_irq;
+
+pub use validate_irq::{standard_routes, MAX_GSI, PC_GSIS};
 
 pub use locate::FieldPath;
 pub use schema::*;

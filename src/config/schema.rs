@@ -18,6 +18,18 @@ pub struct MachineFile {
     /// `[irqchip]`: interrupt controller model.
     #[serde(default)]
     pub irqchip: IrqchipSection,
+    /// `[[irq_route]]`: extra irqchip pin routes.
+    #[serde(default)]
+    pub irq_route: Vec<IrqRouteConfig>,
+    /// `[[msi_route]]`: MSI routes.
+    #[serde(default)]
+    pub msi_route: Vec<MsiRouteConfig>,
+    /// `[[coalesced_mmio]]`: MMIO zones whose writes KVM queues in a ring.
+    #[serde(default)]
+    pub coalesced_mmio: Vec<CoalescedMmioConfig>,
+    /// `[[coalesced_pio]]`: port zones whose writes KVM queues in a ring.
+    #[serde(default)]
+    pub coalesced_pio: Vec<CoalescedPioConfig>,
     /// `[kernel]`: what to boot.
     pub kernel: KernelSection,
     /// `[serial]`: where COM1 output goes.
@@ -113,6 +125,86 @@ pub enum IrqchipMode {
     /// PIC + IOAPIC + LAPIC inside KVM (KVM_CREATE_IRQCHIP).
     #[default]
     Kernel,
+    /// LAPICs inside KVM, the IOAPIC in berth (KVM_CAP_SPLIT_IRQCHIP); no PIC.
+    Split,
+}
+
+/// One `[[irq_route]]`: GSI → irqchip pin.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IrqRouteConfig {
+    /// The GSI.
+    pub gsi: u32,
+    /// Which interrupt controller.
+    pub chip: IrqChipName,
+    /// Its input pin.
+    pub pin: u32,
+}
+
+/// Interrupt controllers a pin route can name.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum IrqChipName {
+    /// The I/O APIC (24 pins).
+    Ioapic,
+    /// The master 8259 (8 pins).
+    PicMaster,
+    /// The slave 8259 (8 pins).
+    PicSlave,
+}
+
+/// Trigger mode of an MSI.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Edge-triggered.
+    #[default]
+    Edge,
+    /// Level-triggered.
+    Level,
+}
+
+/// One `[[msi_route]]`: GSI → MSI, either by destination + vector or raw.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MsiRouteConfig {
+    /// The GSI.
+    pub gsi: u32,
+    /// Destination local APIC ID (with `vector`).
+    #[serde(default)]
+    pub dest_apic_id: Option<u32>,
+    /// Vector 0x10..=0xfe (with `dest_apic_id`).
+    #[serde(default)]
+    pub vector: Option<u32>,
+    /// Raw MSI address (with `data`).
+    #[serde(default)]
+    pub address: Option<u64>,
+    /// Raw MSI data (with `address`).
+    #[serde(default)]
+    pub data: Option<u32>,
+    /// Edge (default) or level.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
+}
+
+/// One `[[coalesced_mmio]]` zone.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoalescedMmioConfig {
+    /// Start address (4-byte aligned).
+    pub guest_addr: u64,
+    /// Length (multiple of 4).
+    pub size: Size,
+}
+
+/// One `[[coalesced_pio]]` zone.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoalescedPioConfig {
+    /// First port.
+    pub port: u16,
+    /// Number of ports.
+    pub size: u32,
 }
 
 /// `[kernel]`.
@@ -191,6 +283,47 @@ pub enum DeviceConfig {
         #[serde(default = "default_debug_exit_size")]
         size: u8,
     },
+    /// QEMU pc-testdev irq lines: a byte written to port + n sets GSI n to that level.
+    IrqLines {
+        /// First port (default 0x2000).
+        #[serde(default = "default_irq_lines_port")]
+        port: u16,
+        /// Number of lines, i.e. GSIs 0..lines (default 24).
+        #[serde(default = "default_irq_lines")]
+        lines: u32,
+    },
+    /// Records every write (offset, size, value) in order; MMIO or PIO.
+    Recorder {
+        /// MMIO base (give this or `port`).
+        #[serde(default)]
+        guest_addr: Option<u64>,
+        /// Port base (give this or `guest_addr`).
+        #[serde(default)]
+        port: Option<u16>,
+        /// Window length.
+        size: Size,
+    },
+    /// A 4-byte MMIO doorbell: a write of `value` is caught by an ioeventfd
+    /// (no vCPU exit) and answered with an MSI to `dest_apic_id`/`vector`
+    /// through an irqfd on a GSI the plan allocates.
+    Doorbell {
+        /// MMIO address (4-byte aligned).
+        guest_addr: u64,
+        /// The value that rings (ioeventfd datamatch).
+        value: u32,
+        /// Destination local APIC ID.
+        dest_apic_id: u32,
+        /// Vector 0x10..=0xfe.
+        vector: u32,
+    },
+}
+
+fn default_irq_lines_port() -> u16 {
+    0x2000
+}
+
+fn default_irq_lines() -> u32 {
+    24
 }
 
 fn default_debug_exit_port() -> u16 {
@@ -199,4 +332,56 @@ fn default_debug_exit_port() -> u16 {
 
 fn default_debug_exit_size() -> u8 {
     4
+}
+
+/// Address space of a device window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WindowSpace {
+    /// I/O ports.
+    Pio,
+    /// MMIO.
+    Mmio,
+}
+
+impl DeviceConfig {
+    /// The device's kind as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeviceConfig::DebugExit { .. } => "debug-exit",
+            DeviceConfig::IrqLines { .. } => "irq-lines",
+            DeviceConfig::Recorder { .. } => "recorder",
+            DeviceConfig::Doorbell { .. } => "doorbell",
+        }
+    }
+
+    /// The bus window (space, base, length) and the field that places it.
+    /// `None` when the file gives no usable placement (validation reports it).
+    pub fn window(&self) -> Option<(WindowSpace, u64, u64, &'static str)> {
+        match self {
+            DeviceConfig::DebugExit { port, size } => {
+                Some((WindowSpace::Pio, (*port).into(), (*size).into(), "port"))
+            }
+            DeviceConfig::IrqLines { port, lines } => {
+                Some((WindowSpace::Pio, (*port).into(), (*lines).into(), "port"))
+            }
+            DeviceConfig::Recorder {
+                guest_addr,
+                port,
+                size,
+            } => match (guest_addr, port) {
+                (Some(a), None) => Some((WindowSpace::Mmio, *a, size.bytes(), "guest_addr")),
+                (None, Some(p)) => Some((WindowSpace::Pio, (*p).into(), size.bytes(), "port")),
+                _ => None,
+            },
+            DeviceConfig::Doorbell { guest_addr, .. } => {
+                Some((WindowSpace::Mmio, *guest_addr, 4, "guest_addr"))
+            }
+        }
+    }
+
+    /// Whether KVM may queue writes to this device in a coalesced ring
+    /// (it has no side effect the guest waits for).
+    pub fn coalescable(&self) -> bool {
+        matches!(self, DeviceConfig::Recorder { .. })
+    }
 }

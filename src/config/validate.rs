@@ -1,7 +1,7 @@
 //! Semantic checks of a parsed machine file, before any host access other
 //! than reading the files it names. Each check reports the field it is about.
 
-use super::{Config, ConfigErrorKind, DeviceConfig, FieldPath, SerialOutputConfig};
+use super::{Config, ConfigErrorKind, DeviceConfig, FieldPath, SerialOutputConfig, WindowSpace};
 use crate::arch::x86_64::layout::{self, PLATFORM_WINDOWS};
 
 /// Largest vCPU count the machine model supports (xAPIC IDs 0..=254).
@@ -15,7 +15,7 @@ pub(super) struct Invalid {
     pub kind: ConfigErrorKind,
 }
 
-fn invalid(field: FieldPath, message: String) -> Invalid {
+pub(super) fn invalid(field: FieldPath, message: String) -> Invalid {
     Invalid {
         field,
         message,
@@ -38,6 +38,9 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
     check_memory(c)?;
     check_kernel(c)?;
     check_devices(c)?;
+    super::validate_irq::check_irqchip(c)?;
+    super::validate_irq::check_routes(c)?;
+    super::validate_irq::check_zones(c)?;
     if let SerialOutputConfig::File { file } = &m.serial.output {
         if file.as_os_str().is_empty() {
             return Err(invalid(
@@ -187,46 +190,147 @@ fn check_kernel(c: &Config) -> Result<(), Invalid> {
 }
 
 fn check_devices(c: &Config) -> Result<(), Invalid> {
-    // Port ranges in use: COM1 is always present.
-    let mut ports: Vec<(u32, u32, String)> = vec![(
-        u32::from(layout::COM1_PORT),
-        u32::from(layout::COM1_LEN),
+    // Windows in use: COM1 is always present.
+    let mut used: Vec<(WindowSpace, u64, u64, String)> = vec![(
+        WindowSpace::Pio,
+        layout::COM1_PORT.into(),
+        layout::COM1_LEN.into(),
         "serial COM1".into(),
     )];
     for (i, d) in c.machine.device.iter().enumerate() {
+        let at = |f: &str| FieldPath::of("device", Some(i), Some(f));
         match d {
-            DeviceConfig::DebugExit { port, size } => {
-                if ![1, 2, 4].contains(size) {
+            DeviceConfig::DebugExit { size, .. } if ![1, 2, 4].contains(size) => {
+                return Err(invalid(at("size"), format!("must be 1, 2 or 4, got {size}")));
+            }
+            DeviceConfig::IrqLines { lines, .. } if !(1..=1024).contains(lines) => {
+                return Err(invalid(
+                    at("lines"),
+                    format!("must be between 1 and 1024, got {lines}"),
+                ));
+            }
+            DeviceConfig::Recorder {
+                guest_addr,
+                port,
+                size,
+            } => {
+                if guest_addr.is_some() == port.is_some() {
                     return Err(invalid(
-                        FieldPath::of("device", Some(i), Some("size")),
-                        format!("must be 1, 2 or 4, got {size}"),
+                        FieldPath::of("device", Some(i), None),
+                        "a recorder needs exactly one of guest_addr (MMIO) or port (PIO)".into(),
                     ));
                 }
-                let (base, len) = (u32::from(*port), u32::from(*size));
-                if base + len > 0x1_0000 {
+                if size.bytes() == 0 {
+                    return Err(invalid(at("size"), "must not be zero".into()));
+                }
+            }
+            DeviceConfig::Doorbell {
+                guest_addr,
+                vector,
+                dest_apic_id,
+                ..
+            } => {
+                if guest_addr % 4 != 0 {
                     return Err(invalid(
-                        FieldPath::of("device", Some(i), Some("port")),
-                        format!("{port:#x} + {size} runs past the last I/O port 0xffff"),
+                        at("guest_addr"),
+                        format!("must be 4-byte aligned, got {guest_addr:#x}"),
                     ));
                 }
-                if let Some((b, l, who)) = ports
+                check_vector(*vector, at("vector"))?;
+                check_dest(c, *dest_apic_id, at("dest_apic_id"))?;
+            }
+            _ => {}
+        }
+        let Some((space, base, len, field)) = d.window() else {
+            continue;
+        };
+        let end = base.checked_add(len);
+        match (space, end) {
+            (WindowSpace::Pio, Some(e)) if e <= 0x1_0000 => {}
+            (WindowSpace::Pio, _) => {
+                return Err(invalid(
+                    at(field),
+                    format!("{base:#x} + {len:#x} runs past the last I/O port 0xffff"),
+                ))
+            }
+            (WindowSpace::Mmio, Some(e)) if e <= 1u64 << layout::MAX_PHYS_ADDR_BITS => {
+                if let Some(r) = c
+                    .machine
+                    .memory
                     .iter()
-                    .find(|(b, l, _)| overlaps(base.into(), len.into(), (*b).into(), (*l).into()))
+                    .find(|r| overlaps(base, len, r.guest_addr, r.size.bytes()))
                 {
                     return Err(invalid(
-                        FieldPath::of("device", Some(i), Some("port")),
-                        format!(
-                            "ports {base:#x}..{:#x} collide with {who} at {b:#x}..{:#x}",
-                            base + len,
-                            b + l
-                        ),
+                        at(field),
+                        format!("window {base:#x}..{e:#x} overlaps RAM at {:#x}", r.guest_addr),
                     ));
                 }
-                ports.push((base, len, format!("device[{i}] (debug-exit)")));
+                if let Some(w) = layout::PLATFORM_WINDOWS
+                    .iter()
+                    .find(|w| overlaps(base, len, w.base, w.len))
+                {
+                    return Err(invalid(
+                        at(field),
+                        format!("window {base:#x}..{e:#x} overlaps the {} window", w.name),
+                    ));
+                }
+            }
+            (WindowSpace::Mmio, _) => {
+                return Err(invalid(
+                    at(field),
+                    format!("window {base:#x} + {len:#x} is beyond the physical address space"),
+                ))
             }
         }
+        if let Some((_, b, l, who)) = used
+            .iter()
+            .find(|(s, b, l, _)| *s == space && overlaps(base, len, *b, *l))
+        {
+            let what = if space == WindowSpace::Pio {
+                "ports"
+            } else {
+                "addresses"
+            };
+            return Err(invalid(
+                at(field),
+                format!(
+                    "{what} {base:#x}..{:#x} collide with {who} at {b:#x}..{:#x}",
+                    base + len,
+                    b + l
+                ),
+            ));
+        }
+        used.push((space, base, len, format!("device[{i}] ({})", d.kind())));
     }
     Ok(())
+}
+
+/// An MSI vector a guest can receive.
+pub(super) fn check_vector(vector: u32, field: FieldPath) -> Result<(), Invalid> {
+    if (0x10..=0xfe).contains(&vector) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between 0x10 and 0xfe, got {vector:#x}"),
+        ))
+    }
+}
+
+/// A destination APIC ID the plan has (vCPU i has APIC ID i).
+pub(super) fn check_dest(c: &Config, apic: u32, field: FieldPath) -> Result<(), Invalid> {
+    let vcpus = c.machine.machine.vcpus;
+    if apic < vcpus {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "no vCPU has APIC ID {apic}: this machine's APIC IDs are 0..={}",
+                vcpus - 1
+            ),
+        ))
+    }
 }
 
 fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {

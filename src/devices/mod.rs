@@ -2,12 +2,19 @@
 //!
 //! - [`serial`]: the COM1 8250/16550A UART (via `vm-superio`).
 //! - [`debug_exit`]: QEMU's `isa-debug-exit` test device.
+//! - [`irq_lines`]: QEMU pc-testdev irq lines (port + n sets GSI n).
+//! - [`recorder`]: keeps every write, in order.
+//! - [`doorbell`]: ioeventfd + irqfd doorbell.
 
 use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod debug_exit;
+pub mod doorbell;
+pub mod ioapic;
+pub mod irq_lines;
+pub mod recorder;
 pub mod serial;
 
 pub use debug_exit::{DebugExit, DebugExitError};

@@ -2,6 +2,8 @@
 //! berth needs (naming the missing one), find the limits, and report them
 //! for `berth caps`.
 
+pub mod irq;
+
 use kvm_ioctls::{Cap, Kvm};
 use std::fmt::Write as _;
 
@@ -36,6 +38,14 @@ pub enum HostError {
         want: u32,
         /// Host limit.
         max: usize,
+    },
+    /// A GSI beyond the host's routing table.
+    #[error("GSI {gsi} is beyond this host's {max} GSIs (KVM_CAP_IRQ_ROUTING)")]
+    TooManyGsis {
+        /// Highest GSI the plan routes.
+        gsi: u32,
+        /// Host count.
+        max: u32,
     },
     /// Too many memslots for this host.
     #[error("{want} memory regions exceed this host's KVM limit of {max} memslots (KVM_CAP_NR_MEMSLOTS)")]
@@ -241,6 +251,8 @@ pub const CAPS: &[CapInfo] = &[
 pub struct HostKvm {
     /// The /dev/kvm handle.
     pub kvm: Kvm,
+    /// Capabilities to treat as absent (`--disable-cap`, to exercise fallbacks).
+    pub disabled: Vec<Cap>,
 }
 
 impl HostKvm {
@@ -251,14 +263,17 @@ impl HostKvm {
         if v != KVM_API_VERSION {
             return Err(HostError::ApiVersion(v));
         }
-        Ok(HostKvm { kvm })
+        Ok(HostKvm {
+            kvm,
+            disabled: Vec::new(),
+        })
     }
 
     /// Checks every capability that `needed` says is needed, in table order;
     /// the first missing one is the error.
     pub fn require(&self, needed: impl Fn(&CapInfo) -> bool) -> Result<(), HostError> {
         for c in CAPS.iter().filter(|c| needed(c)) {
-            if !self.kvm.check_extension(c.cap) {
+            if !self.has(c.cap) {
                 return Err(HostError::MissingCap {
                     name: c.name,
                     cap: c.id,
@@ -283,7 +298,26 @@ impl HostKvm {
 
     /// Whether a capability is present.
     pub fn has(&self, cap: Cap) -> bool {
-        self.kvm.check_extension(cap)
+        !self.disabled.contains(&cap) && self.kvm.check_extension(cap)
+    }
+
+    /// Treats the named capabilities (KVM_CAP_ suffixes, e.g. `SIGNAL_MSI`) as
+    /// absent; unknown names are an error naming the known ones.
+    pub fn disable(&mut self, names: &[String]) -> Result<(), String> {
+        for n in names {
+            let want = n.trim_start_matches("KVM_CAP_").to_ascii_uppercase();
+            match CAPS.iter().find(|c| c.id == want) {
+                Some(c) => self.disabled.push(c.cap),
+                None => {
+                    let known: Vec<&str> = CAPS.iter().map(|c| c.id).collect();
+                    return Err(format!(
+                        "--disable-cap {n}: unknown capability; known: {}",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

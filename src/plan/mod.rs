@@ -4,9 +4,14 @@
 //! (and digest) on any host. [`dump`] renders it canonically.
 
 pub mod dump;
+pub mod irq;
 
-use crate::arch::x86_64::layout;
-use crate::config::{Config, DeviceConfig, IrqchipMode, KernelFormat, SerialOutputConfig, SerialSink};
+pub use irq::{RoutePlan, RouteTarget, ZonePlan};
+
+use crate::arch::x86_64::{layout, mptable};
+use crate::config::{
+    Config, DeviceConfig, IrqchipMode, KernelFormat, SerialOutputConfig, SerialSink, WindowSpace,
+};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -23,6 +28,16 @@ impl fmt::Display for Hex {
 impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
+    }
+}
+
+/// A byte-sized value (vector, MSI data byte), rendered as `0x41`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hex8(pub u32);
+
+impl Serialize for Hex8 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#04x}", self.0))
     }
 }
 
@@ -46,6 +61,8 @@ pub struct Plan {
     pub irqchip: IrqchipPlan,
     /// Devices on the bus, sorted by address space then base.
     pub devices: Vec<DevicePlan>,
+    /// Coalesced MMIO/PIO zones.
+    pub coalesced: Vec<ZonePlan>,
     /// What to boot.
     pub kernel: KernelPlan,
     /// Where boot structures go.
@@ -142,6 +159,10 @@ pub struct IrqchipPlan {
     pub ioapic_pins: u32,
     /// LAPIC MMIO base.
     pub lapic_addr: Hex,
+    /// GSIs the routing table spans (highest GSI + 1); the host must have as many.
+    pub gsi_count: u32,
+    /// The complete GSI routing table, sorted by GSI.
+    pub routes: Vec<RoutePlan>,
 }
 
 /// Address spaces of the bus.
@@ -170,6 +191,24 @@ pub enum DeviceKind {
     DebugExit {
         /// Port width.
         width: u8,
+    },
+    /// pc-testdev irq lines: port base + n sets GSI n.
+    IrqLines {
+        /// Number of lines (GSIs 0..lines).
+        lines: u32,
+    },
+    /// Write recorder.
+    Recorder {},
+    /// ioeventfd doorbell answered by an MSI through irqfd.
+    Doorbell {
+        /// Datamatch value.
+        value: Hex,
+        /// GSI from the plan's allocator.
+        gsi: u32,
+        /// MSI destination.
+        dest_apic_id: u32,
+        /// MSI vector.
+        vector: Hex8,
     },
 }
 
@@ -227,6 +266,8 @@ pub struct BootPlan {
     pub stack_pointer: Hex,
     /// Lowest address a kernel segment may load at.
     pub kernel_min_addr: Hex,
+    /// MP floating pointer + configuration table (EBDA, or the BIOS area when large).
+    pub mptable: Hex,
     /// KVM_SET_TSS_ADDR.
     pub kvm_tss: Hex,
     /// KVM_SET_IDENTITY_MAP_ADDR.
@@ -278,20 +319,57 @@ pub fn plan(c: &Config) -> Plan {
             },
         },
     }];
+    let doorbells: Vec<(String, u32, u32)> = m
+        .device
+        .iter()
+        .filter_map(|d| match d {
+            DeviceConfig::Doorbell {
+                guest_addr,
+                dest_apic_id,
+                vector,
+                ..
+            } => Some((device_name(d, *guest_addr), *dest_apic_id, *vector)),
+            _ => None,
+        })
+        .collect();
+    let (routes, doorbell_gsis) = irq::routes(c, &doorbells);
+    let mut doorbell_gsis = doorbell_gsis.into_iter();
     for d in &m.device {
-        match d {
-            DeviceConfig::DebugExit { port, size } => devices.push(DevicePlan {
-                name: format!("debug-exit@{port:#x}"),
-                space: Space::Pio,
-                base: Hex((*port).into()),
-                len: Hex((*size).into()),
-                kind: DeviceKind::DebugExit { width: *size },
-            }),
-        }
+        let Some((space, base, len, _)) = d.window() else {
+            continue;
+        };
+        let kind = match d {
+            DeviceConfig::DebugExit { size, .. } => DeviceKind::DebugExit { width: *size },
+            DeviceConfig::IrqLines { lines, .. } => DeviceKind::IrqLines { lines: *lines },
+            DeviceConfig::Recorder { .. } => DeviceKind::Recorder {},
+            DeviceConfig::Doorbell {
+                value,
+                dest_apic_id,
+                vector,
+                ..
+            } => DeviceKind::Doorbell {
+                value: Hex((*value).into()),
+                gsi: doorbell_gsis.next().unwrap_or(u32::MAX),
+                dest_apic_id: *dest_apic_id,
+                vector: Hex8(*vector),
+            },
+        };
+        devices.push(DevicePlan {
+            name: device_name(d, base),
+            space: match space {
+                WindowSpace::Pio => Space::Pio,
+                WindowSpace::Mmio => Space::Mmio,
+            },
+            base: Hex(base),
+            len: Hex(len),
+            kind,
+        });
     }
     devices.sort_by_key(|d| (d.space, d.base));
+    let coalesced = irq::zones(c, &devices);
+    let gsi_count = routes.iter().map(|r| r.gsi + 1).max().unwrap_or(0);
 
-    Plan {
+    let mut p = Plan {
         format: PLAN_FORMAT,
         machine: MachinePlan {
             name: m.machine.name.clone().unwrap_or_else(|| "berth".into()),
@@ -303,14 +381,18 @@ pub fn plan(c: &Config) -> Plan {
         irqchip: IrqchipPlan {
             mode: match m.irqchip.mode {
                 IrqchipMode::Kernel => "kernel".into(),
+                IrqchipMode::Split => "split".into(),
             },
             pit: m.irqchip.pit,
             ioapic_addr: Hex(layout::IOAPIC_ADDR),
             ioapic_id: vcpus,
             ioapic_pins: 24,
             lapic_addr: Hex(layout::LAPIC_ADDR),
+            gsi_count,
+            routes,
         },
         devices,
+        coalesced,
         kernel: KernelPlan {
             path: m.kernel.path.display().to_string(),
             format: match m.kernel.format {
@@ -332,10 +414,31 @@ pub fn plan(c: &Config) -> Plan {
             identity_mapped: Hex(1 << 30),
             stack_pointer: Hex(layout::BOOT_STACK_POINTER),
             kernel_min_addr: Hex(layout::HIMEM_START),
+            mptable: Hex(0),
             kvm_tss: Hex(layout::KVM_TSS_ADDR),
             kvm_identity_map: Hex(layout::KVM_IDENTITY_MAP_ADDR),
         },
+    };
+    p.boot.mptable = Hex(mptable::place(&p.mptable_spec()));
+    p
+}
+
+impl Plan {
+    /// The MP table this plan describes.
+    pub fn mptable_spec(&self) -> mptable::MpTableSpec {
+        mptable::MpTableSpec {
+            cpus: self.cpus.iter().map(|c| c.apic_id as u8).collect(),
+            ioapic_id: self.irqchip.ioapic_id as u8,
+            ioapic_addr: self.irqchip.ioapic_addr.0 as u32,
+            lapic_addr: self.irqchip.lapic_addr.0 as u32,
+            ioapic_pins: self.irqchip.ioapic_pins as u8,
+        }
     }
+}
+
+/// A device's unique name: kind@base.
+fn device_name(d: &DeviceConfig, base: u64) -> String {
+    format!("{}@{base:#x}", d.kind())
 }
 
 /// The e820 map: each writable region is RAM except the legacy hole

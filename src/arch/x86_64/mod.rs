@@ -2,4 +2,5 @@
 
 pub mod cpuid;
 pub mod layout;
+pub mod mptable;
 pub mod regs;
