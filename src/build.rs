@@ -2,11 +2,14 @@
 //! ARCHITECTURE.md "Boot steps"). Every user and kernel-image error is found
 //! before step 7 creates the VM.
 
-use crate::arch::x86_64::{cpuid, layout, mptable, regs};
+use crate::arch::x86_64::{acpi, cpuid, layout, mptable, regs};
 use crate::boot::{self, KernelError, LoadedKernel};
 use crate::bus::{AddressSpace, Bus, BusDevice, BusError};
 use crate::config::Config;
+use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
+use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
+use crate::devices::i8042::{I8042Command, I8042Data, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::recorder::{Recorder, RecorderLog};
@@ -135,11 +138,12 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
     // 3. Guest RAM, mapped in this process (no KVM object yet).
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
     // 4. Kernel into RAM: image errors end here, before any VM exists.
-    let kernel = boot::load_kernel(&config.resolve(&config.machine.kernel.path), plan, &mem)?;
+    let kernel = boot::load_kernel(config, plan, &mem)?;
     // 5. Boot structures: command line, zero page, GDT/IDT, page tables, MP table.
-    boot::write_boot_structures(plan, &mem)?;
+    boot::write_boot_structures(plan, &mem, &kernel)?;
     regs::write_tables(plan, &mem)?;
     write_mptable(plan, &mem)?;
+    write_acpi(plan, &mem)?;
     // 6. Device back-ends that depend on the host (serial output file).
     let serial_out = serial_output(config, plan)?;
     // 7. KVM_CREATE_VM.
@@ -175,7 +179,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
     let zones = register_zones(&fd, plan)?;
     // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
     //     state; each maps the coalesced ring when zones exist.
-    let vcpus = create_vcpus(&host, &fd, plan, kernel.entry, !zones.is_empty())?;
+    let vcpus = create_vcpus(&host, &fd, plan, &kernel, !zones.is_empty())?;
     let serial_counters = parts.serial.lock().unwrap_or_else(|e| e.into_inner()).counters();
     Ok(Vm {
         host,
@@ -263,8 +267,32 @@ fn serial_gsi(plan: &Plan) -> u32 {
 
 /// Step 5: the MP table, where the plan puts it.
 fn write_mptable(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
-    mptable::write(&plan.mptable_spec(), mem, plan.boot.mptable.0).map_err(|e| BuildError::Device {
+    let Some(at) = plan.boot.mptable else {
+        return Ok(());
+    };
+    mptable::write(&plan.mptable_spec(), mem, at.0).map_err(|e| BuildError::Device {
         name: "mptable".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Step 5: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, FACS), when planned.
+fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+    let (Some(rsdp), Some(pm)) = (plan.boot.acpi_rsdp, plan.boot.acpi_pm_port) else {
+        return Ok(());
+    };
+    let spec = acpi::AcpiSpec {
+        cpus: plan.cpus.iter().map(|c| c.apic_id as u8).collect(),
+        ioapic_id: plan.irqchip.ioapic_id as u8,
+        ioapic_addr: plan.irqchip.ioapic_addr.0 as u32,
+        lapic_addr: plan.irqchip.lapic_addr.0 as u32,
+        pm1a_evt_port: pm.0 as u16,
+        pm1a_cnt_port: pm.0 as u16 + 4,
+        reset_port: layout::RESET_PORT,
+        legacy_pic: plan.irqchip.mode == "kernel",
+    };
+    acpi::write(&spec, mem, rsdp.0).map_err(|e| BuildError::Device {
+        name: "acpi".into(),
         message: e.to_string(),
     })
 }
@@ -425,6 +453,7 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
     let mut serial = None;
     let mut recorders = Vec::new();
     let mut doorbells = Vec::new();
+    let mut i8042: Option<Arc<Mutex<I8042>>> = None;
     for d in &plan.devices {
         let space = match d.space {
             Space::Pio => AddressSpace::Pio,
@@ -442,6 +471,23 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
                 serial = Some(s.clone());
                 s
             }
+            DeviceKind::I8042 {} => {
+                let kbd = i8042
+                    .get_or_insert_with(|| Arc::new(Mutex::new(I8042::new())))
+                    .clone();
+                if d.base.0 == u64::from(layout::I8042_CMD_PORT) {
+                    Arc::new(Mutex::new(I8042Command::new(kbd)))
+                } else {
+                    Arc::new(Mutex::new(I8042Data::new(kbd)))
+                }
+            }
+            DeviceKind::Cmos {} => {
+                let (below, above) = ram_split(plan);
+                Arc::new(Mutex::new(Cmos::new(below, above, Box::new(host_wall_clock))))
+            }
+            DeviceKind::AcpiPmEvent {} => Arc::new(Mutex::new(AcpiPmEvt::new())),
+            DeviceKind::AcpiPmControl {} => Arc::new(Mutex::new(AcpiPmCnt::new())),
+            DeviceKind::ResetControl {} => Arc::new(Mutex::new(ResetReg::new())),
             DeviceKind::DebugExit { width } => {
                 let de = DebugExit::new(*width).map_err(|e| dev_err(&d.name, e.to_string()))?;
                 Arc::new(Mutex::new(de))
@@ -470,6 +516,19 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
         recorders,
         doorbells,
     })
+}
+
+/// RAM below and above 4 GiB, for the CMOS memory-size registers.
+fn ram_split(plan: &Plan) -> (u64, u64) {
+    let four_g = 1u64 << 32;
+    plan.memslots
+        .iter()
+        .filter(|s| !s.readonly)
+        .fold((0, 0), |(lo, hi), s| {
+            let (start, end) = (s.guest_addr.0, s.guest_addr.0 + s.size.0);
+            let below = end.min(four_g).saturating_sub(start.min(four_g));
+            (lo + below, hi + (end - start - below))
+        })
 }
 
 /// Step 13: COM1's irqfd, and each doorbell's eventfd as both ioeventfd
@@ -525,7 +584,7 @@ fn create_vcpus(
     host: &HostKvm,
     vm: &VmFd,
     plan: &Plan,
-    entry: u64,
+    kernel: &LoadedKernel,
     coalesced: bool,
 ) -> Result<Vec<VcpuFd>, BuildError> {
     let supported = kvm(
@@ -545,7 +604,7 @@ fn create_vcpus(
         regs::setup_fpu(&v)?;
         regs::setup_lint(&v)?;
         if cpu.bsp {
-            regs::setup_bsp(&v, plan, entry)?;
+            regs::setup_bsp(&v, plan, kernel)?;
         }
         out.push(v);
     }

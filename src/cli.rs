@@ -1,7 +1,7 @@
 //! The command line: `berth run | check | plan | caps`.
 
 use crate::error::Error;
-use crate::outcome::exit_code;
+use crate::outcome::{exit_code, Outcome};
 use crate::plan::dump::{self, Format};
 use crate::{build, config, kvm, plan, vmm};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +35,9 @@ pub enum Command {
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
         #[arg(long, value_name = "CAP")]
         disable_cap: Vec<String>,
+        /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<u64>,
     },
     /// Parse and validate the machine file only.
     Check {
@@ -60,6 +63,10 @@ pub enum PlanFormat {
     Toml,
     /// JSON.
     Json,
+}
+
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    config::parse_duration(s)
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -109,6 +116,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             boot_digest,
             expect_plan,
             disable_cap,
+            timeout,
         } => {
             let c = config::load(&file)?;
             let p = plan::plan(&c);
@@ -130,28 +138,52 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             let opts = build::BuildOptions {
                 disable_caps: disable_cap,
             };
-            let vm = build::build(&c, &p, &opts)?;
-            log::info!("kernel {:?} entry {:#x}", vm.kernel.format, vm.kernel.entry);
-            if boot_digest {
-                eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
-            }
-            let report = vmm::run(vm).map_err(Error::Run)?;
-            if stats {
-                eprint!("{}", vmm::stats_text(&report));
-            }
-            if !report.stuck_vcpus.is_empty() {
-                eprintln!(
-                    "berth: vCPUs {:?} did not stop within the grace period",
-                    report.stuck_vcpus
-                );
-            }
-            match &report.outcome {
-                o @ (crate::outcome::Outcome::Fault { .. } | crate::outcome::Outcome::Host(_)) => {
-                    eprintln!("berth: {o}")
+            crate::outcome::inject_panic_here();
+            let run_opts = vmm::RunOptions {
+                timeout: timeout
+                    .or(p.machine.timeout_ms)
+                    .map(std::time::Duration::from_millis),
+            };
+            loop {
+                let vm = build::build(&c, &p, &opts).map_err(|e| match e {
+                    build::BuildError::Kernel(source) => Error::Kernel {
+                        file: c.locate_field("kernel.path"),
+                        source,
+                    },
+                    other => Error::Build(other),
+                })?;
+                log::info!("kernel {:?} entry {:#x}", vm.kernel.format, vm.kernel.entry);
+                if boot_digest {
+                    eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
                 }
-                o => log::info!("{o}"),
+                let report = vmm::run(vm, &run_opts).map_err(Error::Run)?;
+                if stats {
+                    eprint!("{}", vmm::stats_text(&report));
+                }
+                if !report.stuck_vcpus.is_empty() {
+                    eprintln!(
+                        "berth: vCPUs {:?} did not stop within the grace period",
+                        report.stuck_vcpus
+                    );
+                }
+                match &report.outcome {
+                    Outcome::Reset if p.machine.on_reboot == "restart" => {
+                        eprintln!("berth: guest reset; rebuilding the machine (on_reboot = \"restart\")");
+                        continue;
+                    }
+                    o @ (Outcome::Fault { .. } | Outcome::Host(_) | Outcome::Panic(_)) => {
+                        eprintln!("berth: {o}")
+                    }
+                    o @ Outcome::Timeout(_) => {
+                        eprintln!("berth: {o}");
+                        for s in &report.vcpu_states {
+                            eprintln!("berth:   {s}");
+                        }
+                    }
+                    o => log::info!("{o}"),
+                }
+                return Ok(report.outcome.exit_code());
             }
-            Ok(report.outcome.exit_code())
         }
     }
 }

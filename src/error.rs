@@ -31,6 +31,14 @@ pub enum Error {
     /// Building the VM.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// Loading the kernel failed at build time (before any VM exists).
+    #[error("{file}: kernel.path: {source}")]
+    Kernel {
+        /// Machine file (with line:col of kernel.path when known).
+        file: String,
+        /// What went wrong.
+        source: crate::boot::KernelError,
+    },
     /// Running the VM (threads, signals).
     #[error("{0}")]
     Run(String),
@@ -45,7 +53,7 @@ impl Error {
                 _ => exit_code::USAGE,
             },
             Error::PlanMismatch { .. } => exit_code::USAGE,
-            Error::Build(BuildError::Kernel(_)) => exit_code::KERNEL,
+            Error::Build(BuildError::Kernel(_)) | Error::Kernel { .. } => exit_code::KERNEL,
             Error::Build(BuildError::Usage(_)) => exit_code::USAGE,
             Error::Dump(_) | Error::Host(_) | Error::Build(_) | Error::Run(_) => exit_code::HOST,
         }

@@ -16,6 +16,43 @@ pub enum FaultKind {
     UnhandledExit,
 }
 
+/// Test-only fault injection: when the environment variable `BERTH_TEST_PANIC`
+/// names the current thread (e.g. `vcpu0`, `serial-out`, `main`), that thread
+/// panics at its first opportunity. Used by tests/reliability.rs to prove a
+/// panic anywhere ends berth promptly.
+pub fn inject_panic_here() {
+    if let Ok(want) = std::env::var("BERTH_TEST_PANIC") {
+        let me = std::thread::current().name().unwrap_or("main").to_string();
+        if want == me {
+            panic!("BERTH_TEST_PANIC: injected panic in thread {me}");
+        }
+    }
+}
+
+/// Installs the process-wide panic policy: print one line naming the thread,
+/// then end the process with [`exit_code::PANIC`]. vCPU threads catch their
+/// own panics first and stop the VM in order, so this only ends the process
+/// directly for the other threads (and for the main thread).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("main").to_string();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        eprintln!("berth: internal error: thread {thread} panicked{place}: {msg}");
+        if !thread.starts_with("vcpu") {
+            std::process::exit(exit_code::PANIC);
+        }
+    }));
+}
+
 /// How the VM ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -36,8 +73,12 @@ pub enum Outcome {
     },
     /// SIGINT/SIGTERM/SIGHUP arrived.
     Signal(i32),
-    /// A host failure while running (KVM_RUN failed, a thread died).
+    /// The run-time limit ran out (each vCPU's state is in the report).
+    Timeout(u64),
+    /// A host failure while running (KVM_RUN failed).
     Host(String),
+    /// A berth thread panicked (a bug).
+    Panic(String),
 }
 
 impl Outcome {
@@ -49,7 +90,9 @@ impl Outcome {
             Outcome::DebugExit(s) => s & 0xff,
             Outcome::Fault { .. } => exit_code::GUEST_FAULT,
             Outcome::Signal(n) => 128 + n,
+            Outcome::Timeout(_) => exit_code::TIMEOUT,
             Outcome::Host(_) => exit_code::HOST,
+            Outcome::Panic(_) => exit_code::PANIC,
         }
     }
 }
@@ -70,7 +113,9 @@ impl fmt::Display for Outcome {
                 write!(f, "guest fault on vcpu{vcpu}: {what}: {detail}")
             }
             Outcome::Signal(n) => write!(f, "stopped by signal {n}"),
+            Outcome::Timeout(ms) => write!(f, "timeout: the VM ran longer than {ms} ms"),
             Outcome::Host(m) => write!(f, "host error while running: {m}"),
+            Outcome::Panic(m) => write!(f, "internal error: {m}"),
         }
     }
 }
@@ -87,6 +132,8 @@ pub mod exit_code {
     pub const KERNEL: i32 = 5;
     /// Timeout.
     pub const TIMEOUT: i32 = 6;
+    /// berth itself failed: a thread panicked (a bug; the message says where).
+    pub const PANIC: i32 = 70;
 }
 
 #[cfg(test)]
@@ -107,5 +154,6 @@ mod tests {
         };
         assert_eq!(f.exit_code(), 4);
         assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
+        assert_eq!(Outcome::Timeout(1).exit_code(), 6);
     }
 }

@@ -46,8 +46,40 @@ impl VcpuState {
 pub enum VmMessage {
     /// A vCPU decided how the VM ends.
     Outcome(Outcome),
-    /// A vCPU thread finished (with its exit counters).
-    Finished(u32, ExitCounts),
+    /// A vCPU thread finished (with its exit counters and last state).
+    Finished(u32, ExitCounts, Option<VcpuSnapshot>),
+}
+
+/// A vCPU's state when it stopped.
+#[derive(Clone, Debug)]
+pub struct VcpuSnapshot {
+    /// vCPU index.
+    pub index: u32,
+    /// Instruction pointer.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// KVM_GET_MP_STATE: 0 runnable, 1 uninitialized (waiting for INIT), 3 halted, 4 SIPI received...
+    pub mp_state: u32,
+}
+
+impl std::fmt::Display for VcpuSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.mp_state {
+            0 => "running",
+            1 => "waiting for INIT/SIPI",
+            2 => "INIT received",
+            3 => "halted",
+            4 => "SIPI received",
+            _ => "stopped",
+        };
+        let intr = if self.rflags & (1 << 9) != 0 { "on" } else { "off" };
+        write!(
+            f,
+            "vcpu{}: rip {:#x}, {state}, interrupts {intr}",
+            self.index, self.rip
+        )
+    }
 }
 
 /// Exit counts by exit reason.
@@ -130,12 +162,13 @@ impl VcpuHandle {
                 st.store(VcpuState::Exited as u8, Ordering::SeqCst);
                 let outcome = match result {
                     Ok(o) => o,
-                    Err(_) => Some(Outcome::Host(format!("vcpu{index} thread panicked"))),
+                    Err(_) => Some(Outcome::Panic(format!("vcpu{index} thread panicked"))),
                 };
                 if let Some(o) = outcome {
                     let _ = tx2.send(VmMessage::Outcome(o));
                 }
-                let _ = tx.send(VmMessage::Finished(index, std::mem::take(&mut v.counts)));
+                let snap = v.snapshot();
+                let _ = tx.send(VmMessage::Finished(index, std::mem::take(&mut v.counts), snap));
             })?;
         Ok(VcpuHandle {
             index,
@@ -202,12 +235,25 @@ enum Next {
 }
 
 impl Vcpu {
+    /// Registers and MP state, for reports.
+    fn snapshot(&self) -> Option<VcpuSnapshot> {
+        let regs = self.fd.get_regs().ok()?;
+        let mp = self.fd.get_mp_state().map(|m| m.mp_state).unwrap_or(u32::MAX);
+        Some(VcpuSnapshot {
+            index: self.index,
+            rip: regs.rip,
+            rflags: regs.rflags,
+            mp_state: mp,
+        })
+    }
+
     fn count(&mut self, what: &'static str) {
         *self.counts.entry(what).or_insert(0) += 1;
     }
 
     fn run_loop(&mut self) -> Option<Outcome> {
         KVM_RUN.with(|r| r.set(self.fd.get_kvm_run() as *mut kvm_run));
+        crate::outcome::inject_panic_here();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return None;
@@ -418,11 +464,10 @@ impl Vcpu {
         // (flags bit 0: data[1] = length, data[2..] = bytes); otherwise read
         // them from guest memory through the vCPU's page tables.
         let mut insn = Vec::new();
-        if ie.suberror == 1 && n >= 3 && ie.data[0] & 1 == 1 {
-            let len = (ie.data[1] as usize).min(15);
-            for i in 0..len {
-                insn.push((ie.data[2 + i / 8] >> (8 * (i % 8))) as u8);
-            }
+        if ie.suberror == 1 && n >= 2 && ie.data[0] & 1 == 1 {
+            // struct { u64 flags; u8 insn_size; u8 insn_bytes[15]; }: byte 0 of
+            // data[1] is the length, the bytes follow it.
+            insn = emulation_insn_bytes(&ie.data[1..n.max(3).min(ie.data.len())]);
         } else if let Some(r) = &regs {
             insn = self.read_guest_code(r.rip);
         }
@@ -540,10 +585,40 @@ impl From<VcpuExit<'_>> for Exit {
     }
 }
 
+/// Instruction bytes from the words after `flags` in an emulation-failure
+/// exit: byte 0 is the length (at most 15), bytes 1.. the instruction.
+fn emulation_insn_bytes(words: &[u64]) -> Vec<u8> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let Some((&len, rest)) = bytes.split_first() else {
+        return Vec::new();
+    };
+    rest[..usize::from(len).min(15).min(rest.len())].to_vec()
+}
+
 fn event_outcome(ev: VmEvent) -> Outcome {
     match ev {
         VmEvent::DebugExit(s) => Outcome::DebugExit(s),
         VmEvent::Reset => Outcome::Reset,
         VmEvent::PowerOff => Outcome::PowerOff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulation_failure_bytes() {
+        // lock cmpxchg16b (%rdi): f0 48 0f c7 0f, as KVM lays it out.
+        let mut b = [0u8; 16];
+        b[0] = 5;
+        b[1..6].copy_from_slice(&[0xf0, 0x48, 0x0f, 0xc7, 0x0f]);
+        let w = [
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..].try_into().unwrap()),
+        ];
+        assert_eq!(emulation_insn_bytes(&w), vec![0xf0, 0x48, 0x0f, 0xc7, 0x0f]);
+        assert!(emulation_insn_bytes(&[]).is_empty());
+        assert_eq!(emulation_insn_bytes(&[0xff]).len(), 7);
     }
 }

@@ -6,7 +6,7 @@ use crate::build::Vm;
 use crate::bus::{DeviceStats, UnhandledStats};
 use crate::outcome::Outcome;
 use crate::plan::dump::hex;
-use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VmMessage, VmShared};
+use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VcpuSnapshot, VmMessage, VmShared};
 use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -46,6 +46,8 @@ pub struct RunReport {
     pub run_time: Duration,
     /// vCPUs that did not stop within the grace period.
     pub stuck_vcpus: Vec<u32>,
+    /// Each vCPU's state when it stopped.
+    pub vcpu_states: Vec<VcpuSnapshot>,
 }
 
 /// sha256 over all guest RAM (slot order) and every vCPU's registers and
@@ -70,8 +72,15 @@ pub fn boot_digest(vm: &Vm) -> Result<String, String> {
     Ok(hex(&h.finalize()))
 }
 
+/// Run options.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// End the VM with [`Outcome::Timeout`] after this long.
+    pub timeout: Option<Duration>,
+}
+
 /// Runs the VM to its end.
-pub fn run(mut vm: Vm) -> Result<RunReport, String> {
+pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     install_kick_handler().map_err(|e| format!("cannot install the vCPU kick handler: {e}"))?;
     let (tx, rx) = mpsc::channel::<VmMessage>();
 
@@ -111,20 +120,35 @@ pub fn run(mut vm: Vm) -> Result<RunReport, String> {
     drop(tx);
 
     let mut exits = BTreeMap::new();
+    let mut snapshots = BTreeMap::new();
     let mut finished = 0usize;
     let total = handles.len();
-    // Wait for the first outcome.
+    let deadline = opts.timeout.map(|t| started + t);
+    // Wait for the first outcome (or the deadline).
     while outcome.is_none() {
-        match rx.recv() {
+        let msg = match deadline {
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(m) => Ok(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let ms = opts.timeout.map_or(0, |t| t.as_millis() as u64);
+                    outcome = Some(Outcome::Timeout(ms));
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
+            None => rx.recv().map_err(|_| ()),
+        };
+        match msg {
             Ok(VmMessage::Outcome(o)) => outcome = Some(o),
-            Ok(VmMessage::Finished(i, c)) => {
+            Ok(VmMessage::Finished(i, c, snap)) => {
                 exits.insert(i, c);
+                snapshots.insert(i, snap);
                 finished += 1;
                 if finished == total {
                     outcome = Some(Outcome::Host("every vCPU stopped without an outcome".into()));
                 }
             }
-            Err(_) => outcome = Some(Outcome::Host("lost contact with the vCPU threads".into())),
+            Err(()) => outcome = Some(Outcome::Host("lost contact with the vCPU threads".into())),
         }
     }
     let run_time = started.elapsed();
@@ -137,8 +161,9 @@ pub fn run(mut vm: Vm) -> Result<RunReport, String> {
             h.kick();
         }
         match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(VmMessage::Finished(i, c)) => {
+            Ok(VmMessage::Finished(i, c, snap)) => {
                 exits.insert(i, c);
+                snapshots.insert(i, snap);
                 finished += 1;
             }
             Ok(VmMessage::Outcome(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -198,6 +223,7 @@ pub fn run(mut vm: Vm) -> Result<RunReport, String> {
         serial_bytes: (vm.serial_counters.bytes_out(), vm.serial_counters.bytes_dropped()),
         run_time,
         stuck_vcpus,
+        vcpu_states: snapshots.into_values().flatten().collect(),
     })
 }
 
@@ -233,5 +259,17 @@ pub fn stats_text(r: &RunReport) -> String {
         "stats: serial bytes-out {} bytes-dropped {}",
         r.serial_bytes.0, r.serial_bytes.1
     );
+    for (k, v) in &r.irq {
+        let _ = writeln!(s, "stats: irq {k} {v}");
+    }
+    for (n, count, digest) in &r.recorders {
+        let _ = writeln!(s, "stats: recorder {n} writes {count} sha256 {digest}");
+    }
+    for (dev, space, base, n) in &r.zones {
+        let _ = writeln!(s, "stats: coalesced {space} {base:#x} device {dev} entries {n}");
+    }
+    for (n, c) in &r.doorbells {
+        let _ = writeln!(s, "stats: doorbell {n} unmatched-writes {c}");
+    }
     s
 }

@@ -1,15 +1,38 @@
-//! Loading the kernel and writing boot structures into guest memory. All
-//! placement comes from the plan's [`BootPlan`](crate::plan::BootPlan).
+//! Loading the kernel (and initrd) and writing boot structures into guest
+//! memory. All placement comes from the plan's
+//! [`BootPlan`](crate::plan::BootPlan); the protocol is the plan's
+//! `boot.protocol`, resolved from the image at config time:
+//!
+//! | protocol        | loader                         | boot structures            | entry        |
+//! |-----------------|--------------------------------|----------------------------|--------------|
+//! | `linux-64bit`   | ELF64 PT_LOADs (linux-loader)  | zero page                  | e_entry, long mode, rsi = zero page |
+//! | `linux-bzimage` | bzImage payload (linux-loader) | zero page from the image's setup header | load + 0x200, long mode |
+//! | `pvh`           | ELF PT_LOADs                   | hvm_start_info, memmap, modlist | PHYS32_ENTRY note, 32-bit, ebx = start_info |
+//! | `multiboot`     | a.out kludge or ELF PT_LOADs   | multiboot_info, mmap, modules | entry, 32-bit, eax = 0x2BADB002, ebx = info |
+//!
+//! Every failure is a [`KernelError`] naming the image (exit code 5).
+//! Hostile images are bounds-checked throughout: no panics, checked
+//! arithmetic, nothing written outside guest memory.
 
-use crate::plan::{E820Entry, Plan};
-use linux_loader::configurator::linux::LinuxBootConfigurator;
-use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::{Elf, KernelLoader};
+mod elf;
+pub mod format;
+mod linux;
+mod multiboot;
+mod pvh;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use format::ImageFormat;
+pub use linux::zero_page;
+pub use linux_loader::loader::bootparam::setup_header;
+pub use multiboot::MULTIBOOT_BOOTLOADER_MAGIC;
+
+use crate::config::Config;
+use crate::plan::Plan;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 
 /// Kernel image errors (exit code 5).
 #[derive(Debug, thiserror::Error)]
@@ -22,15 +45,7 @@ pub enum KernelError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not a format berth knows.
-    #[error("kernel image {path}: unknown format (first bytes {magic}); berth boots ELF64 images")]
-    UnknownFormat {
-        /// The image.
-        path: PathBuf,
-        /// Its first bytes, hex.
-        magic: String,
-    },
-    /// The loader refused the image or it does not fit the memory map.
+    /// linux-loader refused the image or it does not fit the memory map.
     #[error("kernel image {path}: {source} (does it fit the memory map, at or above {min:#x}?)")]
     Load {
         /// The image.
@@ -40,141 +55,271 @@ pub enum KernelError {
         /// Loader error.
         source: linux_loader::loader::Error,
     },
+    /// The image is malformed, unsupported or does not fit.
+    #[error("kernel image {path}: {message}")]
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The initrd can't be read or placed.
+    #[error("initrd {path}: {message}")]
+    Initrd {
+        /// The initrd file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Boot structures could not be written.
     #[error("cannot write boot structures: {0}")]
     BootParams(String),
 }
 
-/// Detected image formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// ELF64, entered at e_entry in 64-bit mode.
-    Elf64,
+fn image_err(path: &Path, message: impl Into<String>) -> KernelError {
+    KernelError::Image {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
-/// Where the loaded kernel starts.
+/// Where the kernel (and initrd) went and how the BSP enters it.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadedKernel {
-    /// Detected format.
+    /// Image format (matches the plan's protocol).
     pub format: ImageFormat,
-    /// 64-bit entry point.
+    /// Entry point: 64-bit for the Linux protocols, 32-bit (paging off)
+    /// for PVH and multiboot.
     pub entry: u64,
-    /// First byte after the loaded image.
+    /// First byte of the loaded image.
+    pub load: u64,
+    /// First byte after the loaded image (including zeroed bss).
     pub end: u64,
+    /// (eax, ebx) at a 32-bit entry: (0, start_info) for PVH,
+    /// (0x2BADB002, multiboot_info) for multiboot; (0, 0) otherwise.
+    pub entry_regs: (u32, u32),
+    /// The initrd / module 0: (guest address, size in bytes).
+    pub initrd: Option<(u64, u64)>,
+    /// A bzImage's setup header (code32_start = where it was loaded).
+    pub setup_header: Option<setup_header>,
 }
 
-/// Detects the format from the first bytes of the image.
-pub fn detect(path: &Path, head: &[u8]) -> Result<ImageFormat, KernelError> {
-    // ELF magic, 64-bit class (EI_CLASS = 2), x86-64 is checked by the loader.
-    if head.len() >= 5 && head[..4] == [0x7f, b'E', b'L', b'F'] && head[4] == 2 {
-        return Ok(ImageFormat::Elf64);
+/// What a protocol loader reports besides the kernel.
+struct Placed {
+    kernel: LoadedKernel,
+    /// Memory the initrd must not overlap (the image, and for a bzImage the
+    /// area it decompresses into).
+    avoid: (u64, u64),
+    /// First address past the highest byte the initrd may occupy.
+    initrd_limit: u64,
+}
+
+/// What the loaders read: a seekable file linux-loader can also copy from.
+trait ImageFile: Read + Seek + ReadVolatile {}
+impl<T: Read + Seek + ReadVolatile> ImageFile for T {}
+
+/// Loads the kernel (and initrd) the config names into `mem`, as the plan says.
+pub fn load_kernel(config: &Config, plan: &Plan, mem: &GuestMemoryMmap) -> Result<LoadedKernel, KernelError> {
+    let path = config.resolve(&config.machine.kernel.path);
+    let read_err = |source| KernelError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut file = File::open(&path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    let placed = load_image(&path, &mut file, len, plan, mem)?;
+    let mut kernel = placed.kernel;
+    if let Some(initrd) = &config.machine.kernel.initrd {
+        let ipath = config.resolve(initrd);
+        kernel.initrd = Some(load_initrd(&ipath, plan, mem, placed.avoid, placed.initrd_limit)?);
     }
-    Err(KernelError::UnknownFormat {
-        path: path.to_path_buf(),
-        magic: head
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+    Ok(kernel)
+}
+
+/// Loads the image `f` (`len` bytes, at `path`) by the plan's protocol.
+fn load_image<F: ImageFile>(
+    path: &Path,
+    f: &mut F,
+    len: u64,
+    plan: &Plan,
+    mem: &GuestMemoryMmap,
+) -> Result<Placed, KernelError> {
+    match plan.boot.protocol.as_str() {
+        "linux-64bit" => linux::load_elf64(path, f, len, plan, mem),
+        "linux-bzimage" => linux::load_bzimage(path, f, len, plan, mem),
+        "pvh" => pvh::load(path, f, len, plan, mem),
+        "multiboot" => multiboot::load(path, f, len, plan, mem),
+        other => Err(image_err(
+            path,
+            format!("the plan's boot protocol \"{other}\" is unknown"),
+        )),
+    }
+}
+
+const PAGE: u64 = 4096;
+
+/// Chooses the initrd's address: the highest page-aligned address in
+/// `[start, min(end, limit))` where `size` bytes fit without overlapping
+/// `avoid`.
+pub fn place_initrd(window: (u64, u64), limit: u64, size: u64, avoid: (u64, u64)) -> Result<u64, String> {
+    let (start, end) = window;
+    let below = |top: u64| {
+        top.checked_sub(size)
+            .map(|a| a & !(PAGE - 1))
+            .filter(|&a| a >= start)
+    };
+    let top = end.min(limit);
+    let mut addr = below(top);
+    if let Some(a) = addr {
+        // `a + size <= top` holds, so this cannot overflow.
+        if a < avoid.1 && a + size > avoid.0 {
+            addr = below(avoid.0.min(top));
+        }
+    }
+    addr.ok_or_else(|| {
+        let mut m = format!("{size:#x} bytes do not fit in the initrd window {start:#x}..{end:#x}");
+        if limit < end {
+            m += &format!(" below the kernel's limit {limit:#x}");
+        }
+        if avoid.1 > avoid.0 {
+            m += &format!(" beside the kernel at {:#x}..{:#x}", avoid.0, avoid.1);
+        }
+        m + " (give the machine more memory, or use a smaller initrd)"
     })
 }
 
-/// Loads the kernel named by the plan (resolved to `path`) into `mem`.
-pub fn load_kernel(path: &Path, plan: &Plan, mem: &GuestMemoryMmap) -> Result<LoadedKernel, KernelError> {
-    let read_err = |source| KernelError::Read {
+/// Reads the initrd into the plan's window; returns (address, size).
+fn load_initrd(
+    path: &Path,
+    plan: &Plan,
+    mem: &GuestMemoryMmap,
+    avoid: (u64, u64),
+    limit: u64,
+) -> Result<(u64, u64), KernelError> {
+    let err = |message: String| KernelError::Initrd {
         path: path.to_path_buf(),
-        source,
+        message,
     };
-    let mut file = File::open(path).map_err(read_err)?;
-    let mut head = [0u8; 64];
-    let n = file.read(&mut head).map_err(read_err)?;
-    let format = detect(path, &head[..n])?;
-    let min = plan.boot.kernel_min_addr.0;
-    match format {
-        ImageFormat::Elf64 => {
-            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(min))).map_err(|source| {
-                KernelError::Load {
-                    path: path.to_path_buf(),
-                    min,
-                    source,
-                }
-            })?;
-            Ok(LoadedKernel {
-                format,
-                entry: r.kernel_load.0,
-                end: r.kernel_end,
-            })
-        }
-    }
+    let window = plan
+        .boot
+        .initrd
+        .as_ref()
+        .ok_or_else(|| err("the plan has no initrd window".into()))?;
+    let mut file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let size = file
+        .metadata()
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .len();
+    let addr = place_initrd((window.window_start.0, window.window_end.0), limit, size, avoid).map_err(err)?;
+    elf::check_range(mem, addr, size, 0).map_err(err)?;
+    elf::copy(mem, &mut file, 0, addr, size).map_err(err)?;
+    Ok((addr, size))
 }
 
-/// Builds the Linux zero page: setup header magic, command line, e820.
-pub fn zero_page(plan: &Plan) -> boot_params {
-    let mut params = boot_params::default();
-    params.hdr.type_of_loader = 0xff; // "undefined" boot loader
-    params.hdr.boot_flag = 0xaa55;
-    params.hdr.header = 0x5372_6448; // "HdrS"
-    params.hdr.kernel_alignment = 0x0100_0000;
-    params.hdr.cmd_line_ptr = plan.boot.cmdline.0 as u32;
-    params.ext_cmd_line_ptr = (plan.boot.cmdline.0 >> 32) as u32;
-    params.hdr.cmdline_size = plan.kernel.cmdline.len() as u32;
-    let entries: Vec<&E820Entry> = plan.e820.iter().take(params.e820_table.len()).collect();
-    for (slot, e) in params.e820_table.iter_mut().zip(&entries) {
-        *slot = boot_e820_entry {
-            addr: e.addr.0,
-            size: e.size.0,
-            r#type: e.kind.code(),
-        };
-    }
-    params.e820_entries = entries.len() as u8;
-    params
-}
-
-/// Writes the command line and the zero page into guest memory.
-pub fn write_boot_structures(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), KernelError> {
+/// Writes the command line and the protocol's boot information into memory.
+pub fn write_boot_structures(
+    plan: &Plan,
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+) -> Result<(), KernelError> {
     let mut cmdline = plan.kernel.cmdline.as_bytes().to_vec();
     cmdline.push(0);
+    if cmdline.len() as u64 > plan.boot.cmdline_max.0 {
+        return Err(KernelError::BootParams(format!(
+            "the command line is {} bytes; {} fit",
+            cmdline.len() - 1,
+            plan.boot.cmdline_max.0.saturating_sub(1)
+        )));
+    }
     mem.write_slice(&cmdline, GuestAddress(plan.boot.cmdline.0))
         .map_err(|e| KernelError::BootParams(format!("command line: {e}")))?;
-    let params = zero_page(plan);
-    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
-        &BootParams::new::<boot_params>(&params, GuestAddress(plan.boot.zero_page.0)),
-        mem,
-    )
-    .map_err(|e| KernelError::BootParams(format!("zero page: {e}")))
+    match plan.boot.protocol.as_str() {
+        "linux-64bit" | "linux-bzimage" => linux::write_zero_page(plan, mem, kernel),
+        "pvh" => pvh::write_start_info(plan, mem, kernel),
+        "multiboot" => multiboot::write_info(plan, mem, kernel),
+        other => Err(KernelError::BootParams(format!(
+            "unknown boot protocol \"{other}\""
+        ))),
+    }
+}
+
+/// A boot-structure address from the plan, which must be present.
+fn plan_addr(v: Option<crate::plan::Hex>, what: &str) -> Result<u64, KernelError> {
+    v.map(|h| h.0)
+        .ok_or_else(|| KernelError::BootParams(format!("the plan has no {what} address")))
+}
+
+/// A guest address that must fit a 32-bit field.
+fn addr32(v: u64, what: &str) -> Result<u32, KernelError> {
+    u32::try_from(v).map_err(|_| KernelError::BootParams(format!("{what} at {v:#x} is above 4 GiB")))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testutil::Machine;
     use super::*;
-    use crate::config::parse;
 
     #[test]
-    fn detects_elf64_and_refuses_others() {
-        let p = Path::new("k");
-        assert_eq!(detect(p, b"\x7fELF\x02\x01\x01").unwrap(), ImageFormat::Elf64);
-        assert!(matches!(
-            detect(p, b"\x7fELF\x01"),
-            Err(KernelError::UnknownFormat { .. })
-        ));
-        let e = detect(p, b"MZ\x00\x01").unwrap_err().to_string();
-        assert!(e.contains("4d 5a 00 01"), "{e}");
-        assert!(detect(p, b"").is_err());
+    fn initrd_goes_top_down_page_aligned() {
+        let w = (0x10_0000, 0x400_0000);
+        assert_eq!(place_initrd(w, u64::MAX, 0x1000, (0, 0)).unwrap(), 0x3ff_f000);
+        assert_eq!(place_initrd(w, u64::MAX, 0x1001, (0, 0)).unwrap(), 0x3ff_e000);
+        // Below a bzImage's initrd_addr_max + 1.
+        assert_eq!(place_initrd(w, 0x200_0000, 0x800, (0, 0)).unwrap(), 0x1ff_f000);
+        // Below the kernel when the top overlaps it.
+        assert_eq!(
+            place_initrd(w, u64::MAX, 0x1000, (0x300_0000, 0x400_0000)).unwrap(),
+            0x2ff_f000
+        );
+        let e = place_initrd(w, u64::MAX, 0x400_0000, (0, 0)).unwrap_err();
+        assert!(e.contains("do not fit"), "{e}");
+        let e = place_initrd(w, u64::MAX, 0x100_0000, (0x10_0000, 0x3f0_0000)).unwrap_err();
+        assert!(e.contains("beside the kernel"), "{e}");
+        assert!(place_initrd(w, u64::MAX, u64::MAX, (0, 0)).is_err());
+        assert!(place_initrd((0, 0), u64::MAX, 0, (0, 0)).is_ok());
     }
 
     #[test]
-    fn zero_page_carries_plan() {
-        let text = "[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n[kernel]\npath = \"Cargo.toml\"\ncmdline = \"console=ttyS0 x\"\n";
-        let plan = crate::plan::plan(&parse(Path::new("x.toml"), text).unwrap());
-        let zp = zero_page(&plan);
-        assert_eq!({ zp.hdr.boot_flag }, 0xaa55);
-        assert_eq!({ zp.hdr.header }, 0x5372_6448);
-        assert_eq!({ zp.hdr.cmd_line_ptr }, 0x20000);
-        assert_eq!({ zp.hdr.cmdline_size }, 15);
-        assert_eq!(zp.e820_entries, 2);
-        assert_eq!({ zp.e820_table[0].size }, 0x9fc00);
-        assert_eq!({ zp.e820_table[1].addr }, 0x10_0000);
-        assert_eq!({ zp.e820_table[1].r#type }, 1);
+    fn initrd_is_loaded_and_recorded() {
+        let data: Vec<u8> = (0..0x2345u32).map(|i| i as u8).collect();
+        let m = Machine::new(
+            "initrd-load",
+            &testutil::image_for("elf"),
+            "elf",
+            "64MiB",
+            Some(&data),
+            "",
+        );
+        let mem = m.memory();
+        let k = load_kernel(&m.config, &m.plan, &mem).unwrap();
+        let (addr, size) = k.initrd.unwrap();
+        assert_eq!((addr, size), ((64 << 20) - 0x3000, 0x2345));
+        let mut got = vec![0u8; data.len()];
+        mem.read_slice(&mut got, GuestAddress(addr)).unwrap();
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn initrd_too_big_is_a_kernel_error() {
+        let m = Machine::new(
+            "initrd-big",
+            &testutil::image_for("elf"),
+            "elf",
+            "4MiB",
+            Some(&vec![1u8; 4 << 20]),
+            "",
+        );
+        let mem = m.memory();
+        let e = load_kernel(&m.config, &m.plan, &mem).unwrap_err();
+        assert!(matches!(e, KernelError::Initrd { .. }), "{e}");
+        assert!(e.to_string().contains("do not fit"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_kernel_is_a_kernel_error() {
+        let m = Machine::new("unreadable", &testutil::image_for("elf"), "elf", "8MiB", None, "");
+        std::fs::remove_file(m.dir.join("kernel")).unwrap();
+        let e = load_kernel(&m.config, &m.plan, &m.memory()).unwrap_err();
+        assert!(matches!(e, KernelError::Read { .. }), "{e}");
     }
 }

@@ -82,6 +82,33 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
+/// Like [`span_of`], but for a path ending in a key, the key's own span.
+pub fn key_span_of(doc: &Spanned<DeTable<'_>>, path: &FieldPath) -> Option<std::ops::Range<usize>> {
+    let (Some(Step::Key(last)), Some(parent)) = (path.0.last(), path.0.len().checked_sub(1)) else {
+        return span_of(doc, path);
+    };
+    let parent = FieldPath(path.0[..parent].to_vec());
+    let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    for step in &parent.0 {
+        let next = match (step, table, value) {
+            (Step::Key(k), Some(t), _) => t
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                .map(|(_, v)| v),
+            (Step::Index(i), _, Some(v)) => v.get_ref().as_array().and_then(|a| a.get(*i)),
+            _ => None,
+        };
+        let v = next?;
+        value = Some(v);
+        table = v.get_ref().as_table();
+    }
+    table
+        .and_then(|t| t.iter().find(|(key, _)| key.get_ref().as_ref() == last.as_str()))
+        .map(|(k, _)| k.span())
+        .or_else(|| span_of(doc, path))
+}
+
 /// Finds the byte span of the deepest existing prefix of `path` in the
 /// parsed document: the value itself, or its key when the value is a table.
 pub fn span_of(doc: &Spanned<DeTable<'_>>, path: &FieldPath) -> Option<std::ops::Range<usize>> {
@@ -95,7 +122,13 @@ pub fn span_of(doc: &Spanned<DeTable<'_>>, path: &FieldPath) -> Option<std::ops:
                 .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
                 .map(|(key, v)| {
                     // A key's own span reads better than a whole sub-table's.
-                    best = Some(if v.get_ref().is_table() || v.get_ref().is_array() {
+                    // A (sub-)table or an array of tables reads best at its
+                    // key; a scalar or an inline array at its value.
+                    let tables = v
+                        .get_ref()
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|i| i.get_ref().is_table()));
+                    best = Some(if v.get_ref().is_table() || tables {
                         key.span()
                     } else {
                         v.span()

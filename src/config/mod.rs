@@ -12,7 +12,7 @@ pub use validate_irq::{standard_routes, MAX_GSI, PC_GSIS};
 
 pub use locate::FieldPath;
 pub use schema::*;
-pub use size::Size;
+pub use size::{parse_duration, Millis, Size};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -67,9 +67,30 @@ pub struct Config {
     pub dir: PathBuf,
     /// The file's contents.
     pub machine: MachineFile,
+    /// The kernel format, resolved from the image when the file says "auto".
+    pub kernel_format: KernelFormat,
+    /// The file's text (to locate fields in later messages).
+    pub text: String,
 }
 
 impl Config {
+    /// `FILE:LINE:COL` of a dotted field path such as `kernel.path`, for
+    /// messages about the file that arise after parsing.
+    pub fn locate_field(&self, dotted: &str) -> String {
+        let mut path = FieldPath::root();
+        for k in dotted.split('.') {
+            path = path.key(k);
+        }
+        let pos = DeTable::parse(&self.text)
+            .ok()
+            .and_then(|doc| locate::span_of(&doc, &path))
+            .map(|s| locate::line_col(&self.text, s.start));
+        match pos {
+            Some((l, c)) => format!("{}:{l}:{c}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+
     /// Resolves a path written in the machine file against its directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -121,21 +142,64 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             ConfigErrorKind::Syntax,
         )
     })?;
-    let machine: MachineFile = toml::from_str(text).map_err(|e| {
-        let field = e.span().map(|s| locate::path_at(&doc, &s)).unwrap_or_default();
-        located(e.span(), field, first_line(e.message()), ConfigErrorKind::Syntax)
+    // serde_path_to_error keeps the field path even inside internally tagged
+    // sections ([[device]]), where toml's own spans are lost.
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        located(
+            e.span(),
+            FieldPath::root(),
+            first_line(e.message()),
+            ConfigErrorKind::Syntax,
+        )
+    })?;
+    let machine: MachineFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut field = FieldPath::root();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => field = field.index(*index),
+                serde_path_to_error::Segment::Map { key } => field = field.key(key),
+                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let inner = e.inner();
+        let message = first_line(inner.message());
+        // An unknown key is named in the message; point at the key itself.
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next());
+        if let Some(key) = unknown {
+            if field.0.last() != Some(&locate::Step::Key(key.to_string())) {
+                field = field.key(key);
+            }
+        }
+        let field = if field.0.is_empty() {
+            inner
+                .span()
+                .map(|s| locate::path_at(&doc, &s))
+                .unwrap_or_default()
+        } else {
+            field
+        };
+        let span = if unknown.is_some() {
+            locate::key_span_of(&doc, &field)
+        } else {
+            locate::span_of(&doc, &field)
+        };
+        located(span.or(inner.span()), field, message, ConfigErrorKind::Syntax)
     })?;
     let dir = file
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let config = Config {
+    let mut config = Config {
         file: file.to_path_buf(),
         dir,
+        kernel_format: machine.kernel.format,
         machine,
+        text: text.to_string(),
     };
-    validate::validate(&config).map_err(|v| {
+    config.kernel_format = validate::validate(&config).map_err(|v| {
         let span = locate::span_of(&doc, &v.field);
         located(span, v.field, v.message, v.kind)
     })?;
@@ -146,13 +210,40 @@ fn first_line(m: &str) -> String {
     m.trim().lines().next().unwrap_or("").to_string()
 }
 
+/// Unit-test support: a minimal ELF64 header on disk to name as a kernel
+/// (detected as format "elf"; never loaded by unit tests).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    /// Path of the fake kernel, as a TOML string literal body.
+    pub fn kernel() -> &'static str {
+        static PATH: OnceLock<String> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let p: PathBuf =
+                std::env::temp_dir().join(format!("berth-unit-kernel-{}.elf", std::process::id()));
+            let mut b = vec![0u8; 64];
+            b[..5].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2]);
+            std::fs::write(&p, b).expect("write fake kernel");
+            p.display().to_string()
+        })
+    }
+
+    /// `config::parse` with `@KERNEL@` replaced by the fake kernel's path.
+    pub fn parse(file: &std::path::Path, text: &str) -> Result<super::Config, super::ConfigError> {
+        super::parse(file, &text.replace("@KERNEL@", kernel()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::parse;
     use super::*;
 
     pub(crate) fn minimal(extra: &str) -> String {
         format!(
-            "[machine]\nvcpus = 1\n\n[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n\n[kernel]\npath = \"Cargo.toml\"\n{extra}"
+            "[machine]\nvcpus = 1\n\n[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n\n[kernel]\npath = \"@KERNEL@\"\n{extra}"
         )
     }
 

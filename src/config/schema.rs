@@ -1,7 +1,7 @@
 //! The machine file, schema v1, as serde data only. Validation lives in
 //! [`super::validate`]; nothing here looks at the host.
 
-use super::size::Size;
+use super::size::{Millis, Size};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -50,6 +50,51 @@ pub struct MachineSection {
     /// Number of vCPUs (1..=254).
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
+    /// Which firmware tables describe the machine to the guest.
+    #[serde(default)]
+    pub tables: Tables,
+    /// What a guest reset does.
+    #[serde(default)]
+    pub on_reboot: OnReboot,
+    /// End the VM (exit 6) when it runs longer than this.
+    #[serde(default)]
+    pub timeout: Option<Millis>,
+}
+
+/// `[machine] tables`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tables {
+    /// ACPI (RSDP, XSDT, MADT, FADT, DSDT) only.
+    Acpi,
+    /// MP table only.
+    Mptable,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Tables {
+    /// Whether ACPI tables are written.
+    pub fn acpi(self) -> bool {
+        matches!(self, Tables::Acpi | Tables::Both)
+    }
+
+    /// Whether an MP table is written.
+    pub fn mptable(self) -> bool {
+        matches!(self, Tables::Mptable | Tables::Both)
+    }
+}
+
+/// `[machine] on_reboot`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnReboot {
+    /// A reset ends berth with status 0.
+    #[default]
+    Exit,
+    /// A reset rebuilds the machine from the same plan and boots it again.
+    Restart,
 }
 
 fn default_vcpus() -> u32 {
@@ -61,6 +106,9 @@ impl Default for MachineSection {
         MachineSection {
             name: None,
             vcpus: default_vcpus(),
+            tables: Tables::default(),
+            on_reboot: OnReboot::default(),
+            timeout: None,
         }
     }
 }
@@ -93,29 +141,24 @@ pub struct MemoryRegion {
     pub file: Option<PathBuf>,
 }
 
+impl IrqchipSection {
+    /// Whether the in-kernel PIT is created.
+    pub fn pit(&self) -> bool {
+        self.pit.unwrap_or(self.mode == IrqchipMode::Kernel)
+    }
+}
+
 /// `[irqchip]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IrqchipSection {
     /// Which interrupt controllers KVM provides.
     #[serde(default)]
     pub mode: IrqchipMode,
-    /// Create the in-kernel i8254 PIT.
-    #[serde(default = "yes")]
-    pub pit: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for IrqchipSection {
-    fn default() -> Self {
-        IrqchipSection {
-            mode: IrqchipMode::default(),
-            pit: true,
-        }
-    }
+    /// Create the in-kernel i8254 PIT (default: yes in kernel mode; split
+    /// mode has none).
+    #[serde(default)]
+    pub pit: Option<bool>,
 }
 
 /// `[irqchip] mode`.
@@ -219,6 +262,9 @@ pub struct KernelSection {
     /// Kernel command line, passed verbatim.
     #[serde(default)]
     pub cmdline: String,
+    /// Initial ramdisk (Linux) or module (multiboot, PVH), relative to the machine file.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
 }
 
 /// `[kernel] format`.
@@ -230,6 +276,25 @@ pub enum KernelFormat {
     Auto,
     /// ELF64 image entered at its 64-bit entry point (Linux 64-bit boot protocol).
     Elf,
+    /// Linux bzImage (64-bit boot protocol with the image's setup header).
+    Bzimage,
+    /// ELF with a XEN_ELFNOTE_PHYS32_ENTRY note, entered in 32-bit mode (PVH).
+    Pvh,
+    /// Multiboot v1 (0x1BADB002 header), entered in 32-bit mode.
+    Multiboot,
+}
+
+impl KernelFormat {
+    /// The name used in the machine file and the plan.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFormat::Auto => "auto",
+            KernelFormat::Elf => "elf",
+            KernelFormat::Bzimage => "bzimage",
+            KernelFormat::Pvh => "pvh",
+            KernelFormat::Multiboot => "multiboot",
+        }
+    }
 }
 
 /// `[serial]`.
@@ -242,8 +307,8 @@ pub struct SerialSection {
 }
 
 /// `[serial] output`: `"stdout"`, `"null"` or `{ file = "path" }`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(untagged, expecting = "\"stdout\", \"null\" or { file = \"path\" }")]
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
 pub enum SerialOutputConfig {
     /// A named sink.
     Named(SerialSink),
@@ -252,6 +317,45 @@ pub enum SerialOutputConfig {
         /// Path of the file.
         file: PathBuf,
     },
+}
+
+impl<'de> Deserialize<'de> for SerialOutputConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SerialOutputConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"stdout\", \"null\" or { file = \"path\" }")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "stdout" => Ok(SerialOutputConfig::Named(SerialSink::Stdout)),
+                    "null" => Ok(SerialOutputConfig::Named(SerialSink::Null)),
+                    other => Err(E::custom(format!(
+                        "unknown serial output `{other}`: use \"stdout\", \"null\" or {{ file = \"path\" }}"
+                    ))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut file = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "file" if file.is_none() => file = Some(m.next_value::<PathBuf>()?),
+                        "file" => return Err(A::Error::custom("duplicate field `file`")),
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "unknown field `{other}`, expected `file`"
+                            )))
+                        }
+                    }
+                }
+                file.map(|file| SerialOutputConfig::File { file })
+                    .ok_or_else(|| A::Error::missing_field("file"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for SerialOutputConfig {

@@ -90,9 +90,83 @@ impl Serialize for Size {
     }
 }
 
+/// A duration in the machine file: `"30s"`, `"2m"`, `"500ms"`, `"1h"`, or an
+/// integer number of seconds. Stored in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+/// Parses a duration string (see [`Millis`]).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let n: u64 = num
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: expected e.g. \"30s\", \"2m\" or \"500ms\""))?;
+    let mult = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("`{s}` has unknown unit `{other}`: use ms, s, m or h")),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{s}` must be positive and below 2^64 ms"))
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Millis;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration: seconds, or a string such as \"30s\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
+                u64::try_from(v)
+                    .ok()
+                    .and_then(|s| s.checked_mul(1000))
+                    .filter(|&ms| ms > 0)
+                    .map(Millis)
+                    .ok_or_else(|| E::custom(format!("timeout must be positive, got {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Millis, E> {
+                self.visit_i64(i64::try_from(v).map_err(|_| E::custom("timeout too large"))?)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
+                parse_duration(v).map(Millis).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Millis {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("2m"), Ok(120_000));
+        assert_eq!(parse_duration("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration("7"), Ok(7000));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
+    }
 
     #[test]
     fn units() {

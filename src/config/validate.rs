@@ -1,8 +1,11 @@
 //! Semantic checks of a parsed machine file, before any host access other
 //! than reading the files it names. Each check reports the field it is about.
 
-use super::{Config, ConfigErrorKind, DeviceConfig, FieldPath, SerialOutputConfig, WindowSpace};
+use super::{
+    Config, ConfigErrorKind, DeviceConfig, FieldPath, KernelFormat, SerialOutputConfig, WindowSpace,
+};
 use crate::arch::x86_64::layout::{self, PLATFORM_WINDOWS};
+use crate::boot::format::{detect_file, ImageFormat};
 
 /// Largest vCPU count the machine model supports (xAPIC IDs 0..=254).
 pub const MAX_VCPUS: u32 = 254;
@@ -25,8 +28,8 @@ pub(super) fn invalid(field: FieldPath, message: String) -> Invalid {
 
 const PAGE: u64 = 4096;
 
-/// Runs every check; the first failure wins.
-pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
+/// Runs every check; the first failure wins. Returns the resolved kernel format.
+pub(super) fn validate(c: &Config) -> Result<KernelFormat, Invalid> {
     let m = &c.machine;
     let vcpus = m.machine.vcpus;
     if !(1..=MAX_VCPUS).contains(&vcpus) {
@@ -36,7 +39,7 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
         ));
     }
     check_memory(c)?;
-    check_kernel(c)?;
+    let format = check_kernel(c)?;
     check_devices(c)?;
     super::validate_irq::check_irqchip(c)?;
     super::validate_irq::check_routes(c)?;
@@ -49,7 +52,7 @@ pub(super) fn validate(c: &Config) -> Result<(), Invalid> {
             ));
         }
     }
-    Ok(())
+    Ok(format)
 }
 
 fn check_memory(c: &Config) -> Result<(), Invalid> {
@@ -74,6 +77,16 @@ fn check_memory(c: &Config) -> Result<(), Invalid> {
             return Err(invalid(
                 at("guest_addr"),
                 format!("must be 4 KiB aligned, got {:#x}", r.guest_addr),
+            ));
+        }
+        if r.guest_addr >= max {
+            return Err(invalid(
+                at("guest_addr"),
+                format!(
+                    "{:#x} is beyond the {}-bit physical address space",
+                    r.guest_addr,
+                    layout::MAX_PHYS_ADDR_BITS
+                ),
             ));
         }
         match r.guest_addr.checked_add(size) {
@@ -159,7 +172,8 @@ fn check_memory(c: &Config) -> Result<(), Invalid> {
     }
 }
 
-fn check_kernel(c: &Config) -> Result<(), Invalid> {
+/// Checks the kernel section and resolves `format = "auto"` from the image.
+fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
     let k = &c.machine.kernel;
     let cmdline_room = layout::CMDLINE_MAX - 1;
     if k.cmdline.len() as u64 > cmdline_room {
@@ -175,6 +189,11 @@ fn check_kernel(c: &Config) -> Result<(), Invalid> {
         ));
     }
     let path = c.resolve(&k.path);
+    let kernel_err = |message: String| Invalid {
+        field: FieldPath::of("kernel", None, Some("path")),
+        message,
+        kind: ConfigErrorKind::KernelImage,
+    };
     let opened = std::fs::File::open(&path).and_then(|f| {
         if f.metadata()?.is_file() {
             Ok(())
@@ -182,21 +201,91 @@ fn check_kernel(c: &Config) -> Result<(), Invalid> {
             Err(std::io::Error::other("not a regular file"))
         }
     });
-    opened.map_err(|e| Invalid {
-        field: FieldPath::of("kernel", None, Some("path")),
-        message: format!("cannot read kernel image {}: {e}", path.display()),
+    opened.map_err(|e| kernel_err(format!("cannot read kernel image {}: {e}", path.display())))?;
+    let detected = detect_file(&path)
+        .map_err(|e| kernel_err(format!("cannot read kernel image {}: {e}", path.display())))?;
+    let format_err = |message: String| Invalid {
+        field: FieldPath::of("kernel", None, Some("format")),
+        message,
         kind: ConfigErrorKind::KernelImage,
-    })
+    };
+    let resolved = match (k.format, detected) {
+        (KernelFormat::Auto, Some(f)) => from_image(f),
+        (KernelFormat::Auto, None) => {
+            return Err(kernel_err(format!(
+                "{}: unknown format: not a bzImage, an ELF with a PVH note, a multiboot v1 image or an ELF64",
+                path.display()
+            )))
+        }
+        (want, found) => {
+            let fits = match want {
+                KernelFormat::Bzimage => found == Some(ImageFormat::Bzimage),
+                KernelFormat::Pvh => found == Some(ImageFormat::Pvh),
+                // A multiboot header may sit in an ELF that also has a PVH note.
+                KernelFormat::Multiboot => {
+                    found == Some(ImageFormat::Multiboot) || is_multiboot(&path).unwrap_or(false)
+                }
+                KernelFormat::Elf => is_elf64(&path).unwrap_or(false),
+                KernelFormat::Auto => true,
+            };
+            if !fits {
+                return Err(format_err(format!(
+                    "is \"{}\" but {} {}",
+                    want.name(),
+                    path.display(),
+                    found
+                        .map(|f| format!("is detected as \"{}\"", from_image(f).name()))
+                        .unwrap_or("is not a known format".into())
+                )));
+            }
+            want
+        }
+    };
+    if let Some(initrd) = &k.initrd {
+        let p = c.resolve(initrd);
+        std::fs::File::open(&p).map_err(|e| Invalid {
+            field: FieldPath::of("kernel", None, Some("initrd")),
+            message: format!("cannot read initrd {}: {e}", p.display()),
+            kind: ConfigErrorKind::KernelImage,
+        })?;
+    }
+    Ok(resolved)
+}
+
+fn from_image(f: ImageFormat) -> KernelFormat {
+    match f {
+        ImageFormat::Bzimage => KernelFormat::Bzimage,
+        ImageFormat::Pvh => KernelFormat::Pvh,
+        ImageFormat::Multiboot => KernelFormat::Multiboot,
+        ImageFormat::Elf64 => KernelFormat::Elf,
+    }
+}
+
+fn is_multiboot(path: &std::path::Path) -> std::io::Result<bool> {
+    let mut head = vec![0u8; crate::boot::format::MULTIBOOT_SEARCH];
+    let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
+    Ok(crate::boot::format::multiboot_header_offset(&head[..n]).is_some())
+}
+
+fn is_elf64(path: &std::path::Path) -> std::io::Result<bool> {
+    let mut head = [0u8; 5];
+    std::io::Read::read_exact(&mut std::fs::File::open(path)?, &mut head)?;
+    Ok(head[..4] == [0x7f, b'E', b'L', b'F'] && head[4] == 2)
 }
 
 fn check_devices(c: &Config) -> Result<(), Invalid> {
-    // Windows in use: COM1 is always present.
-    let mut used: Vec<(WindowSpace, u64, u64, String)> = vec![(
+    // Windows in use: the platform's ports (COM1, i8042, CMOS, ACPI PM, the
+    // in-kernel PIC/PIT) and the reset register.
+    let mut used: Vec<(WindowSpace, u64, u64, String)> = layout::PLATFORM_PORTS
+        .iter()
+        .map(|(n, b, l)| (WindowSpace::Pio, u64::from(*b), u64::from(*l), n.to_string()))
+        .collect();
+    used.push((
         WindowSpace::Pio,
-        layout::COM1_PORT.into(),
-        layout::COM1_LEN.into(),
-        "serial COM1".into(),
-    )];
+        layout::RESET_PORT.into(),
+        1,
+        "reset register".into(),
+    ));
     for (i, d) in c.machine.device.iter().enumerate() {
         let at = |f: &str| FieldPath::of("device", Some(i), Some(f));
         match d {
@@ -339,11 +428,12 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, ConfigError, ConfigErrorKind};
+    use super::super::test_support::parse;
+    use super::super::{ConfigError, ConfigErrorKind};
     use std::path::Path;
 
     fn file(vcpus: &str, memory: &str, extra: &str) -> String {
-        format!("[machine]\nvcpus = {vcpus}\n{memory}\n[kernel]\npath = \"Cargo.toml\"\n{extra}")
+        format!("[machine]\nvcpus = {vcpus}\n{memory}\n[kernel]\npath = \"@KERNEL@\"\n{extra}")
     }
 
     const LOW: &str = "[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n";
@@ -402,8 +492,14 @@ mod tests {
             &format!("{LOW}[[memory]]\nguest_addr = 0x7fff_ffff_ffff_f000\nsize = \"16TiB\"\n"),
             "",
         ));
-        assert_eq!(e.field.to_string(), "memory[1].size");
+        assert_eq!(e.field.to_string(), "memory[1].guest_addr");
         assert!(e.message.contains("physical address space"), "{e}");
+        let e = err(&file(
+            "1",
+            &format!("{LOW}[[memory]]\nguest_addr = 0xf_ffff_ffff_f000\nsize = \"16KiB\"\n"),
+            "",
+        ));
+        assert_eq!(e.field.to_string(), "memory[1].size");
     }
 
     #[test]
@@ -435,8 +531,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_format_is_resolved_and_checked() {
+        let c = parse(Path::new("x.toml"), &file("1", LOW, "")).unwrap();
+        assert_eq!(c.kernel_format, super::KernelFormat::Elf);
+        let e = err(&file("1", LOW, "format = \"bzimage\"\n"));
+        assert_eq!(e.kind, ConfigErrorKind::KernelImage);
+        assert_eq!(e.field.to_string(), "kernel.format");
+        assert!(e.message.contains("is \"bzimage\" but"), "{e}");
+        let junk = std::env::temp_dir().join(format!("berth-junk-{}", std::process::id()));
+        std::fs::write(&junk, b"not a kernel").unwrap();
+        let e = err(&file("1", LOW, "").replace("@KERNEL@", &junk.display().to_string()));
+        assert!(e.message.contains("unknown format"), "{e}");
+        let e = err(&file("1", LOW, "initrd = \"no-such-initrd\"\n"));
+        assert_eq!(e.field.to_string(), "kernel.initrd");
+    }
+
+    #[test]
     fn missing_kernel_is_a_kernel_error() {
-        let t = file("1", LOW, "").replace("Cargo.toml", "no-such-kernel.elf");
+        let t = file("1", LOW, "").replace("@KERNEL@", "no-such-kernel.elf");
         let e = err(&t);
         assert_eq!(e.kind, ConfigErrorKind::KernelImage);
         assert_eq!(e.field.to_string(), "kernel.path");

@@ -17,10 +17,10 @@ pub const MSI_ADDR_BASE: u64 = 0xfee0_0000;
 
 pub(super) fn check_irqchip(c: &Config) -> Result<(), Invalid> {
     let ic = &c.machine.irqchip;
-    if ic.mode == IrqchipMode::Split && ic.pit {
+    if ic.mode == IrqchipMode::Split && ic.pit == Some(true) {
         return Err(invalid(
             FieldPath::of("irqchip", None, Some("pit")),
-            "the in-kernel PIT needs mode = \"kernel\" (split mode has no in-kernel PIC/IOAPIC for it to drive)".into(),
+            "the in-kernel PIT needs mode = \"kernel\" (split mode has no in-kernel PIC/IOAPIC for it to drive); leave pit out or set it to false".into(),
         ));
     }
     Ok(())
@@ -172,7 +172,11 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
                 format!("must be 4-byte aligned, got {:#x}", z.guest_addr),
             ));
         }
-        if size == 0 || size % 4 != 0 || size > u64::from(u32::MAX) {
+        if size == 0
+            || size % 4 != 0
+            || size > u64::from(u32::MAX)
+            || z.guest_addr.checked_add(size).is_none()
+        {
             return Err(invalid(
                 at("size"),
                 format!("must be a non-zero multiple of 4 below 4 GiB, got {size:#x}"),
@@ -200,7 +204,7 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
     }
     for (i, z) in m.coalesced_pio.iter().enumerate() {
         let at = |f: &str| FieldPath::of("coalesced_pio", Some(i), Some(f));
-        if z.size == 0 || u32::from(z.port) + z.size > 0x1_0000 {
+        if z.size == 0 || u64::from(z.port) + u64::from(z.size) > 0x1_0000 {
             return Err(invalid(
                 at("size"),
                 format!(
@@ -229,14 +233,15 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
                 }),
                 format!(
                     "zone {base:#x}..{:#x} overlaps {other} {b:#x}..{:#x}",
-                    base + len,
-                    b + l
+                    base.saturating_add(*len),
+                    b.saturating_add(*l)
                 ),
             ));
         }
         let host = m.device.iter().find(|d| {
-            d.window()
-                .is_some_and(|(s, b, l, _)| s == *space && b <= *base && base + len <= b + l)
+            d.window().is_some_and(|(s, b, l, _)| {
+                s == *space && b <= *base && base.saturating_add(*len) <= b.saturating_add(l)
+            })
         });
         match host {
             Some(d) if d.coalescable() => {}
@@ -245,7 +250,7 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
                     path.clone().key("size"),
                     format!(
                         "zone {base:#x}..{:#x} lies on a {} device, whose writes must not be delayed; only recorder windows can be coalesced",
-                        base + len,
+                        base.saturating_add(*len),
                         d.kind()
                     ),
                 ))
@@ -253,7 +258,7 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
             None => {
                 return Err(invalid(
                     path.clone().key("size"),
-                    format!("zone {base:#x}..{:#x} does not lie inside one device window that can take its writes (a recorder)", base + len),
+                    format!("zone {base:#x}..{:#x} does not lie inside one device window that can take its writes (a recorder)", base.saturating_add(*len)),
                 ))
             }
         }
@@ -267,10 +272,12 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, ConfigError};
+    use super::super::test_support::parse;
+    use super::super::ConfigError;
     use std::path::Path;
 
-    const BASE: &str = "[machine]\nvcpus = 2\n[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n[kernel]\npath = \"Cargo.toml\"\n";
+    const BASE: &str =
+        "[machine]\nvcpus = 2\n[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n[kernel]\npath = \"@KERNEL@\"\n";
 
     fn err(extra: &str) -> ConfigError {
         parse(Path::new("x.toml"), &format!("{BASE}{extra}")).unwrap_err()
@@ -284,8 +291,9 @@ mod tests {
 
     #[test]
     fn split_mode_refuses_pit_and_pic() {
-        let e = err("[irqchip]\nmode = \"split\"\n");
+        let e = err("[irqchip]\nmode = \"split\"\npit = true\n");
         assert_eq!(e.field.to_string(), "irqchip.pit");
+        ok("[irqchip]\nmode = \"split\"\n");
         ok("[irqchip]\nmode = \"split\"\npit = false\n");
         let e = err("[irqchip]\nmode = \"split\"\npit = false\n[[irq_route]]\ngsi = 30\nchip = \"pic-master\"\npin = 3\n");
         assert_eq!(e.field.to_string(), "irq_route[0].chip");
@@ -375,5 +383,24 @@ mod tests {
         assert_eq!(e.field.to_string(), "device[1].port");
         let e = err("[[device]]\nkind = \"doorbell\"\nguest_addr = 0xd0000000\nvalue = 1\ndest_apic_id = 9\nvector = 0x50\n");
         assert_eq!(e.field.to_string(), "device[0].dest_apic_id");
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::super::test_support::parse;
+    use std::path::Path;
+
+    const BASE: &str = "[[memory]]\nguest_addr = 0\nsize = \"64MiB\"\n[kernel]\npath = \"@KERNEL@\"\n";
+
+    #[test]
+    fn huge_zones_are_errors_not_panics() {
+        for extra in [
+            "[[coalesced_mmio]]\nguest_addr = 0xffff_ffff_ffff_fffc\nsize = 8\n",
+            "[[device]]\nkind = \"recorder\"\nguest_addr = 0xd0000000\nsize = 4\n[[coalesced_mmio]]\nguest_addr = 0xffff_ffff_ffff_fffc\nsize = 8\n",
+            "[[coalesced_pio]]\nport = 1\nsize = 4294967295\n",
+        ] {
+            assert!(parse(Path::new("x.toml"), &format!("{BASE}{extra}")).is_err(), "{extra}");
+        }
     }
 }

@@ -10,8 +10,11 @@ use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
+pub mod acpi_pm;
+pub mod cmos;
 pub mod debug_exit;
 pub mod doorbell;
+pub mod i8042;
 pub mod ioapic;
 pub mod irq_lines;
 pub mod recorder;

@@ -1,10 +1,13 @@
 //! COM1: an 8250/16550A UART, emulated by `vm_superio::Serial`.
 //!
 //! The device occupies 8 bytes of port I/O (registers at offsets 0..8).
-//! Guest output goes straight to the configured [`SerialOutput`], one byte at
-//! a time and flushed after each byte, so a killed VMM has printed everything
-//! the guest sent. Output errors (a closed pipe, a full disk) never stop the
-//! guest: the byte is counted as dropped and emulation continues.
+//! Guest output to stdout or a file goes through [`AsyncOutput`]: the vCPU
+//! appends to a bounded buffer ([`OUTPUT_BUFFER`] bytes) and a `serial-out`
+//! thread writes it in batches, so a blocked stdout pipe never blocks a vCPU
+//! and memory stays bounded. Bytes that find the buffer full, or that the
+//! output refuses (a closed pipe, a full disk), are counted as dropped and
+//! emulation continues. At shutdown [`SerialDevice::flush`] waits (bounded)
+//! for the buffer to reach the output.
 //!
 //! Interrupts are raised by writing to an eventfd, which the VMM registers
 //! with KVM as an irqfd (GSI 4 for COM1).
@@ -75,13 +78,13 @@ impl fmt::Debug for SerialOutput {
 }
 
 impl SerialOutput {
-    /// Turns the output into an unbuffered writer.
-    fn into_writer(self) -> Box<dyn Write + Send> {
-        match self {
+    /// Turns the output into the UART's writer; stdout and files get an
+    /// [`AsyncOutput`] (returned too, for draining at shutdown).
+    fn into_writer(self) -> (Box<dyn Write + Send>, Option<AsyncOutput>) {
+        let sink: Box<dyn Write + Send> = match self {
             SerialOutput::Stdout => {
                 // A private dup of fd 1 bypasses std's line buffer, so a
-                // failed write (EPIPE) cannot leave bytes stuck in a buffer
-                // and each byte reaches the pipe as soon as it is written.
+                // failed write (EPIPE) cannot leave bytes stuck in a buffer.
                 match io::stdout().as_fd().try_clone_to_owned() {
                     Ok(fd) => Box::new(File::from(fd)),
                     Err(e) => {
@@ -90,10 +93,144 @@ impl SerialOutput {
                     }
                 }
             }
-            SerialOutput::Null => Box::new(io::sink()),
+            SerialOutput::Null => return (Box::new(io::sink()), None),
             SerialOutput::File(file) => Box::new(file),
-            SerialOutput::Custom(w) => w,
+            SerialOutput::Custom(w) => return (w, None),
+        };
+        match AsyncOutput::spawn(sink, OUTPUT_BUFFER) {
+            Ok(a) => (Box::new(a.clone()), Some(a)),
+            Err(e) => {
+                log::warn!("cannot start the serial output thread ({e}); serial output is dropped");
+                (Box::new(Refuse), None)
+            }
         }
+    }
+}
+
+/// A writer that refuses every byte (they are counted as dropped).
+struct Refuse;
+
+impl Write for Refuse {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::other("serial output unavailable"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long the output thread lets bytes gather before writing them.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Bytes of guest output buffered between the vCPU and the output.
+pub const OUTPUT_BUFFER: usize = 1 << 20;
+
+#[derive(Default)]
+struct Pending {
+    buf: std::collections::VecDeque<u8>,
+    /// A batch is being written by the output thread.
+    writing: bool,
+    /// The output failed for good.
+    failed: bool,
+}
+
+struct Shared {
+    pending: std::sync::Mutex<Pending>,
+    cond: std::sync::Condvar,
+    cap: usize,
+}
+
+/// A bounded, non-blocking writer: `write` copies into a buffer (or fails
+/// when it is full) and a `serial-out` thread writes the buffer out.
+#[derive(Clone)]
+pub struct AsyncOutput {
+    shared: Arc<Shared>,
+}
+
+impl AsyncOutput {
+    /// Starts the output thread for `sink` with a buffer of `cap` bytes.
+    pub fn spawn(mut sink: Box<dyn Write + Send>, cap: usize) -> io::Result<AsyncOutput> {
+        let shared = Arc::new(Shared {
+            pending: std::sync::Mutex::new(Pending::default()),
+            cond: std::sync::Condvar::new(),
+            cap,
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("serial-out".into())
+            .spawn(move || loop {
+                crate::outcome::inject_panic_here();
+                {
+                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    while p.buf.is_empty() {
+                        p = s.cond.wait(p).unwrap_or_else(|e| e.into_inner());
+                    }
+                    p.writing = true;
+                }
+                // Let a burst gather (a vCPU emits one byte per exit) so the
+                // output sees one write per batch, not one per byte.
+                std::thread::sleep(BATCH_DELAY);
+                let batch: Vec<u8> = {
+                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    p.buf.drain(..).collect()
+                };
+                let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
+                let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                p.writing = false;
+                if !ok {
+                    p.failed = true;
+                }
+                s.cond.notify_all();
+            })?;
+        Ok(AsyncOutput { shared })
+    }
+
+    /// Waits up to `limit` for everything buffered to be written; returns
+    /// whether it was.
+    pub fn drain(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if (p.buf.is_empty() && !p.writing) || p.failed {
+                return p.buf.is_empty() && !p.writing;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            p = self
+                .shared
+                .cond
+                .wait_timeout(p, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Write for AsyncOutput {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.failed {
+            return Err(io::Error::other("serial output failed"));
+        }
+        if p.buf.len() + data.len() > self.shared.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "serial output buffer full",
+            ));
+        }
+        let was_idle = p.buf.is_empty() && !p.writing;
+        p.buf.extend(data);
+        if was_idle {
+            self.shared.cond.notify_all();
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Never waits: the output thread writes as soon as bytes arrive.
+        Ok(())
     }
 }
 
@@ -131,8 +268,12 @@ impl SerialEvents for SerialCounters {
     fn in_buffer_empty(&self) {}
 }
 
+/// How long shutdown waits for buffered output.
+pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The COM1 UART as a bus device.
 pub struct SerialDevice {
+    output: Option<AsyncOutput>,
     uart: Serial<EventFdTrigger, Arc<SerialCounters>, Box<dyn Write + Send>>,
     counters: Arc<SerialCounters>,
     /// Whether an output error has already been logged (logged once only:
@@ -153,10 +294,12 @@ impl SerialDevice {
     /// interrupt by writing to `irq` (register a clone of it as an irqfd).
     pub fn new(out: SerialOutput, irq: EventFd) -> SerialDevice {
         let counters = Arc::new(SerialCounters::default());
-        let uart = Serial::with_events(EventFdTrigger::new(irq), Arc::clone(&counters), out.into_writer());
+        let (writer, output) = out.into_writer();
+        let uart = Serial::with_events(EventFdTrigger::new(irq), Arc::clone(&counters), writer);
         SerialDevice {
             uart,
             counters,
+            output,
             output_error_logged: false,
         }
     }
@@ -171,8 +314,17 @@ impl SerialDevice {
         Arc::clone(&self.counters)
     }
 
-    /// Flushes the output (at shutdown).
+    /// Flushes the output at shutdown, waiting at most [`FLUSH_LIMIT`] for
+    /// buffered bytes to reach it (a blocked pipe is abandoned).
     pub fn flush(&mut self) -> Result<(), SerialError> {
+        if let Some(o) = &self.output {
+            if !o.drain(FLUSH_LIMIT) {
+                return Err(SerialError::Output(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "serial output did not drain; the rest is abandoned",
+                )));
+            }
+        }
         self.uart.writer_mut().flush().map_err(SerialError::Output)
     }
 

@@ -205,11 +205,13 @@ impl KvmIrq {
             return false;
         }
         if !level {
+            log::trace!("KVM_IRQ_LINE_STATUS gsi {gsi} level 0");
             self.stats.line_lowered.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         // SAFETY: after KVM_IRQ_LINE_STATUS the kernel stores the status in the union.
         let status = unsafe { irq.__bindgen_anon_1.status };
+        log::trace!("KVM_IRQ_LINE_STATUS gsi {gsi} level 1: status {status}");
         let counter = match status {
             s if s > 0 => &self.stats.line_delivered,
             0 => &self.stats.line_coalesced,

@@ -51,10 +51,10 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::test_support::parse;
     use std::path::Path;
 
-    const FILE: &str = "[machine]\nvcpus = 2\n[[memory]]\nguest_addr = 0\nsize = \"128MiB\"\n[kernel]\npath = \"Cargo.toml\"\n";
+    const FILE: &str = "[machine]\nvcpus = 2\n[[memory]]\nguest_addr = 0\nsize = \"128MiB\"\n[kernel]\npath = \"@KERNEL@\"\n";
 
     #[test]
     fn digest_is_stable_and_sensitive() {

@@ -10,7 +10,8 @@ pub use irq::{RoutePlan, RouteTarget, ZonePlan};
 
 use crate::arch::x86_64::{layout, mptable};
 use crate::config::{
-    Config, DeviceConfig, IrqchipMode, KernelFormat, SerialOutputConfig, SerialSink, WindowSpace,
+    Config, DeviceConfig, IrqchipMode, KernelFormat, OnReboot, SerialOutputConfig, SerialSink, Tables,
+    WindowSpace,
 };
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -76,6 +77,13 @@ pub struct MachinePlan {
     pub name: String,
     /// vCPU count.
     pub vcpus: u32,
+    /// "acpi", "mptable" or "both".
+    pub tables: String,
+    /// "exit" or "restart".
+    pub on_reboot: String,
+    /// Run-time limit in milliseconds (`--timeout` overrides it at run time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// One vCPU.
@@ -187,6 +195,17 @@ pub enum DeviceKind {
         /// Where output goes: "stdout", "null" or "file:<path as written>".
         output: String,
     },
+    /// i8042 keyboard controller (vm-superio), data or command port; 0xfe on
+    /// the command port resets the machine.
+    I8042 {},
+    /// MC146818 CMOS/RTC (index + data).
+    Cmos {},
+    /// ACPI PM1a event block (status, enable).
+    AcpiPmEvent {},
+    /// ACPI PM1a control block: SLP_TYP 5 + SLP_EN powers off.
+    AcpiPmControl {},
+    /// The PC reset control register (FADT RESET_REG, value 0x06).
+    ResetControl {},
     /// isa-debug-exit.
     DebugExit {
         /// Port width.
@@ -239,17 +258,45 @@ pub struct KernelPlan {
     pub cmdline: String,
 }
 
-/// Boot structure placement (Linux 64-bit boot protocol).
+/// Where an initrd may go: the highest RAM below 4 GiB. The exact address
+/// depends on the initrd's size (and a bzImage's initrd_addr_max) and is
+/// chosen at build time, top-down, page aligned.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InitrdPlan {
+    /// The initrd file as written (relative to the machine file).
+    pub path: String,
+    /// Lowest address it may start at.
+    pub window_start: Hex,
+    /// First address past its highest possible end.
+    pub window_end: Hex,
+}
+
+/// Boot structure placement.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct BootPlan {
-    /// Entry protocol.
+    /// "linux-64bit" (ELF64), "linux-bzimage", "pvh" or "multiboot".
     pub protocol: String,
+    /// "long-mode" or "protected-32".
+    pub entry_mode: String,
     /// GDT.
     pub gdt: Hex,
     /// IDT (empty).
     pub idt: Hex,
-    /// boot_params / zero page.
-    pub zero_page: Hex,
+    /// boot_params / zero page (Linux protocols).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_page: Option<Hex>,
+    /// hvm_start_info (PVH) or multiboot_info (multiboot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_info: Option<Hex>,
+    /// PVH module list / multiboot module array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules: Option<Hex>,
+    /// Multiboot module strings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_strings: Option<Hex>,
+    /// PVH memory map / multiboot mmap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memmap: Option<Hex>,
     /// Command line.
     pub cmdline: Hex,
     /// Room for the command line including NUL.
@@ -266,8 +313,18 @@ pub struct BootPlan {
     pub stack_pointer: Hex,
     /// Lowest address a kernel segment may load at.
     pub kernel_min_addr: Hex,
-    /// MP floating pointer + configuration table (EBDA, or the BIOS area when large).
-    pub mptable: Hex,
+    /// Initrd placement window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<InitrdPlan>,
+    /// MP floating pointer + configuration table, when `tables` includes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mptable: Option<Hex>,
+    /// ACPI RSDP, when `tables` includes ACPI (tables follow it up to 0xf0000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acpi_rsdp: Option<Hex>,
+    /// ACPI PM1a event block port (PM1a control block is at +4), with ACPI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acpi_pm_port: Option<Hex>,
     /// KVM_SET_TSS_ADDR.
     pub kvm_tss: Hex,
     /// KVM_SET_IDENTITY_MAP_ADDR.
@@ -304,7 +361,35 @@ pub fn plan(c: &Config) -> Plan {
         })
         .collect();
     let e820 = e820_map(&memslots);
+    let e820_for_initrd = e820.clone();
 
+    let pio = |name: &str, base: u16, len: u16, kind| DevicePlan {
+        name: name.into(),
+        space: Space::Pio,
+        base: Hex(base.into()),
+        len: Hex(len.into()),
+        kind,
+    };
+    let mut platform = vec![
+        pio("i8042-data", layout::I8042_DATA_PORT, 1, DeviceKind::I8042 {}),
+        pio("i8042-command", layout::I8042_CMD_PORT, 1, DeviceKind::I8042 {}),
+        pio("cmos", layout::CMOS_PORT, 2, DeviceKind::Cmos {}),
+    ];
+    if m.machine.tables.acpi() {
+        platform.push(pio(
+            "acpi-pm-event",
+            layout::ACPI_PM_PORT,
+            4,
+            DeviceKind::AcpiPmEvent {},
+        ));
+        platform.push(pio(
+            "acpi-pm-control",
+            layout::ACPI_PM_CNT_PORT,
+            2,
+            DeviceKind::AcpiPmControl {},
+        ));
+        platform.push(pio("reset", layout::RESET_PORT, 1, DeviceKind::ResetControl {}));
+    }
     let mut devices = vec![DevicePlan {
         name: "com1".into(),
         space: Space::Pio,
@@ -365,6 +450,7 @@ pub fn plan(c: &Config) -> Plan {
             kind,
         });
     }
+    devices.extend(platform);
     devices.sort_by_key(|d| (d.space, d.base));
     let coalesced = irq::zones(c, &devices);
     let gsi_count = routes.iter().map(|r| r.gsi + 1).max().unwrap_or(0);
@@ -374,6 +460,18 @@ pub fn plan(c: &Config) -> Plan {
         machine: MachinePlan {
             name: m.machine.name.clone().unwrap_or_else(|| "berth".into()),
             vcpus,
+            tables: match m.machine.tables {
+                Tables::Acpi => "acpi",
+                Tables::Mptable => "mptable",
+                Tables::Both => "both",
+            }
+            .into(),
+            on_reboot: match m.machine.on_reboot {
+                OnReboot::Exit => "exit",
+                OnReboot::Restart => "restart",
+            }
+            .into(),
+            timeout_ms: m.machine.timeout.map(|t| t.0),
         },
         cpus,
         memslots,
@@ -383,7 +481,7 @@ pub fn plan(c: &Config) -> Plan {
                 IrqchipMode::Kernel => "kernel".into(),
                 IrqchipMode::Split => "split".into(),
             },
-            pit: m.irqchip.pit,
+            pit: m.irqchip.pit(),
             ioapic_addr: Hex(layout::IOAPIC_ADDR),
             ioapic_id: vcpus,
             ioapic_pins: 24,
@@ -395,32 +493,74 @@ pub fn plan(c: &Config) -> Plan {
         coalesced,
         kernel: KernelPlan {
             path: m.kernel.path.display().to_string(),
-            format: match m.kernel.format {
-                KernelFormat::Auto => "auto".into(),
-                KernelFormat::Elf => "elf".into(),
-            },
+            format: c.kernel_format.name().into(),
             cmdline: m.kernel.cmdline.clone(),
         },
-        boot: BootPlan {
-            protocol: "linux-64bit".into(),
-            gdt: Hex(layout::GDT_ADDR),
-            idt: Hex(layout::IDT_ADDR),
-            zero_page: Hex(layout::ZERO_PAGE_ADDR),
-            cmdline: Hex(layout::CMDLINE_ADDR),
-            cmdline_max: Hex(layout::CMDLINE_MAX),
-            pml4: Hex(layout::PML4_ADDR),
-            pdpte: Hex(layout::PDPTE_ADDR),
-            pde: Hex(layout::PDE_ADDR),
-            identity_mapped: Hex(1 << 30),
-            stack_pointer: Hex(layout::BOOT_STACK_POINTER),
-            kernel_min_addr: Hex(layout::HIMEM_START),
-            mptable: Hex(0),
-            kvm_tss: Hex(layout::KVM_TSS_ADDR),
-            kvm_identity_map: Hex(layout::KVM_IDENTITY_MAP_ADDR),
-        },
+        boot: boot_plan(c, &e820_for_initrd),
     };
-    p.boot.mptable = Hex(mptable::place(&p.mptable_spec()));
+    if m.machine.tables.mptable() {
+        p.boot.mptable = Some(Hex(mptable::place(&p.mptable_spec())));
+    }
     p
+}
+
+/// Boot structure placement for the resolved kernel format.
+fn boot_plan(c: &Config, e820: &[E820Entry]) -> BootPlan {
+    let m = &c.machine;
+    let (protocol, long) = match c.kernel_format {
+        KernelFormat::Bzimage => ("linux-bzimage", true),
+        KernelFormat::Pvh => ("pvh", false),
+        KernelFormat::Multiboot => ("multiboot", false),
+        KernelFormat::Elf | KernelFormat::Auto => ("linux-64bit", true),
+    };
+    let linux = long;
+    let initrd = m.kernel.initrd.as_ref().map(|p| {
+        // The highest RAM entry below 4 GiB.
+        let below = e820
+            .iter()
+            .filter(|e| e.kind == E820Kind::Ram && e.addr.0 < 1 << 32)
+            .max_by_key(|e| e.addr.0);
+        let (start, end) = below
+            .map(|e| {
+                (
+                    e.addr.0.max(layout::HIMEM_START),
+                    (e.addr.0 + e.size.0).min(1 << 32),
+                )
+            })
+            .unwrap_or((0, 0));
+        InitrdPlan {
+            path: p.display().to_string(),
+            window_start: Hex(start),
+            window_end: Hex(end),
+        }
+    });
+    let acpi = m.machine.tables.acpi();
+    BootPlan {
+        protocol: protocol.into(),
+        entry_mode: if long { "long-mode" } else { "protected-32" }.into(),
+        gdt: Hex(layout::GDT_ADDR),
+        idt: Hex(layout::IDT_ADDR),
+        zero_page: linux.then_some(Hex(layout::ZERO_PAGE_ADDR)),
+        boot_info: (!linux).then_some(Hex(layout::BOOT_INFO_ADDR)),
+        modules: (!linux).then_some(Hex(layout::BOOT_MODULES_ADDR)),
+        module_strings: (c.kernel_format == KernelFormat::Multiboot)
+            .then_some(Hex(layout::BOOT_STRINGS_ADDR)),
+        memmap: (!linux).then_some(Hex(layout::BOOT_MEMMAP_ADDR)),
+        cmdline: Hex(layout::CMDLINE_ADDR),
+        cmdline_max: Hex(layout::CMDLINE_MAX),
+        pml4: Hex(layout::PML4_ADDR),
+        pdpte: Hex(layout::PDPTE_ADDR),
+        pde: Hex(layout::PDE_ADDR),
+        identity_mapped: Hex(1 << 30),
+        stack_pointer: Hex(layout::BOOT_STACK_POINTER),
+        kernel_min_addr: Hex(layout::HIMEM_START),
+        initrd,
+        mptable: None,
+        acpi_rsdp: acpi.then_some(Hex(layout::ACPI_RSDP_ADDR)),
+        acpi_pm_port: acpi.then_some(Hex(layout::ACPI_PM_PORT.into())),
+        kvm_tss: Hex(layout::KVM_TSS_ADDR),
+        kvm_identity_map: Hex(layout::KVM_IDENTITY_MAP_ADDR),
+    }
 }
 
 impl Plan {
@@ -470,14 +610,14 @@ fn e820_map(slots: &[MemslotPlan]) -> Vec<E820Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::test_support::parse;
     use std::path::Path;
 
     fn plan_of(text: &str) -> Plan {
         plan(&parse(Path::new("x.toml"), text).unwrap())
     }
 
-    const BASE: &str = "[machine]\nvcpus = 3\n[[memory]]\nname = \"high\"\nguest_addr = 0x1_0000_0000\nsize = \"1GiB\"\n[[memory]]\nguest_addr = 0\nsize = \"256MiB\"\n[[memory]]\nguest_addr = 0x2000_0000\nsize = \"1MiB\"\nreadonly = true\n[kernel]\npath = \"Cargo.toml\"\ncmdline = \"console=ttyS0\"\n[[device]]\nkind = \"debug-exit\"\n";
+    const BASE: &str = "[machine]\nvcpus = 3\n[[memory]]\nname = \"high\"\nguest_addr = 0x1_0000_0000\nsize = \"1GiB\"\n[[memory]]\nguest_addr = 0\nsize = \"256MiB\"\n[[memory]]\nguest_addr = 0x2000_0000\nsize = \"1MiB\"\nreadonly = true\n[kernel]\npath = \"@KERNEL@\"\ncmdline = \"console=ttyS0\"\n[[device]]\nkind = \"debug-exit\"\n";
 
     #[test]
     fn memslots_in_address_order() {
@@ -517,7 +657,19 @@ mod tests {
         assert_eq!(p.cpus[2].apic_id, 2);
         assert_eq!(p.irqchip.ioapic_id, 3);
         let names: Vec<&str> = p.devices.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, vec!["debug-exit@0xf4", "com1"]);
+        assert_eq!(
+            names,
+            vec![
+                "i8042-data",
+                "i8042-command",
+                "cmos",
+                "debug-exit@0xf4",
+                "com1",
+                "acpi-pm-event",
+                "acpi-pm-control",
+                "reset"
+            ]
+        );
     }
 
     #[test]

@@ -5,9 +5,19 @@
 /// Global descriptor table for the boot vCPU state.
 pub const GDT_ADDR: u64 = 0x500;
 /// Interrupt descriptor table (empty) for the boot vCPU state.
-pub const IDT_ADDR: u64 = 0x520;
+pub const IDT_ADDR: u64 = 0x540;
 /// Linux `boot_params` ("zero page").
 pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+/// PVH `hvm_start_info`, or the multiboot information structure.
+pub const BOOT_INFO_ADDR: u64 = 0x6000;
+/// PVH module list / multiboot module array (after the info structure).
+pub const BOOT_MODULES_ADDR: u64 = 0x6100;
+/// Multiboot module strings.
+pub const BOOT_STRINGS_ADDR: u64 = 0x6200;
+/// PVH memory map / multiboot mmap (these protocols have no zero page).
+pub const BOOT_MEMMAP_ADDR: u64 = 0x7000;
+/// ACPI RSDP (the guest scans 0xe0000..0xfffff); tables follow it.
+pub const ACPI_RSDP_ADDR: u64 = super::acpi::RSDP_ADDR;
 /// Initial stack pointer of the boot vCPU.
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 /// Page-map level 4 of the identity map.
@@ -41,6 +51,19 @@ pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// Size of identity map page + TSS pages.
 pub const KVM_PRIVATE_SIZE: u64 = 0x4000;
+
+/// ACPI PM1a event block (4 ports); the PM1a control block is at +4 (2 ports).
+pub const ACPI_PM_PORT: u16 = 0x600;
+/// ACPI PM1a control block.
+pub const ACPI_PM_CNT_PORT: u16 = 0x604;
+/// The PC reset control register (FADT RESET_REG).
+pub const RESET_PORT: u16 = 0xcf9;
+/// i8042 data port.
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// i8042 command/status port.
+pub const I8042_CMD_PORT: u16 = 0x64;
+/// CMOS/RTC index + data ports.
+pub const CMOS_PORT: u16 = 0x70;
 
 /// COM1 base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -80,4 +103,18 @@ pub const PLATFORM_WINDOWS: [Window; 3] = [
         base: KVM_IDENTITY_MAP_ADDR,
         len: KVM_PRIVATE_SIZE,
     },
+];
+
+/// Port ranges owned by the platform (in-kernel PIC/PIT/ELCR and berth's
+/// fixed devices); no `[[device]]` may use them. (name, base, length).
+pub const PLATFORM_PORTS: [(&str, u16, u16); 9] = [
+    ("8259 PIC master", 0x20, 2),
+    ("8254 PIT", 0x40, 4),
+    ("i8042 data", I8042_DATA_PORT, 1),
+    ("i8042 command", I8042_CMD_PORT, 1),
+    ("CMOS/RTC", CMOS_PORT, 2),
+    ("8259 PIC slave", 0xa0, 2),
+    ("COM1", COM1_PORT, COM1_LEN),
+    ("8259 ELCR", 0x4d0, 2),
+    ("ACPI PM1a / reset", ACPI_PM_PORT, 6),
 ];

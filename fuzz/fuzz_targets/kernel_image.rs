@@ -1,0 +1,142 @@
+//! kernel_image: bytes → a kernel image file → the same steps `berth run`
+//! takes with it: `config::parse` of a fixed machine file naming that image
+//! (validation detects the format: bzImage, PVH, multiboot, ELF64), `plan`,
+//! `boot::load_kernel` into a small guest memory (4 MiB at 0) and, when it
+//! loaded, `boot::write_boot_structures`.
+//!
+//! berth takes the image by path, so the bytes go to one in-memory file per
+//! process (a memfd, named as `/proc/self/fd/N`; falls back to a file in
+//! /dev/shm or the temp dir), rewritten for every input. The guest memory is
+//! mapped once and reused. Errors are fine; panics are not. New image formats
+//! are reached through the same entry points as they are added.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use vm_memory::GuestMemoryMmap;
+
+/// The machine the image is loaded into; `@KERNEL@` becomes the image path.
+const MACHINE: &str = r#"
+[machine]
+vcpus = 1
+
+[[memory]]
+name = "ram"
+guest_addr = 0x0
+size = "4MiB"
+
+[kernel]
+path = "@KERNEL@"
+cmdline = "console=ttyS0"
+"#;
+
+/// A valid image, written before the fixture's own parse.
+const BOOTSTRAP_IMAGE: &[u8] = include_bytes!("../fixtures/elf64");
+
+struct Fixture {
+    machine_file: PathBuf,
+    machine_text: String,
+    mem: GuestMemoryMmap,
+    image: File,
+    image_path: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let (image, image_path) = image_file();
+        write_image(&image, BOOTSTRAP_IMAGE);
+        let machine_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/kernel_image.toml"));
+        let machine_text = MACHINE.replace("@KERNEL@", image_path.to_str().expect("UTF-8 image path"));
+        let cfg = berth::config::parse(&machine_file, &machine_text)
+            .unwrap_or_else(|e| panic!("fixture machine file is invalid: {e}"));
+        let plan = berth::plan::plan(&cfg);
+        let mem = berth::memory::create(&plan.memslots, |p| cfg.resolve(p)).expect("guest memory");
+        Fixture {
+            machine_file,
+            machine_text,
+            mem,
+            image,
+            image_path,
+        }
+    })
+}
+
+/// A writable file and a path that opens it.
+fn image_file() -> (File, PathBuf) {
+    // SAFETY: a valid NUL-terminated name; on success the new fd is ours.
+    let fd = unsafe { libc::memfd_create(c"berth-fuzz-kernel".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        let f = unsafe { File::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        return (f, path);
+    }
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("berth-fuzz-kernel-{}", std::process::id()));
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("kernel image scratch file");
+    (f, path)
+}
+
+fn write_image(mut f: &File, data: &[u8]) {
+    f.set_len(0).expect("truncate image");
+    f.seek(SeekFrom::Start(0)).expect("seek image");
+    f.write_all(data).expect("write image");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let fx = fixture();
+    write_image(&fx.image, data);
+
+    // The old first-bytes detector must not panic on any prefix.
+    let _ = berth::boot::detect(&fx.image_path, &data[..data.len().min(64)]);
+
+    // What `berth run` does: validate (detects the format), plan, load.
+    let cfg = match berth::config::parse(&fx.machine_file, &fx.machine_text) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let msg = e.to_string();
+            if verbose() {
+                eprintln!("rejected by validation: {msg}");
+            }
+            return;
+        }
+    };
+    let plan = berth::plan::plan(&cfg);
+    match berth::boot::load_kernel(&cfg, &plan, &fx.mem) {
+        Ok(k) => {
+            let loaded = format!("{k:?}");
+            let boot = berth::boot::write_boot_structures(&plan, &fx.mem, &k).map_err(|e| e.to_string());
+            if verbose() {
+                eprintln!("loaded: {loaded}; boot structures: {boot:?}");
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if verbose() {
+                eprintln!("load failed: {msg}");
+            }
+        }
+    }
+});
+
+/// BERTH_FUZZ_VERBOSE=1: say what happened to each input (for triage).
+fn verbose() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| std::env::var_os("BERTH_FUZZ_VERBOSE").is_some_and(|v| v != "0"))
+}

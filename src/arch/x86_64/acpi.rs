@@ -1,0 +1,1299 @@
+//! ACPI 6.4 tables for berth's x86 microVM: how a guest finds its CPUs, its
+//! I/O APIC, the SCI and the fixed power-management registers, and how it
+//! powers off (`\_S5`) and resets (the FADT reset register).
+//!
+//! Everything is built from an [`AcpiSpec`] (values from berth's plan, never
+//! from the host) as a plain byte vector with explicit little-endian
+//! encoding, like the sibling [`mptable`](super::mptable) writer, so the
+//! output is byte-for-byte deterministic and needs no `unsafe`.
+//!
+//! # Layout
+//!
+//! One blob, placed at `rsdp_addr` (16-byte aligned, normally [`RSDP_ADDR`]
+//! in the BIOS area Linux scans), holds, each table 8-byte aligned:
+//!
+//! 1. the RSDP (revision 2, 36 bytes), pointing at the XSDT (the RSDT
+//!    address is 0: there is no RSDT);
+//! 2. the XSDT, listing the FADT and the MADT;
+//! 3. the FADT (revision 6.4, 276 bytes), pointing at the DSDT and the FACS;
+//! 4. the DSDT: `\_S5` and `\_SB.COM1`;
+//! 5. the MADT: local APICs, the I/O APIC, the SCI override and LINT1 = NMI;
+//! 6. the FACS (64 bytes), 64-byte aligned as the specification requires.
+//!
+//! # Not hardware-reduced
+//!
+//! The FADT describes a classic (not `HW_REDUCED_ACPI`) platform with a
+//! PM1a event block, a PM1a control block and an I/O reset register, served
+//! by [`crate::devices::acpi_pm`]. That is what lets Linux power off by
+//! writing `SLP_TYP = 5 | SLP_EN` to PM1a_CNT. `SMI_CMD` is 0, so the
+//! platform is always in ACPI mode, and there is no PM timer and no GPE
+//! block. A classic platform must provide a FACS (ACPI 6.4 §5.2.9: only a
+//! hardware-reduced one may omit it), so one is included; the guest's global
+//! lock lives there.
+//!
+//! # Interrupts
+//!
+//! berth routes GSI *n* to I/O APIC pin *n* for the ISA IRQs (the PIT on
+//! pin 0, as KVM does by default), so the MADT has no IRQ0 → GSI 2 override
+//! (what PC firmware reports). Its only override makes the SCI, ISA IRQ 9,
+//! level-triggered active-high on GSI 9.
+//!
+//! # The DSDT
+//!
+//! The AML is encoded by hand; the bytes are pinned by a unit test against
+//! the output of the ACPICA compiler (`iasl` 20200925) for this source:
+//!
+//! ```text
+//! DefinitionBlock ("", "DSDT", 2, "BERTH ", "BERTHVM ", 1)
+//! {
+//!     Name (_S5, Package (0x04) { 0x05, 0x05, Zero, Zero })
+//!     Scope (\_SB)
+//!     {
+//!         Device (COM1)
+//!         {
+//!             Name (_HID, EisaId ("PNP0501"))
+//!             Name (_UID, One)
+//!             Name (_CRS, ResourceTemplate ()
+//!             {
+//!                 IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)
+//!                 IRQNoFlags () {4}
+//!             })
+//!         }
+//!     }
+//! }
+//! ```
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
+
+use super::layout::{COM1_GSI, COM1_LEN, COM1_PORT};
+
+/// Where berth puts the RSDP: the start of the BIOS-area window
+/// `0xe0000..0x100000` Linux scans on 16-byte boundaries.
+pub const RSDP_ADDR: u64 = 0xe0000;
+
+/// End (exclusive) of the room for the ACPI blob; `0xf0000..` may hold a
+/// large MP table.
+pub const TABLES_END: u64 = 0xf0000;
+
+/// Most CPUs the tables describe: processor UIDs are 0..=253 and UID 0xff
+/// means "all processors" in the local APIC NMI structure.
+pub const MAX_CPUS: usize = 254;
+
+/// The SCI's ISA IRQ (and GSI, identity-routed).
+pub const SCI_IRQ: u8 = 9;
+
+/// The `SLP_TYP` value of `\_S5` (both `SLP_TYPa` and `SLP_TYPb`): writing
+/// it with `SLP_EN` to PM1a_CNT powers the VM off.
+pub const S5_SLP_TYP: u8 = 5;
+
+/// `RESET_VALUE`: what the guest writes to the reset register to reset the
+/// VM (bit 2 "reset CPU" | bit 1 "system reset", as on a PC's port 0xcf9).
+pub const RESET_VALUE: u8 = 0x06;
+
+/// Bytes of the PM1a event block (`PM1_EVT_LEN`): PM1_STS and PM1_EN.
+pub const PM1_EVT_LEN: u8 = 4;
+
+/// Bytes of the PM1a control block (`PM1_CNT_LEN`): PM1_CNT.
+pub const PM1_CNT_LEN: u8 = 2;
+
+/// Alignment of `rsdp_addr` (the guest scans 16-byte boundaries).
+pub const RSDP_ALIGN: u64 = 16;
+
+/// OEM ID in the RSDP and every table header.
+const OEM_ID: &[u8; 6] = b"BERTH ";
+/// OEM table ID in every table header.
+const OEM_TABLE_ID: &[u8; 8] = b"BERTHVM ";
+/// Creator ID in every table header.
+const CREATOR_ID: &[u8; 4] = b"BRTH";
+
+const OEM_REVISION: u32 = 1;
+const CREATOR_REVISION: u32 = 1;
+
+const HEADER_LEN: usize = 36;
+const RSDP_LEN: usize = 36;
+/// XSDT: header and two 64-bit entries (FADT, MADT).
+const XSDT_LEN: usize = HEADER_LEN + 2 * 8;
+const FADT_LEN: usize = 276;
+const FACS_LEN: usize = 64;
+/// MADT: header, local APIC address and flags.
+const MADT_FIXED_LEN: usize = HEADER_LEN + 8;
+const MADT_LAPIC_LEN: usize = 8;
+const MADT_IOAPIC_LEN: usize = 12;
+const MADT_ISO_LEN: usize = 10;
+const MADT_LAPIC_NMI_LEN: usize = 6;
+
+/// Tables are 8-byte aligned within the blob.
+const TABLE_ALIGN: usize = 8;
+/// The FACS must be 64-byte aligned in guest-physical memory.
+const FACS_ALIGN: u64 = 64;
+
+const RSDP_REVISION: u8 = 2;
+const XSDT_REVISION: u8 = 1;
+const FADT_MAJOR: u8 = 6;
+const FADT_MINOR: u8 = 4;
+/// Revision 2: 64-bit AML integers.
+const DSDT_REVISION: u8 = 2;
+const MADT_REVISION: u8 = 5;
+const FACS_VERSION: u8 = 2;
+
+// FADT field offsets (ACPI 6.4 Table 5.9).
+const FADT_FIRMWARE_CTRL: usize = 36;
+const FADT_DSDT: usize = 40;
+const FADT_SCI_INT: usize = 46;
+const FADT_SMI_CMD: usize = 48;
+const FADT_PM1A_EVT_BLK: usize = 56;
+const FADT_PM1A_CNT_BLK: usize = 64;
+const FADT_PM_TMR_BLK: usize = 76;
+const FADT_PM1_EVT_LEN: usize = 88;
+const FADT_PM1_CNT_LEN: usize = 89;
+const FADT_P_LVL2_LAT: usize = 96;
+const FADT_P_LVL3_LAT: usize = 98;
+const FADT_IAPC_BOOT_ARCH: usize = 109;
+const FADT_FLAGS: usize = 112;
+const FADT_RESET_REG: usize = 116;
+const FADT_RESET_VALUE: usize = 128;
+const FADT_MINOR_VERSION: usize = 131;
+const FADT_X_FIRMWARE_CTRL: usize = 132;
+const FADT_X_DSDT: usize = 140;
+const FADT_X_PM1A_EVT_BLK: usize = 148;
+const FADT_X_PM1A_CNT_BLK: usize = 172;
+
+/// FADT flags.
+const FADT_F_WBINVD: u32 = 1 << 0;
+const FADT_F_PROC_C1: u32 = 1 << 2;
+const FADT_F_SLP_BUTTON: u32 = 1 << 5;
+const FADT_F_RESET_REG_SUP: u32 = 1 << 10;
+const FADT_F_HW_REDUCED_ACPI: u32 = 1 << 20;
+/// What berth's FADT sets: WBINVD works, C1 is supported, there is no
+/// fixed-feature sleep button, and the reset register is valid. Not
+/// hardware-reduced: PM1a-based power-off needs the fixed hardware.
+const FADT_FLAGS_VALUE: u32 = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP;
+const _: () = assert!(FADT_FLAGS_VALUE & FADT_F_HW_REDUCED_ACPI == 0);
+
+/// IA-PC boot architecture flags.
+const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
+const BOOT_ARCH_8042: u16 = 1 << 1;
+const BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
+
+/// `P_LVL2_LAT` above 100 µs: C2 not supported.
+const P_LVL2_UNSUPPORTED: u16 = 101;
+/// `P_LVL3_LAT` above 1000 µs: C3 not supported.
+const P_LVL3_UNSUPPORTED: u16 = 1001;
+
+/// Generic address structure: address space IDs and access sizes.
+const GAS_SYSTEM_IO: u8 = 1;
+const GAS_ACCESS_BYTE: u8 = 1;
+const GAS_ACCESS_WORD: u8 = 2;
+
+/// MADT flag: the platform also has dual 8259s.
+const MADT_PCAT_COMPAT: u32 = 1 << 0;
+const MADT_TYPE_LAPIC: u8 = 0;
+const MADT_TYPE_IOAPIC: u8 = 1;
+const MADT_TYPE_ISO: u8 = 2;
+const MADT_TYPE_LAPIC_NMI: u8 = 4;
+const LAPIC_ENABLED: u32 = 1 << 0;
+const ISA_BUS: u8 = 0;
+/// MPS INTI flags: polarity active high (01), trigger mode level (11).
+const INTI_ACTIVE_HIGH_LEVEL: u16 = 0x000d;
+const INTI_CONFORMING: u16 = 0;
+/// ACPI processor UID meaning "every processor".
+const ALL_PROCESSORS: u8 = 0xff;
+/// Local APIC ID that is the broadcast ID.
+const BROADCAST_APIC_ID: u8 = 0xff;
+const NMI_LINT: u8 = 1;
+
+// AML opcodes and prefixes (ACPI 6.4 §20.3).
+const AML_ZERO_OP: u8 = 0x00;
+const AML_ONE_OP: u8 = 0x01;
+const AML_NAME_OP: u8 = 0x08;
+const AML_BYTE_PREFIX: u8 = 0x0a;
+const AML_WORD_PREFIX: u8 = 0x0b;
+const AML_DWORD_PREFIX: u8 = 0x0c;
+const AML_QWORD_PREFIX: u8 = 0x0e;
+const AML_SCOPE_OP: u8 = 0x10;
+const AML_BUFFER_OP: u8 = 0x11;
+const AML_PACKAGE_OP: u8 = 0x12;
+const AML_EXT_OP_PREFIX: u8 = 0x5b;
+const AML_DEVICE_OP: u8 = 0x82;
+
+// Small resource descriptors (ACPI 6.4 §6.4.2).
+/// IRQ descriptor without the optional flags byte (`IRQNoFlags`).
+const RES_IRQ_NO_FLAGS: u8 = 0x22;
+/// I/O port descriptor.
+const RES_IO: u8 = 0x47;
+/// I/O port descriptor information: 16-bit decode.
+const RES_IO_DECODE16: u8 = 0x01;
+/// End tag; followed by a checksum byte, 0 meaning "valid".
+const RES_END_TAG: u8 = 0x79;
+
+/// One ACPI description, all from berth's plan (no host values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcpiSpec {
+    /// Local APIC IDs, one per vCPU; index 0 is the bootstrap processor.
+    /// The ACPI processor UID of each is its index.
+    pub cpus: Vec<u8>,
+    /// The I/O APIC's ID.
+    pub ioapic_id: u8,
+    /// The I/O APIC's MMIO address (normally `0xfec00000`).
+    pub ioapic_addr: u32,
+    /// The local APIC MMIO address (normally `0xfee00000`).
+    pub lapic_addr: u32,
+    /// PM1a event block port ([`PM1_EVT_LEN`] bytes: PM1_STS, PM1_EN);
+    /// berth uses 0x600.
+    pub pm1a_evt_port: u16,
+    /// PM1a control block port ([`PM1_CNT_LEN`] bytes: PM1_CNT); berth uses
+    /// 0x604.
+    pub pm1a_cnt_port: u16,
+    /// Reset register port (1 byte, written with [`RESET_VALUE`]); berth
+    /// uses 0xcf9.
+    pub reset_port: u16,
+    /// Whether dual 8259 PICs exist ("kernel" irqchip mode): sets the MADT's
+    /// PCAT_COMPAT flag and the FADT's LEGACY_DEVICES and 8042 boot flags.
+    pub legacy_pic: bool,
+}
+
+/// Why ACPI tables cannot be built or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiError {
+    /// The spec lists no CPU, so there is no bootstrap processor.
+    #[error("ACPI tables need at least one CPU")]
+    NoCpus,
+    /// More CPUs than processor UIDs below the "all processors" UID 0xff.
+    #[error("ACPI tables list {count} CPUs; at most {MAX_CPUS} fit")]
+    TooManyCpus {
+        /// CPUs in the spec.
+        count: usize,
+    },
+    /// A CPU uses the broadcast APIC ID.
+    #[error("CPU {index} has local APIC ID 0xff, the broadcast ID")]
+    BroadcastApicId {
+        /// Position in [`AcpiSpec::cpus`].
+        index: usize,
+    },
+    /// Two CPUs share a local APIC ID.
+    #[error("CPUs {first} and {second} share local APIC ID {id}")]
+    DuplicateApicId {
+        /// The shared ID.
+        id: u8,
+        /// Position of the first CPU with it.
+        first: usize,
+        /// Position of the second CPU with it.
+        second: usize,
+    },
+    /// A fixed-hardware register block is at port 0 (ACPI reads a zero
+    /// address as "absent") or runs past port 0xffff.
+    #[error("ACPI {name} at port {port:#x} ({len} bytes) is not a valid I/O range")]
+    BadPort {
+        /// Which register block.
+        name: &'static str,
+        /// Its port.
+        port: u16,
+        /// Its length in bytes.
+        len: u8,
+    },
+    /// Two fixed-hardware register blocks overlap.
+    #[error("ACPI {first} at port {first_port:#x} overlaps {second} at port {second_port:#x}")]
+    PortOverlap {
+        /// The first block.
+        first: &'static str,
+        /// Its port.
+        first_port: u16,
+        /// The second block.
+        second: &'static str,
+        /// Its port.
+        second_port: u16,
+    },
+    /// The RSDP must sit on a 16-byte boundary to be found.
+    #[error("ACPI RSDP address {addr:#x} is not {RSDP_ALIGN}-byte aligned")]
+    Misaligned {
+        /// Requested RSDP address.
+        addr: u64,
+    },
+    /// The blob would not end at or below [`TABLES_END`].
+    #[error("ACPI tables at {addr:#x} ({size} bytes) run past {TABLES_END:#x}")]
+    PastTablesEnd {
+        /// Requested RSDP address.
+        addr: u64,
+        /// Blob size in bytes.
+        size: usize,
+    },
+    /// A table or AML object is too large for its length field (cannot
+    /// happen with the sizes [`build`] accepts; checked, not assumed).
+    #[error("ACPI {what} of {len} bytes is too large to encode")]
+    TooLarge {
+        /// What was being encoded.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Writing to guest memory failed.
+    #[error("cannot write ACPI tables to guest memory at {addr:#x}: {source}")]
+    Memory {
+        /// Where the blob was to go.
+        addr: u64,
+        /// Why.
+        source: GuestMemoryError,
+    },
+}
+
+/// The ACPI blob to place at guest-physical `rsdp_addr`: the RSDP, then the
+/// XSDT, FADT, DSDT, MADT and FACS. Every address inside points into the
+/// blob itself.
+///
+/// # Errors
+///
+/// Rejects a spec with no CPUs, more than [`MAX_CPUS`] CPUs, a CPU with APIC
+/// ID 0xff or duplicate APIC IDs; register blocks at port 0, past port
+/// 0xffff or overlapping each other; an `rsdp_addr` that is not 16-byte
+/// aligned; and a blob that would run past [`TABLES_END`].
+pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
+    validate(spec)?;
+    if !rsdp_addr.is_multiple_of(RSDP_ALIGN) {
+        return Err(AcpiError::Misaligned { addr: rsdp_addr });
+    }
+
+    let dsdt = dsdt()?;
+    let madt = madt(spec)?;
+
+    let xsdt_off = align_up(RSDP_LEN, TABLE_ALIGN);
+    let fadt_off = align_up(xsdt_off + XSDT_LEN, TABLE_ALIGN);
+    let dsdt_off = align_up(fadt_off + FADT_LEN, TABLE_ALIGN);
+    let madt_off = align_up(dsdt_off + dsdt.len(), TABLE_ALIGN);
+    let madt_end = madt_off + madt.len();
+    // The FACS alignment is absolute; rsdp_addr is only 16-byte aligned.
+    let facs_off = madt_end + facs_padding(rsdp_addr, madt_end);
+    let total = facs_off + FACS_LEN;
+    match rsdp_addr.checked_add(total as u64) {
+        Some(end) if end <= TABLES_END => {}
+        _ => {
+            return Err(AcpiError::PastTablesEnd {
+                addr: rsdp_addr,
+                size: total,
+            })
+        }
+    }
+    // In range: rsdp_addr + total <= TABLES_END, so no sum below overflows.
+    let at = |off: usize| rsdp_addr + off as u64;
+
+    let xsdt = xsdt(&[at(fadt_off), at(madt_off)])?;
+    let fadt = fadt(spec, at(dsdt_off), at(facs_off))?;
+    let rsdp = rsdp(at(xsdt_off));
+    let facs = facs();
+
+    let mut out = vec![0u8; total];
+    for (off, table) in [
+        (0, &rsdp),
+        (xsdt_off, &xsdt),
+        (fadt_off, &fadt),
+        (dsdt_off, &dsdt),
+        (madt_off, &madt),
+        (facs_off, &facs),
+    ] {
+        if let Some(slot) = out.get_mut(off..off + table.len()) {
+            slot.copy_from_slice(table);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`.
+///
+/// # Errors
+///
+/// Everything [`build`] rejects, and a failed guest-memory write.
+pub fn write<M>(spec: &AcpiSpec, mem: &M, rsdp_addr: u64) -> Result<(), AcpiError>
+where
+    M: Bytes<GuestAddress, E = GuestMemoryError> + ?Sized,
+{
+    let bytes = build(spec, rsdp_addr)?;
+    mem.write_slice(&bytes, GuestAddress(rsdp_addr))
+        .map_err(|source| AcpiError::Memory {
+            addr: rsdp_addr,
+            source,
+        })
+}
+
+fn validate(spec: &AcpiSpec) -> Result<(), AcpiError> {
+    let count = spec.cpus.len();
+    if count == 0 {
+        return Err(AcpiError::NoCpus);
+    }
+    if count > MAX_CPUS {
+        return Err(AcpiError::TooManyCpus { count });
+    }
+    let mut seen: [Option<usize>; 256] = [None; 256];
+    for (index, &id) in spec.cpus.iter().enumerate() {
+        if id == BROADCAST_APIC_ID {
+            return Err(AcpiError::BroadcastApicId { index });
+        }
+        if let Some(slot) = seen.get_mut(usize::from(id)) {
+            if let Some(first) = *slot {
+                return Err(AcpiError::DuplicateApicId {
+                    id,
+                    first,
+                    second: index,
+                });
+            }
+            *slot = Some(index);
+        }
+    }
+
+    let blocks = [
+        ("PM1a event block", spec.pm1a_evt_port, PM1_EVT_LEN),
+        ("PM1a control block", spec.pm1a_cnt_port, PM1_CNT_LEN),
+        ("reset register", spec.reset_port, 1),
+    ];
+    for &(name, port, len) in &blocks {
+        if port == 0 || u32::from(port) + u32::from(len) > 0x1_0000 {
+            return Err(AcpiError::BadPort { name, port, len });
+        }
+    }
+    for (i, &(first, a, alen)) in blocks.iter().enumerate() {
+        for &(second, b, blen) in blocks.iter().skip(i + 1) {
+            let (a32, b32) = (u32::from(a), u32::from(b));
+            if a32 < b32 + u32::from(blen) && b32 < a32 + u32::from(alen) {
+                return Err(AcpiError::PortOverlap {
+                    first,
+                    first_port: a,
+                    second,
+                    second_port: b,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `n` rounded up to a multiple of `align` (a power of two).
+fn align_up(n: usize, align: usize) -> usize {
+    n.div_ceil(align) * align
+}
+
+/// Bytes to skip after offset `end` so that the FACS lands on a 64-byte
+/// guest-physical boundary.
+fn facs_padding(rsdp_addr: u64, end: usize) -> usize {
+    let addr = rsdp_addr.wrapping_add(end as u64);
+    ((FACS_ALIGN - addr % FACS_ALIGN) % FACS_ALIGN) as usize
+}
+
+/// Sets `bytes[at]` so that all of `bytes` sums to 0 mod 256.
+fn set_checksum(bytes: &mut [u8], at: usize) {
+    if let Some(slot) = bytes.get_mut(at) {
+        *slot = 0;
+    }
+    let sum = bytes.iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
+    if let Some(slot) = bytes.get_mut(at) {
+        *slot = 0u8.wrapping_sub(sum);
+    }
+}
+
+/// Writes `value` at `bytes[at..]`, if it fits (it always does for the fixed
+/// offsets used here).
+fn put(bytes: &mut [u8], at: usize, value: &[u8]) {
+    if let Some(slot) = bytes.get_mut(at..at + value.len()) {
+        slot.copy_from_slice(value);
+    }
+}
+
+/// A 36-byte system description table header with length and checksum 0
+/// (patched by [`finish_table`]).
+fn header(signature: &[u8; 4], revision: u8) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(signature);
+    h.extend_from_slice(&0u32.to_le_bytes()); // length, patched
+    h.push(revision);
+    h.push(0); // checksum, patched
+    h.extend_from_slice(OEM_ID);
+    h.extend_from_slice(OEM_TABLE_ID);
+    h.extend_from_slice(&OEM_REVISION.to_le_bytes());
+    h.extend_from_slice(CREATOR_ID);
+    h.extend_from_slice(&CREATOR_REVISION.to_le_bytes());
+    h
+}
+
+/// Patches the length field and the checksum of a complete table.
+fn finish_table(mut table: Vec<u8>, what: &'static str) -> Result<Vec<u8>, AcpiError> {
+    let len = u32::try_from(table.len()).map_err(|_| AcpiError::TooLarge {
+        what,
+        len: table.len(),
+    })?;
+    put(&mut table, 4, &len.to_le_bytes());
+    set_checksum(&mut table, 9);
+    Ok(table)
+}
+
+/// A generic address structure for an I/O port register.
+fn gas_io(port: u16, bit_width: u8, access_size: u8) -> [u8; 12] {
+    let mut g = [0u8; 12];
+    g[0] = GAS_SYSTEM_IO;
+    g[1] = bit_width;
+    g[2] = 0; // bit offset
+    g[3] = access_size;
+    g[4..].copy_from_slice(&u64::from(port).to_le_bytes());
+    g
+}
+
+fn rsdp(xsdt_addr: u64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(RSDP_LEN);
+    r.extend_from_slice(b"RSD PTR ");
+    r.push(0); // checksum of the first 20 bytes, patched
+    r.extend_from_slice(OEM_ID);
+    r.push(RSDP_REVISION);
+    r.extend_from_slice(&0u32.to_le_bytes()); // no RSDT
+    r.extend_from_slice(&(RSDP_LEN as u32).to_le_bytes());
+    r.extend_from_slice(&xsdt_addr.to_le_bytes());
+    r.push(0); // extended checksum, patched
+    r.extend_from_slice(&[0; 3]);
+    if let Some(first) = r.get_mut(..20) {
+        set_checksum(first, 8);
+    }
+    set_checksum(&mut r, 32);
+    r
+}
+
+fn xsdt(entries: &[u64]) -> Result<Vec<u8>, AcpiError> {
+    let mut t = header(b"XSDT", XSDT_REVISION);
+    for e in entries {
+        t.extend_from_slice(&e.to_le_bytes());
+    }
+    finish_table(t, "XSDT")
+}
+
+fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, AcpiError> {
+    let mut t = header(b"FACP", FADT_MAJOR);
+    t.resize(FADT_LEN, 0);
+    // FIRMWARE_CTRL and DSDT (32-bit) stay 0: the X_ fields are used, and
+    // FIRMWARE_CTRL must be 0 when X_FIRMWARE_CTRL is not.
+    put(&mut t, FADT_FIRMWARE_CTRL, &0u32.to_le_bytes());
+    put(&mut t, FADT_DSDT, &0u32.to_le_bytes());
+    put(&mut t, FADT_SCI_INT, &u16::from(SCI_IRQ).to_le_bytes());
+    // No SMI command port: the platform is always in ACPI mode.
+    put(&mut t, FADT_SMI_CMD, &0u32.to_le_bytes());
+    put(
+        &mut t,
+        FADT_PM1A_EVT_BLK,
+        &u32::from(spec.pm1a_evt_port).to_le_bytes(),
+    );
+    put(
+        &mut t,
+        FADT_PM1A_CNT_BLK,
+        &u32::from(spec.pm1a_cnt_port).to_le_bytes(),
+    );
+    // No PM timer (PM_TMR_BLK and PM_TMR_LEN 0), no PM2, no GPE blocks.
+    put(&mut t, FADT_PM_TMR_BLK, &0u32.to_le_bytes());
+    put(&mut t, FADT_PM1_EVT_LEN, &[PM1_EVT_LEN]);
+    put(&mut t, FADT_PM1_CNT_LEN, &[PM1_CNT_LEN]);
+    put(&mut t, FADT_P_LVL2_LAT, &P_LVL2_UNSUPPORTED.to_le_bytes());
+    put(&mut t, FADT_P_LVL3_LAT, &P_LVL3_UNSUPPORTED.to_le_bytes());
+    put(&mut t, FADT_IAPC_BOOT_ARCH, &iapc_boot_arch(spec).to_le_bytes());
+    put(&mut t, FADT_FLAGS, &FADT_FLAGS_VALUE.to_le_bytes());
+    put(
+        &mut t,
+        FADT_RESET_REG,
+        &gas_io(spec.reset_port, 8, GAS_ACCESS_BYTE),
+    );
+    put(&mut t, FADT_RESET_VALUE, &[RESET_VALUE]);
+    put(&mut t, FADT_MINOR_VERSION, &[FADT_MINOR]);
+    put(&mut t, FADT_X_FIRMWARE_CTRL, &facs_addr.to_le_bytes());
+    put(&mut t, FADT_X_DSDT, &dsdt_addr.to_le_bytes());
+    put(
+        &mut t,
+        FADT_X_PM1A_EVT_BLK,
+        &gas_io(spec.pm1a_evt_port, PM1_EVT_LEN * 8, GAS_ACCESS_WORD),
+    );
+    put(
+        &mut t,
+        FADT_X_PM1A_CNT_BLK,
+        &gas_io(spec.pm1a_cnt_port, PM1_CNT_LEN * 8, GAS_ACCESS_WORD),
+    );
+    finish_table(t, "FADT")
+}
+
+/// IAPC_BOOT_ARCH: legacy devices and an 8042 when the legacy PICs exist;
+/// never VGA; MSI and the CMOS RTC are not flagged absent.
+fn iapc_boot_arch(spec: &AcpiSpec) -> u16 {
+    let legacy = if spec.legacy_pic {
+        BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042
+    } else {
+        0
+    };
+    legacy | BOOT_ARCH_VGA_NOT_PRESENT
+}
+
+fn madt(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
+    let mut t = header(b"APIC", MADT_REVISION);
+    t.reserve(
+        MADT_FIXED_LEN - HEADER_LEN
+            + spec.cpus.len() * MADT_LAPIC_LEN
+            + MADT_IOAPIC_LEN
+            + MADT_ISO_LEN
+            + MADT_LAPIC_NMI_LEN,
+    );
+    t.extend_from_slice(&spec.lapic_addr.to_le_bytes());
+    let flags = if spec.legacy_pic { MADT_PCAT_COMPAT } else { 0 };
+    t.extend_from_slice(&flags.to_le_bytes());
+
+    for (uid, &apic_id) in spec.cpus.iter().enumerate() {
+        // validate() bounds the count to MAX_CPUS < 0xff.
+        let uid = u8::try_from(uid).map_err(|_| AcpiError::TooManyCpus {
+            count: spec.cpus.len(),
+        })?;
+        t.extend_from_slice(&[MADT_TYPE_LAPIC, MADT_LAPIC_LEN as u8, uid, apic_id]);
+        t.extend_from_slice(&LAPIC_ENABLED.to_le_bytes());
+    }
+
+    t.extend_from_slice(&[MADT_TYPE_IOAPIC, MADT_IOAPIC_LEN as u8, spec.ioapic_id, 0]);
+    t.extend_from_slice(&spec.ioapic_addr.to_le_bytes());
+    t.extend_from_slice(&0u32.to_le_bytes()); // GSI base
+
+    t.extend_from_slice(&[MADT_TYPE_ISO, MADT_ISO_LEN as u8, ISA_BUS, SCI_IRQ]);
+    t.extend_from_slice(&u32::from(SCI_IRQ).to_le_bytes());
+    t.extend_from_slice(&INTI_ACTIVE_HIGH_LEVEL.to_le_bytes());
+
+    t.extend_from_slice(&[MADT_TYPE_LAPIC_NMI, MADT_LAPIC_NMI_LEN as u8, ALL_PROCESSORS]);
+    t.extend_from_slice(&INTI_CONFORMING.to_le_bytes());
+    t.push(NMI_LINT);
+
+    finish_table(t, "MADT")
+}
+
+fn facs() -> Vec<u8> {
+    let mut f = vec![0u8; FACS_LEN];
+    put(&mut f, 0, b"FACS");
+    put(&mut f, 4, &(FACS_LEN as u32).to_le_bytes());
+    // Hardware signature, waking vectors, global lock, flags: all 0.
+    put(&mut f, 32, &[FACS_VERSION]);
+    f
+}
+
+fn dsdt() -> Result<Vec<u8>, AcpiError> {
+    let mut t = header(b"DSDT", DSDT_REVISION);
+    t.extend_from_slice(&dsdt_aml()?);
+    finish_table(t, "DSDT")
+}
+
+/// The DSDT's definition block body.
+fn dsdt_aml() -> Result<Vec<u8>, AcpiError> {
+    let mut aml = aml_s5()?;
+    aml.extend_from_slice(&aml_scope(b"_SB_", &aml_com1()?)?);
+    Ok(aml)
+}
+
+/// `Name (_S5, Package (4) { 5, 5, 0, 0 })`: SLP_TYPa, SLP_TYPb, reserved.
+fn aml_s5() -> Result<Vec<u8>, AcpiError> {
+    let typ = u64::from(S5_SLP_TYP);
+    let package = aml_package(&[aml_integer(typ), aml_integer(typ), aml_integer(0), aml_integer(0)])?;
+    Ok(aml_name(b"_S5_", &package))
+}
+
+/// `Device (COM1)`: the 16550A UART at [`COM1_PORT`], IRQ [`COM1_GSI`].
+fn aml_com1() -> Result<Vec<u8>, AcpiError> {
+    let mut body = aml_name(b"_HID", &aml_integer(u64::from(eisa_id(b"PNP0501"))));
+    body.extend_from_slice(&aml_name(b"_UID", &aml_integer(1)));
+
+    let [port_lo, port_hi] = COM1_PORT.to_le_bytes();
+    let io_len = u8::try_from(COM1_LEN).unwrap_or(u8::MAX);
+    let irq_mask = 1u16.checked_shl(COM1_GSI).unwrap_or(0).to_le_bytes();
+    let resources = [
+        // IO (Decode16, min, max, alignment 1, length)
+        RES_IO,
+        RES_IO_DECODE16,
+        port_lo,
+        port_hi,
+        port_lo,
+        port_hi,
+        1,
+        io_len,
+        // IRQNoFlags () { COM1_GSI }: edge, active high, exclusive
+        RES_IRQ_NO_FLAGS,
+        irq_mask[0],
+        irq_mask[1],
+        RES_END_TAG,
+        0,
+    ];
+    body.extend_from_slice(&aml_name(b"_CRS", &aml_buffer(&resources)?));
+    aml_device(b"COM1", &body)
+}
+
+/// PkgLength for a package whose contents after the PkgLength are
+/// `body_len` bytes; the encoded length counts its own bytes too
+/// (ACPI 6.4 §20.2.4).
+fn pkg_length(body_len: usize) -> Result<Vec<u8>, AcpiError> {
+    // One byte: 6-bit length.
+    if body_len < 0x3f {
+        return Ok(vec![(body_len + 1) as u8]);
+    }
+    // 2..=4 bytes: a lead byte with the byte count in bits 7:6 and the low
+    // nibble in bits 3:0, then 8 bits per following byte.
+    for extra in 1..=3usize {
+        // Saturates to a value no encoding accepts.
+        let total = body_len.saturating_add(extra + 1);
+        if total < 1 << (4 + 8 * extra) {
+            let mut out = Vec::with_capacity(extra + 1);
+            out.push(((extra as u8) << 6) | (total & 0xf) as u8);
+            for i in 0..extra {
+                out.push((total >> (4 + 8 * i)) as u8);
+            }
+            return Ok(out);
+        }
+    }
+    Err(AcpiError::TooLarge {
+        what: "AML package",
+        len: body_len,
+    })
+}
+
+/// The shortest AML encoding of an integer constant.
+fn aml_integer(v: u64) -> Vec<u8> {
+    match v {
+        0 => vec![AML_ZERO_OP],
+        1 => vec![AML_ONE_OP],
+        _ => {
+            let bytes = v.to_le_bytes();
+            let (prefix, n) = if v <= 0xff {
+                (AML_BYTE_PREFIX, 1)
+            } else if v <= 0xffff {
+                (AML_WORD_PREFIX, 2)
+            } else if v <= 0xffff_ffff {
+                (AML_DWORD_PREFIX, 4)
+            } else {
+                (AML_QWORD_PREFIX, 8)
+            };
+            let mut out = vec![prefix];
+            out.extend_from_slice(&bytes[..n]);
+            out
+        }
+    }
+}
+
+/// `Name (seg, value)`.
+fn aml_name(seg: &[u8; 4], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + value.len());
+    out.push(AML_NAME_OP);
+    out.extend_from_slice(seg);
+    out.extend_from_slice(value);
+    out
+}
+
+/// `Package (n) { elements }`.
+fn aml_package(elements: &[Vec<u8>]) -> Result<Vec<u8>, AcpiError> {
+    let count = u8::try_from(elements.len()).map_err(|_| AcpiError::TooLarge {
+        what: "AML package element list",
+        len: elements.len(),
+    })?;
+    let mut body = vec![count];
+    for e in elements {
+        body.extend_from_slice(e);
+    }
+    with_pkg_length(&[AML_PACKAGE_OP], &body)
+}
+
+/// `Buffer () { data }`.
+fn aml_buffer(data: &[u8]) -> Result<Vec<u8>, AcpiError> {
+    let mut body = aml_integer(data.len() as u64);
+    body.extend_from_slice(data);
+    with_pkg_length(&[AML_BUFFER_OP], &body)
+}
+
+/// `Scope (seg) { body }`.
+fn aml_scope(seg: &[u8; 4], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
+    let mut inner = seg.to_vec();
+    inner.extend_from_slice(body);
+    with_pkg_length(&[AML_SCOPE_OP], &inner)
+}
+
+/// `Device (seg) { body }`.
+fn aml_device(seg: &[u8; 4], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
+    let mut inner = seg.to_vec();
+    inner.extend_from_slice(body);
+    with_pkg_length(&[AML_EXT_OP_PREFIX, AML_DEVICE_OP], &inner)
+}
+
+/// `opcode PkgLength body`.
+fn with_pkg_length(opcode: &[u8], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
+    let len = pkg_length(body.len())?;
+    let mut out = Vec::with_capacity(opcode.len() + len.len() + body.len());
+    out.extend_from_slice(opcode);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// The compressed EISA ID of a 7-character `UUUNNNN` PNP ID, as `EisaId()`
+/// in ASL produces it: three 5-bit letters and four hex digits, stored
+/// big-endian. Only called with constant, well-formed IDs.
+fn eisa_id(id: &[u8; 7]) -> u32 {
+    let letter = |c: u8| u32::from(c.wrapping_sub(b'@') & 0x1f);
+    let hex = |c: u8| char::from(c).to_digit(16).unwrap_or(0);
+    let value = (letter(id[0]) << 26)
+        | (letter(id[1]) << 21)
+        | (letter(id[2]) << 16)
+        | (hex(id[3]) << 12)
+        | (hex(id[4]) << 8)
+        | (hex(id[5]) << 4)
+        | hex(id[6]);
+    value.swap_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryMmap;
+
+    fn spec(n: usize) -> AcpiSpec {
+        AcpiSpec {
+            cpus: (0..n).map(|i| i as u8).collect(),
+            ioapic_id: 0,
+            ioapic_addr: 0xfec0_0000,
+            lapic_addr: 0xfee0_0000,
+            pm1a_evt_port: 0x600,
+            pm1a_cnt_port: 0x604,
+            reset_port: 0xcf9,
+            legacy_pic: true,
+        }
+    }
+
+    fn sum(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b))
+    }
+
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// The `_S5` object as the ACPICA compiler emits it.
+    const S5_AML: [u8; 14] = [
+        0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00,
+    ];
+
+    /// The DSDT body `iasl` 20200925 compiles from the source in the module
+    /// documentation.
+    const IASL_DSDT_BODY: [u8; 65] = [
+        0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00, 0x10, 0x32, 0x5f,
+        0x53, 0x42, 0x5f, 0x5b, 0x82, 0x2b, 0x43, 0x4f, 0x4d, 0x31, 0x08, 0x5f, 0x48, 0x49, 0x44, 0x0c, 0x41,
+        0xd0, 0x05, 0x01, 0x08, 0x5f, 0x55, 0x49, 0x44, 0x01, 0x08, 0x5f, 0x43, 0x52, 0x53, 0x11, 0x10, 0x0a,
+        0x0d, 0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00, 0x79, 0x00,
+    ];
+
+    /// The tables of a blob, found by following its pointers from the RSDP
+    /// the way a guest does (addresses are guest-physical).
+    struct Tables<'a> {
+        rsdp: &'a [u8],
+        xsdt: &'a [u8],
+        fadt: &'a [u8],
+        dsdt: &'a [u8],
+        madt: &'a [u8],
+        facs: &'a [u8],
+    }
+
+    /// Slices the table at guest-physical `addr` out of `blob` (placed at
+    /// `base`), checking its signature, length and checksum.
+    fn table<'a>(blob: &'a [u8], base: u64, addr: u64, sig: &[u8; 4]) -> &'a [u8] {
+        assert!(addr >= base, "{} below the blob", String::from_utf8_lossy(sig));
+        let off = (addr - base) as usize;
+        assert_eq!(off % 8, 0, "{} is 8-byte aligned", String::from_utf8_lossy(sig));
+        assert_eq!(&blob[off..off + 4], sig);
+        let len = u32_at(blob, off + 4) as usize;
+        let t = &blob[off..off + len];
+        assert_eq!(sum(t), 0, "{} checksum", String::from_utf8_lossy(sig));
+        assert_eq!(&t[10..16], OEM_ID);
+        assert_eq!(&t[16..24], OEM_TABLE_ID);
+        assert_eq!(u32_at(t, 24), 1);
+        assert_eq!(&t[28..32], CREATOR_ID);
+        assert_eq!(u32_at(t, 32), 1);
+        t
+    }
+
+    fn parse(blob: &[u8], base: u64) -> Tables<'_> {
+        let rsdp = &blob[..36];
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert_eq!(sum(&rsdp[..20]), 0, "RSDP checksum");
+        assert_eq!(sum(rsdp), 0, "RSDP extended checksum");
+        assert_eq!(&rsdp[9..15], OEM_ID);
+        assert_eq!(rsdp[15], 2, "RSDP revision");
+        assert_eq!(u32_at(rsdp, 16), 0, "no RSDT");
+        assert_eq!(u32_at(rsdp, 20), 36, "RSDP length");
+        assert_eq!(&rsdp[33..36], &[0; 3]);
+
+        let xsdt = table(blob, base, u64_at(rsdp, 24), b"XSDT");
+        assert_eq!(xsdt[8], 1);
+        assert_eq!(xsdt.len(), 36 + 16, "two entries");
+        let fadt = table(blob, base, u64_at(xsdt, 36), b"FACP");
+        let madt = table(blob, base, u64_at(xsdt, 44), b"APIC");
+        let dsdt = table(blob, base, u64_at(fadt, 140), b"DSDT");
+
+        let facs_addr = u64_at(fadt, 132);
+        assert_eq!(facs_addr % 64, 0, "FACS 64-byte aligned");
+        let off = (facs_addr - base) as usize;
+        let facs = &blob[off..off + 64];
+        assert_eq!(&facs[..4], b"FACS");
+        assert_eq!(u32_at(facs, 4), 64);
+        Tables {
+            rsdp,
+            xsdt,
+            fadt,
+            dsdt,
+            madt,
+            facs,
+        }
+    }
+
+    /// MADT entries as (type, bytes), checking each entry's length field.
+    fn madt_entries(madt: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 44;
+        while at < madt.len() {
+            let (ty, len) = (madt[at], madt[at + 1] as usize);
+            let expected = match ty {
+                0 => 8,
+                1 => 12,
+                2 => 10,
+                4 => 6,
+                other => panic!("unexpected MADT entry type {other}"),
+            };
+            assert_eq!(len, expected, "type {ty} length");
+            out.push((ty, madt[at..at + len].to_vec()));
+            at += len;
+        }
+        assert_eq!(at, madt.len(), "entries fill the MADT exactly");
+        out
+    }
+
+    #[test]
+    fn acpi_checksums_lengths_and_pointers() {
+        for n in [1, 2, 4, 254] {
+            let s = spec(n);
+            let blob = build(&s, RSDP_ADDR).unwrap();
+            assert!(RSDP_ADDR + blob.len() as u64 <= TABLES_END, "{n} CPUs fit");
+            let t = parse(&blob, RSDP_ADDR);
+            assert_eq!(t.rsdp.len(), 36);
+            assert_eq!(t.fadt.len(), 276);
+            assert_eq!(t.madt.len(), 44 + 8 * n + 12 + 10 + 6);
+            assert_eq!(t.xsdt.len(), 52);
+            assert_eq!(t.dsdt.len(), 36 + IASL_DSDT_BODY.len());
+            // Order: RSDP, XSDT, FADT, DSDT, MADT, FACS.
+            let addr = |t: &[u8]| t.as_ptr() as usize - blob.as_ptr() as usize;
+            assert_eq!(addr(t.xsdt), 40);
+            assert!(addr(t.xsdt) < addr(t.fadt));
+            assert!(addr(t.fadt) < addr(t.dsdt));
+            assert!(addr(t.dsdt) < addr(t.madt));
+            assert!(addr(t.madt) + t.madt.len() <= addr(t.facs));
+            assert_eq!(addr(t.facs) + 64, blob.len());
+        }
+    }
+
+    #[test]
+    fn acpi_rsdp_and_facs_fields() {
+        let blob = build(&spec(1), RSDP_ADDR).unwrap();
+        let t = parse(&blob, RSDP_ADDR);
+        assert_eq!(u64_at(t.rsdp, 24), RSDP_ADDR + 40);
+        assert_eq!(t.facs[32], 2, "FACS version");
+        assert_eq!(&t.facs[8..32], &[0; 24], "signature, vectors, lock, flags");
+        assert_eq!(&t.facs[33..], &[0; 31]);
+    }
+
+    #[test]
+    fn acpi_fadt_fields_at_spec_offsets() {
+        for legacy_pic in [true, false] {
+            let mut s = spec(2);
+            s.legacy_pic = legacy_pic;
+            s.pm1a_evt_port = 0x600;
+            s.pm1a_cnt_port = 0x604;
+            s.reset_port = 0xcf9;
+            let blob = build(&s, RSDP_ADDR).unwrap();
+            let t = parse(&blob, RSDP_ADDR);
+            let f = t.fadt;
+            assert_eq!(f[8], 6, "FADT major version");
+            assert_eq!(f[131], 4, "FADT minor version");
+            assert_eq!(u32_at(f, 36), 0, "FIRMWARE_CTRL (X_ used)");
+            assert_eq!(u32_at(f, 40), 0, "DSDT (X_ used)");
+            assert_eq!(f[45], 0, "Preferred_PM_Profile unspecified");
+            assert_eq!(u16_at(f, 46), 9, "SCI_INT");
+            assert_eq!(u32_at(f, 48), 0, "SMI_CMD: always in ACPI mode");
+            assert_eq!(&f[52..56], &[0; 4], "ACPI_ENABLE/DISABLE, S4BIOS_REQ, PSTATE_CNT");
+            assert_eq!(u32_at(f, 56), 0x600, "PM1a_EVT_BLK");
+            assert_eq!(u32_at(f, 60), 0, "PM1b_EVT_BLK");
+            assert_eq!(u32_at(f, 64), 0x604, "PM1a_CNT_BLK");
+            assert_eq!(u32_at(f, 68), 0, "PM1b_CNT_BLK");
+            assert_eq!(u32_at(f, 72), 0, "PM2_CNT_BLK");
+            assert_eq!(u32_at(f, 76), 0, "PM_TMR_BLK");
+            assert_eq!(u32_at(f, 80), 0, "GPE0_BLK");
+            assert_eq!(u32_at(f, 84), 0, "GPE1_BLK");
+            assert_eq!(f[88], 4, "PM1_EVT_LEN");
+            assert_eq!(f[89], 2, "PM1_CNT_LEN");
+            assert_eq!(&f[90..96], &[0; 6], "PM2/PM_TMR/GPE lengths, GPE1_BASE, CST_CNT");
+            assert_eq!(u16_at(f, 96), 101, "P_LVL2_LAT: no C2");
+            assert_eq!(u16_at(f, 98), 1001, "P_LVL3_LAT: no C3");
+            assert_eq!(f[108], 0, "CENTURY");
+            let boot_arch = u16_at(f, 109);
+            assert_eq!(
+                boot_arch,
+                if legacy_pic { 0b111 } else { 0b100 },
+                "IAPC_BOOT_ARCH"
+            );
+            assert_eq!(boot_arch & (1 << 3), 0, "MSI not flagged unsupported");
+            assert_eq!(boot_arch & (1 << 5), 0, "CMOS RTC not flagged absent");
+            assert_eq!(f[111], 0);
+            let flags = u32_at(f, 112);
+            assert_eq!(flags, (1 << 0) | (1 << 2) | (1 << 5) | (1 << 10), "Flags");
+            assert_eq!(flags & (1 << 20), 0, "not HW_REDUCED_ACPI");
+            assert_eq!(
+                &f[116..128],
+                &[1, 8, 0, 1, 0xf9, 0x0c, 0, 0, 0, 0, 0, 0],
+                "RESET_REG"
+            );
+            assert_eq!(f[128], 0x06, "RESET_VALUE");
+            assert_eq!(u16_at(f, 129), 0, "ARM_BOOT_ARCH");
+            let facs = u64_at(f, 132);
+            assert!(facs > RSDP_ADDR && facs < TABLES_END, "X_FIRMWARE_CTRL");
+            assert_eq!(
+                u64_at(f, 140),
+                t.dsdt.as_ptr() as u64 - blob.as_ptr() as u64 + RSDP_ADDR
+            );
+            assert_eq!(
+                &f[148..160],
+                &[1, 32, 0, 2, 0x00, 0x06, 0, 0, 0, 0, 0, 0],
+                "X_PM1a_EVT_BLK"
+            );
+            assert_eq!(&f[160..172], &[0; 12], "X_PM1b_EVT_BLK");
+            assert_eq!(
+                &f[172..184],
+                &[1, 16, 0, 2, 0x04, 0x06, 0, 0, 0, 0, 0, 0],
+                "X_PM1a_CNT_BLK"
+            );
+            assert_eq!(
+                &f[184..276],
+                &[0; 92],
+                "PM1b..GPE1, sleep registers, hypervisor ID"
+            );
+        }
+    }
+
+    #[test]
+    fn acpi_fadt_other_ports() {
+        let mut s = spec(1);
+        s.pm1a_evt_port = 0xb000;
+        s.pm1a_cnt_port = 0xb004;
+        s.reset_port = 0x64;
+        let blob = build(&s, RSDP_ADDR).unwrap();
+        let f = parse(&blob, RSDP_ADDR).fadt;
+        assert_eq!(u32_at(f, 56), 0xb000);
+        assert_eq!(u64_at(f, 148 + 4), 0xb000);
+        assert_eq!(u32_at(f, 64), 0xb004);
+        assert_eq!(u64_at(f, 172 + 4), 0xb004);
+        assert_eq!(u64_at(f, 116 + 4), 0x64);
+    }
+
+    #[test]
+    fn acpi_madt_entries() {
+        for legacy_pic in [true, false] {
+            let mut s = spec(4);
+            s.cpus = vec![3, 0, 7, 9];
+            s.ioapic_id = 2;
+            s.legacy_pic = legacy_pic;
+            let blob = build(&s, RSDP_ADDR).unwrap();
+            let m = parse(&blob, RSDP_ADDR).madt;
+            assert_eq!(m[8], 5, "MADT revision");
+            assert_eq!(u32_at(m, 36), 0xfee0_0000);
+            assert_eq!(u32_at(m, 40), u32::from(legacy_pic), "PCAT_COMPAT");
+            let entries = madt_entries(m);
+            let lapics: Vec<_> = entries.iter().filter(|(t, _)| *t == 0).collect();
+            assert_eq!(lapics.len(), 4);
+            for (i, (_, e)) in lapics.iter().enumerate() {
+                assert_eq!(e[2] as usize, i, "processor UID");
+                assert_eq!(e[3], s.cpus[i], "APIC ID");
+                assert_eq!(u32_at(e, 4), 1, "enabled");
+            }
+            let rest: Vec<_> = entries[4..].iter().map(|(_, e)| e.clone()).collect();
+            assert_eq!(
+                rest,
+                vec![
+                    vec![1, 12, 2, 0, 0x00, 0x00, 0xc0, 0xfe, 0, 0, 0, 0],
+                    vec![2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0x00],
+                    vec![4, 6, 0xff, 0, 0, 1],
+                ]
+            );
+            // No IRQ0 override: berth routes ISA IRQ n to pin n.
+            assert!(!entries.iter().any(|(t, e)| *t == 2 && e[3] == 0));
+        }
+    }
+
+    #[test]
+    fn acpi_madt_one_lapic_per_cpu() {
+        for n in [1, 2, 4, 254] {
+            let mut s = spec(n);
+            s.cpus = (0..n).map(|i| ((i * 7 + 3) % 255) as u8).collect();
+            let blob = build(&s, RSDP_ADDR).unwrap();
+            let entries = madt_entries(parse(&blob, RSDP_ADDR).madt);
+            let ids: Vec<u8> = entries
+                .iter()
+                .filter(|(t, _)| *t == 0)
+                .map(|(_, e)| e[3])
+                .collect();
+            assert_eq!(ids, s.cpus, "{n} CPUs");
+            assert_eq!(entries.len(), n + 3);
+        }
+    }
+
+    #[test]
+    fn acpi_s5_bytes() {
+        assert_eq!(aml_s5().unwrap(), S5_AML);
+        // PkgLength 8 = itself, NumElements and the six element bytes.
+        assert_eq!(S5_AML[6] as usize, S5_AML.len() - 6);
+    }
+
+    #[test]
+    fn acpi_dsdt_matches_iasl() {
+        assert_eq!(dsdt_aml().unwrap(), IASL_DSDT_BODY);
+        let blob = build(&spec(1), RSDP_ADDR).unwrap();
+        let d = parse(&blob, RSDP_ADDR).dsdt;
+        assert_eq!(d[8], 2, "DSDT revision");
+        assert_eq!(&d[36..], &IASL_DSDT_BODY);
+        assert!(d.windows(S5_AML.len()).any(|w| w == S5_AML));
+    }
+
+    #[test]
+    fn acpi_aml_encodings() {
+        assert_eq!(pkg_length(0).unwrap(), [1]);
+        assert_eq!(pkg_length(0x3e).unwrap(), [0x3f]);
+        // 0x3f + 2 = 0x41: lead 0x41 (1 following byte, low nibble 1), 0x04.
+        assert_eq!(pkg_length(0x3f).unwrap(), [0x41, 0x04]);
+        assert_eq!(pkg_length(0xffd).unwrap(), [0x4f, 0xff]);
+        assert_eq!(pkg_length(0xffe).unwrap(), [0x81, 0x00, 0x01]);
+        assert_eq!(pkg_length(0xf_fffc).unwrap(), [0x8f, 0xff, 0xff]);
+        assert_eq!(pkg_length(0xf_fffd).unwrap(), [0xc1, 0x00, 0x00, 0x01]);
+        assert_eq!(pkg_length(0xfff_fffb).unwrap(), [0xcf, 0xff, 0xff, 0xff]);
+        assert!(matches!(pkg_length(0xfff_fffc), Err(AcpiError::TooLarge { .. })));
+        assert_eq!(aml_integer(0), [0x00]);
+        assert_eq!(aml_integer(1), [0x01]);
+        assert_eq!(aml_integer(5), [0x0a, 5]);
+        assert_eq!(aml_integer(0x3f8), [0x0b, 0xf8, 0x03]);
+        assert_eq!(aml_integer(0x1_0000), [0x0c, 0, 0, 1, 0]);
+        assert_eq!(aml_integer(1 << 32), [0x0e, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(eisa_id(b"PNP0501"), 0x0105_d041);
+        assert_eq!(eisa_id(b"PNP0A03"), 0x030a_d041);
+    }
+
+    #[test]
+    fn acpi_shared_constants_match_device() {
+        use crate::devices::acpi_pm;
+        assert_eq!(u16::from(S5_SLP_TYP), acpi_pm::S5_SLP_TYP);
+        assert_eq!(RESET_VALUE & acpi_pm::RESET_BIT, acpi_pm::RESET_BIT);
+        assert_eq!(u64::from(PM1_EVT_LEN), acpi_pm::PM1_EVT_LEN);
+        assert_eq!(u64::from(PM1_CNT_LEN), acpi_pm::PM1_CNT_LEN);
+    }
+
+    #[test]
+    fn acpi_deterministic_and_relocatable() {
+        let s = spec(8);
+        assert_eq!(build(&s, RSDP_ADDR).unwrap(), build(&spec(8), RSDP_ADDR).unwrap());
+        // Another 16-byte aligned base: only pointers, padding before the
+        // FACS and checksums change; every pointer is still consistent.
+        for base in [RSDP_ADDR + 0x10, RSDP_ADDR + 0x30, 0x9_0000] {
+            let blob = build(&s, base).unwrap();
+            let t = parse(&blob, base);
+            assert_eq!(u64_at(t.rsdp, 24), base + 40);
+            assert_eq!(madt_entries(t.madt).len(), 8 + 3);
+        }
+    }
+
+    #[test]
+    fn acpi_errors() {
+        assert!(matches!(build(&spec(0), RSDP_ADDR), Err(AcpiError::NoCpus)));
+        let mut s = spec(1);
+        s.cpus = (0..255).collect();
+        assert!(matches!(
+            build(&s, RSDP_ADDR),
+            Err(AcpiError::TooManyCpus { count: 255 })
+        ));
+        s.cpus = vec![0, 1, 0xff];
+        assert!(matches!(
+            build(&s, RSDP_ADDR),
+            Err(AcpiError::BroadcastApicId { index: 2 })
+        ));
+        s.cpus = vec![0, 5, 5];
+        assert!(matches!(
+            build(&s, RSDP_ADDR),
+            Err(AcpiError::DuplicateApicId {
+                id: 5,
+                first: 1,
+                second: 2
+            })
+        ));
+        for off in [1, 4, 8] {
+            assert!(matches!(
+                build(&spec(1), RSDP_ADDR + off),
+                Err(AcpiError::Misaligned { .. })
+            ));
+        }
+        let err = build(&spec(254), TABLES_END - 0x400).unwrap_err();
+        assert!(matches!(err, AcpiError::PastTablesEnd { .. }), "{err}");
+        assert!(err.to_string().contains("0xf0000"), "{err}");
+        assert!(matches!(
+            build(&spec(1), TABLES_END),
+            Err(AcpiError::PastTablesEnd { .. })
+        ));
+        assert!(matches!(
+            build(&spec(1), u64::MAX - 15),
+            Err(AcpiError::PastTablesEnd { .. })
+        ));
+
+        let mut s = spec(1);
+        s.pm1a_evt_port = 0;
+        assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::BadPort { .. })));
+        let mut s = spec(1);
+        s.pm1a_cnt_port = 0xffff;
+        assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::BadPort { .. })));
+        let mut s = spec(1);
+        s.pm1a_cnt_port = 0x603;
+        assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::PortOverlap { .. })));
+        let mut s = spec(1);
+        s.reset_port = 0x605;
+        assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::PortOverlap { .. })));
+        // Adjacent blocks are fine.
+        let mut s = spec(1);
+        s.reset_port = 0x606;
+        assert!(build(&s, RSDP_ADDR).is_ok());
+    }
+
+    #[test]
+    fn acpi_max_cpus_fit_with_room() {
+        let blob = build(&spec(MAX_CPUS), RSDP_ADDR).unwrap();
+        assert!(blob.len() < 0x1000, "{} bytes", blob.len());
+    }
+
+    #[test]
+    fn acpi_write_and_scan_like_linux() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let s = spec(4);
+        write(&s, &mem, RSDP_ADDR).unwrap();
+        let mut image = vec![0u8; 0x2_0000];
+        mem.read_slice(&mut image, GuestAddress(0xe0000)).unwrap();
+        // Linux scans 0xe0000..0x100000 on 16-byte boundaries for a valid
+        // RSDP (signature and the 20-byte checksum).
+        let found = (0..image.len() - 36)
+            .step_by(16)
+            .find(|&a| &image[a..a + 8] == b"RSD PTR " && sum(&image[a..a + 20]) == 0)
+            .expect("RSDP found");
+        assert_eq!(found as u64 + 0xe0000, RSDP_ADDR);
+        let t = parse(&image[found..], RSDP_ADDR);
+        assert_eq!(madt_entries(t.madt).len(), 4 + 3);
+    }
+
+    #[test]
+    fn acpi_write_outside_memory_fails() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+        assert!(matches!(
+            write(&spec(1), &mem, RSDP_ADDR),
+            Err(AcpiError::Memory { addr: RSDP_ADDR, .. })
+        ));
+    }
+}

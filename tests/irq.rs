@@ -1,0 +1,358 @@
+//! The interrupt fabric, proven from inside the guest: the probe raises each
+//! GSI named on its command line through irq-lines and reports which vector
+//! arrived on which CPU; this test computes what should arrive from the plan
+//! (`berth plan --format json`) alone and compares.
+//!
+//! IOAPIC pins are programmed by the probe: pin P → vector 0x30 + P,
+//! destination = the P-th online CPU (mod N), in MP-table order.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn plan_of(file: &str) -> Value {
+    let mut c = berth();
+    c.args(["plan", "--format", "json", file]);
+    let o = run_with_limit(c, LIMIT);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    serde_json::from_str(&t[..t.rfind("plan-sha256:").unwrap()]).unwrap()
+}
+
+fn hexnum(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap(),
+        Value::Number(n) => n.as_u64().unwrap(),
+        _ => panic!("not a number: {v}"),
+    }
+}
+
+/// `probe.KEY=` value from the plan's command line.
+fn opt<'a>(plan: &'a Value, key: &str) -> Option<&'a str> {
+    plan["kernel"]["cmdline"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix(&format!("probe.{key}=")))
+}
+
+/// (vector, apic) expected for a GSI, or None if no route reaches a CPU.
+fn expected(plan: &Value, gsi: u64) -> Option<(u64, u64)> {
+    let apics: Vec<u64> = plan["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["apic_id"].as_u64().unwrap())
+        .collect();
+    let routes: Vec<&Value> = plan["irqchip"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["gsi"].as_u64() == Some(gsi))
+        .collect();
+    for r in &routes {
+        match r["type"].as_str().unwrap() {
+            "msi" => return Some((hexnum(&r["vector"]), r["dest_apic_id"].as_u64().unwrap())),
+            "irqchip" if r["chip"] == "ioapic" => {
+                let pin = r["pin"].as_u64().unwrap();
+                return Some((0x30 + pin, apics[pin as usize % apics.len()]));
+            }
+            "berth-ioapic" => {
+                let pin = r["pin"].as_u64().unwrap();
+                return Some((0x30 + pin, apics[pin as usize % apics.len()]));
+            }
+            _ => {} // PIC pins: the probe masks the 8259s.
+        }
+    }
+    None
+}
+
+struct Run {
+    out: String,
+    err: String,
+    code: Option<i32>,
+}
+
+fn boot(file: &std::path::Path, extra: &[&str]) -> Run {
+    guests();
+    let mut c = berth();
+    c.arg("run").arg("--stats").args(extra).arg(file);
+    let o = run_with_limit(c, LIMIT);
+    Run {
+        out: stdout(&o),
+        err: stderr(&o),
+        code: o.status.code(),
+    }
+}
+
+fn stat(err: &str, prefix: &str) -> u64 {
+    err.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.split_whitespace().next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// sha256 of the recorder's write sequence, computed independently.
+fn recorder_digest(records: impl Iterator<Item = (u64, u8, u64)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (off, size, val) in records {
+        h.update(off.to_le_bytes());
+        h.update([size]);
+        h.update(val.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks one configuration's whole report against its plan.
+fn check_config(name: &str, extra: &[&str]) -> Run {
+    guests();
+    let file = format!("configs/{name}.toml");
+    let plan = plan_of(&file);
+    let r = boot(std::path::Path::new(&file), extra);
+    assert_eq!(r.code, Some(1), "{name}: exit {:?}\n{}\n{}", r.code, r.out, r.err);
+    let lines: Vec<&str> = r.out.lines().collect();
+    let n = plan["cpus"].as_array().unwrap().len();
+
+    // SMP: every planned CPU came online.
+    for c in plan["cpus"].as_array().unwrap() {
+        let l = format!("probe: cpu apic={} online", c["apic_id"]);
+        assert!(lines.contains(&l.as_str()), "{name}: missing `{l}`\n{}", r.out);
+    }
+    assert!(
+        lines.contains(&format!("probe: smp online={n}").as_str()),
+        "{name}\n{}",
+        r.out
+    );
+
+    // Every planned route arrived on its vector and CPU, exactly once.
+    let gsis: Vec<u64> = opt(&plan, "gsi")
+        .unwrap()
+        .split(',')
+        .map(|g| g.parse().unwrap())
+        .collect();
+    for g in &gsis {
+        let got: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&format!("probe: gsi={g} ")))
+            .collect();
+        match expected(&plan, *g) {
+            Some((v, a)) => {
+                assert_eq!(
+                    got,
+                    vec![format!("probe: gsi={g} vector={v:#04x} apic={a}")],
+                    "{name}: GSI {g}\n{}",
+                    r.out
+                )
+            }
+            None => assert_eq!(got, vec![format!("probe: gsi={g} missing")], "{name}: GSI {g}"),
+        }
+    }
+    // Nothing unplanned arrived.
+    assert!(lines.contains(&"probe: interrupts stray=0"), "{name}\n{}", r.out);
+    assert!(!r.out.contains("exception"), "{name}\n{}", r.out);
+
+    // Level-triggered: re-fired while the line stayed high after EOI.
+    let level: u64 = opt(&plan, "level").unwrap().parse().unwrap();
+    let fired: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("probe: level gsi={level} fired=")))
+        .unwrap_or_else(|| panic!("{name}: no level line\n{}", r.out))
+        .parse()
+        .unwrap();
+    if host_is_pvm() {
+        // PVM emulates the handler's EOI, and the EOI reaches the IOAPIC as
+        // a deferred vCPU request, not at the write: KVM's in-kernel IOAPIC
+        // always delivers once more after the line was lowered (3), berth's
+        // (split mode) sometimes (the EOI exit races the line change). It
+        // re-fired while high, and it stopped: that is what this checks here.
+        assert!((2..=3).contains(&fired), "{name}: level fired {fired}");
+    } else {
+        assert_eq!(fired, 2, "{name}: level fired {fired}");
+    }
+    if plan["irqchip"]["mode"] == "split" {
+        assert!(
+            stat(&r.err, "stats: exit ioapic-eoi ") >= 2,
+            "{name}: EOIs reached berth's IOAPIC\n{}",
+            r.err
+        );
+    }
+
+    // Recorder: all N writes, in order, though far fewer MMIO exits.
+    let records: u64 = opt(&plan, "records").unwrap().parse().unwrap();
+    let want = recorder_digest((0..records).map(|i| ((4 * i) % 4096, 4, i)));
+    let rec = r
+        .err
+        .lines()
+        .find(|l| l.starts_with("stats: recorder recorder@0xd0000000 "))
+        .unwrap();
+    assert_eq!(
+        rec,
+        format!("stats: recorder recorder@0xd0000000 writes {records} sha256 {want}"),
+        "{name}"
+    );
+    // Writes that exited instead of going through the ring (KVM falls back
+    // to an exit when the ring is full) are the recorder's writes minus its
+    // zone's ring entries.
+    let entries = stat(
+        &r.err,
+        "stats: coalesced mmio 0xd0000000 device recorder@0xd0000000 entries ",
+    );
+    let mmio_exits = records - entries.min(records);
+    assert!(
+        mmio_exits * 10 < records,
+        "{name}: {mmio_exits} MMIO exits for {records} coalesced writes"
+    );
+    assert!(
+        stat(&r.err, "stats: exit mmio-write ") < records / 5,
+        "{name}\n{}",
+        r.err
+    );
+    let pio: u64 = opt(&plan, "pio_records").unwrap().parse().unwrap();
+    let want = recorder_digest((0..pio).map(|i| (0, 1, i & 0xff)));
+    assert!(
+        r.err.contains(&format!(
+            "stats: recorder recorder@0x80 writes {pio} sha256 {want}"
+        )),
+        "{name}\n{}",
+        r.err
+    );
+    let coalesced = stat(&r.err, "stats: exit coalesced ");
+    assert!(
+        coalesced + mmio_exits >= records,
+        "{name}: ring entries {coalesced}"
+    );
+
+    // Doorbell: ioeventfd + irqfd, MSI on the planned vector/CPU.
+    let bell = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "doorbell")
+        .unwrap();
+    let l = format!(
+        "probe: doorbell vector={:#04x} apic={}",
+        hexnum(&bell["vector"]),
+        bell["dest_apic_id"]
+    );
+    assert!(lines.contains(&l.as_str()), "{name}: `{l}`\n{}", r.out);
+    r
+}
+
+#[test]
+fn kernel_irqchip_1_2_4_vcpus() {
+    for n in [1, 2, 4] {
+        check_config(&format!("irq-kernel-{n}"), &[]);
+    }
+}
+
+#[test]
+fn split_irqchip_1_2_4_vcpus() {
+    for n in [1, 2, 4] {
+        check_config(&format!("irq-split-{n}"), &[]);
+    }
+}
+
+#[test]
+fn split_irqchip_without_signal_msi_uses_cached_routes() {
+    let r = check_config("irq-split-4", &["--disable-cap", "SIGNAL_MSI"]);
+    assert_eq!(stat(&r.err, "stats: irq msi-signaled "), 0);
+    assert!(stat(&r.err, "stats: irq msi-via-route ") >= 5, "{}", r.err);
+}
+
+#[test]
+fn removing_a_route_makes_the_guest_report_it_missing() {
+    guests();
+    let dir = TempDir::new("noroute");
+    let text = std::fs::read_to_string(repo().join("configs/irq-kernel-2.toml"))
+        .unwrap()
+        .replace("../guests/probe.elf", &guest("probe").display().to_string());
+    // GSI 40's pin route: nothing else claims GSI 40 once it is gone.
+    let cut = text.replace("[[irq_route]]\ngsi = 40\nchip = \"ioapic\"\npin = 7\n", "");
+    assert_ne!(cut, text, "the route to remove is in the file");
+    let f = dir.write("irq.toml", &cut);
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}", r.err);
+    assert!(r.out.contains("probe: gsi=40 missing"), "{}", r.out);
+    assert!(r.out.contains("probe: gsi=24 vector=0x41 apic=1"), "{}", r.out);
+
+    // Removing MSI route 25 frees GSI 25, and the plan's allocator (lowest
+    // free first) hands it to the doorbell: the guest sees exactly that.
+    let cut = text.replace("[[msi_route]]\ngsi = 25\ndest_apic_id = 1\nvector = 0x42\n", "");
+    let f = dir.write("irq25.toml", &cut);
+    let plan = plan_of(f.to_str().unwrap());
+    let bell = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "doorbell")
+        .unwrap();
+    assert_eq!(bell["gsi"], 25);
+    let r = boot(&f, &[]);
+    assert!(r.out.contains("probe: gsi=25 vector=0x61 apic=0"), "{}", r.out);
+}
+
+#[test]
+fn level_pin_on_an_ap_in_split_mode() {
+    // The level pin routed to an AP (pin 11 → APIC 3 of 4). On hardware KVM
+    // the AP's EOI write exits, KVM reports KVM_EXIT_IOAPIC_EOI and berth's
+    // IOAPIC re-fires the still-high line. On PVM the EOI is emulated and the
+    // AP halts before KVM looks at its pending EOI exit (KVM does not wake a
+    // halted vCPU for it), so the IOAPIC never hears of the EOI.
+    guests();
+    let dir = TempDir::new("aplevel");
+    let text = std::fs::read_to_string(repo().join("configs/irq-split-4.toml"))
+        .unwrap()
+        .replace("probe.level=12", "probe.level=11")
+        .replace("../guests/probe.elf", &guest("probe").display().to_string());
+    let f = dir.write("ap.toml", &text);
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}", r.err);
+    assert!(
+        r.out
+            .contains("probe: ioapic pin=11 vector=0x3b dest=3 trigger=level"),
+        "{}",
+        r.out
+    );
+    let want = if host_is_pvm() {
+        "probe: level gsi=11 fired=1"
+    } else {
+        "probe: level gsi=11 fired=2"
+    };
+    assert!(r.out.contains(want), "{}", r.out);
+}
+
+#[test]
+fn plan_shows_the_full_routing_table() {
+    guests();
+    let plan = plan_of("configs/irq-kernel-4.toml");
+    let routes = plan["irqchip"]["routes"].as_array().unwrap();
+    let mut by_source: BTreeMap<String, usize> = BTreeMap::new();
+    for r in routes {
+        *by_source
+            .entry(r["source"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    // 16 PIC + 24 IOAPIC standard pin routes, the file's 1 pin + 3 MSI routes, the doorbell's.
+    assert_eq!(by_source["pc"], 40, "{by_source:?}");
+    assert_eq!(by_source["irq_route[0]"], 1);
+    assert_eq!(by_source["device doorbell@0xd0001000"], 1);
+    let gsis: Vec<u64> = routes.iter().map(|r| r["gsi"].as_u64().unwrap()).collect();
+    let mut sorted = gsis.clone();
+    sorted.sort();
+    assert_eq!(gsis, sorted, "routes sorted by GSI");
+    // The doorbell got the lowest free GSI after 0..23 and the file's 24, 25, 26.
+    let bell = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "doorbell")
+        .unwrap();
+    assert_eq!(bell["gsi"], 27);
+}
