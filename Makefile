@@ -1,7 +1,9 @@
 # berth — the two set-up commands are `make run` and `make test`.
 #   make         build berth (release) and the guests
 #   make run     boot configs/default.toml with the probe guest
-#   make test    every test: lint, unit, integration (real KVM), golden plans
+#   make test    every test: lint, unit, integration (real KVM), golden plans,
+#                the Linux smoke test (fetches Debian's kernel once, cached)
+#   make linux-smoke  just the Linux smoke test
 #   make check   rustfmt + clippy -D warnings
 #   make golden  rewrite configs/golden/*.plan from the current code
 #   make bench   start-up benchmarks (see benches/README.md)
@@ -9,7 +11,10 @@
 CARGO ?= cargo
 BERTH := target/release/berth
 
-.PHONY: all guests berth run test check golden clean
+.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke
+
+# The real-kernel unit tests (bzImage zero page, PVH start_info) read these.
+LINUX_ENV := BERTH_LINUX_BZIMAGE=$(CURDIR)/target/linux/vmlinuz BERTH_LINUX_VMLINUX=$(CURDIR)/target/linux/vmlinux
 
 all: guests berth
 
@@ -28,10 +33,17 @@ check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: guests check
-	$(CARGO) test --all-targets
+test: guests linux-fetch check
+	$(LINUX_ENV) $(CARGO) test --all-targets
 
-golden: guests
+linux-fetch:
+	sh tests/linux/fetch.sh
+
+linux-smoke: guests linux-fetch
+	$(LINUX_ENV) $(CARGO) test --lib real_ -- --nocapture
+	$(CARGO) test --test linux -- --nocapture
+
+golden: guests linux-fetch
 	BERTH_BLESS=1 $(CARGO) test --test golden
 
 clean:

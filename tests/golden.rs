@@ -10,6 +10,7 @@ use berth::plan::dump;
 #[test]
 fn every_config_matches_its_golden_plan() {
     common::guests();
+    common::linux_artifacts();
     let root = common::repo();
     let bless = std::env::var_os("BERTH_BLESS").is_some();
     let mut names: Vec<_> = std::fs::read_dir(root.join("configs"))

@@ -123,7 +123,7 @@ impl Write for Refuse {
 pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Bytes of guest output buffered between the vCPU and the output.
-pub const OUTPUT_BUFFER: usize = 1 << 20;
+pub const OUTPUT_BUFFER: usize = 256 << 10;
 
 #[derive(Default)]
 struct Pending {

@@ -40,6 +40,26 @@ pub fn guest(name: &str) -> PathBuf {
     repo().join("guests").join(format!("{name}.elf"))
 }
 
+static LINUX: Once = Once::new();
+
+/// Fetches the Debian kernel, its vmlinux and the initramfs (once per test
+/// binary; cached outside the repo by tests/linux/fetch.sh).
+pub fn linux_artifacts() {
+    LINUX.call_once(|| {
+        let st = Command::new("sh")
+            .arg("tests/linux/fetch.sh")
+            .current_dir(repo())
+            .status()
+            .expect("run fetch.sh");
+        assert!(st.success(), "tests/linux/fetch.sh failed");
+    });
+}
+
+/// Where fetch.sh links the Linux artifacts.
+pub fn linux_dir() -> PathBuf {
+    repo().join("target/linux")
+}
+
 /// Whether this host's KVM is PVM (CPL0 emulated).
 pub fn host_is_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()

@@ -1,0 +1,335 @@
+//! Hostile guests, signals, timeouts, panics and limits: every outcome is
+//! defined, nothing hangs, nothing is left behind. Guests are in guests/test/.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn machine_file(dir: &TempDir, guest_name: &str, vcpus: u32, extra: &str) -> std::path::PathBuf {
+    dir.write(
+        &format!("{guest_name}-{vcpus}.toml"),
+        &machine(&guest(guest_name), vcpus, extra),
+    )
+}
+
+fn spawn(args: &[&str], file: &std::path::Path, env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.current_dir(repo()).arg("run").args(args).arg(file);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn berth")
+}
+
+/// Reads stdout lines until one contains `want` (or fails after `limit`);
+/// returns the lines read so far and the rest of the stream's reader.
+fn wait_for_line(
+    child: &mut Child,
+    want: &str,
+    limit: Duration,
+) -> (Vec<String>, BufReader<std::process::ChildStdout>) {
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            panic!("stdout closed before `{want}`: {lines:?}");
+        }
+        lines.push(l.trim_end().to_string());
+        if l.contains(want) {
+            return (lines, r);
+        }
+        assert!(start.elapsed() < limit, "no `{want}` within {limit:?}");
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (s.code(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("berth still running {limit:?} after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn kill(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process by pid.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn sigterm_stops_spinning_vcpus_within_a_second() {
+    guests();
+    let dir = TempDir::new("spin");
+    let f = machine_file(&dir, "spin", 2, "");
+    let mut child = spawn(&["--stats"], &f, &[]);
+    let (lines, mut rest) = wait_for_line(&mut child, "spin: ready", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    kill(&child, libc::SIGTERM);
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(code, Some(143));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        "spin: ready",
+        "the last serial line made it out"
+    );
+    let mut tail = String::new();
+    rest.read_to_string(&mut tail).unwrap();
+    let err = stderr_of(&mut child);
+    assert!(!err.contains("did not stop"), "{err}");
+    for v in 0..2 {
+        assert!(
+            err.contains(&format!("stats: vcpu{v} exit")),
+            "every vCPU thread reported (joined)\n{err}"
+        );
+    }
+}
+
+#[test]
+fn sigint_stops_a_guest_halted_with_interrupts_off() {
+    guests();
+    let dir = TempDir::new("halt");
+    let f = machine_file(&dir, "halt", 1, "");
+    let mut child = spawn(&[], &f, &[]);
+    wait_for_line(&mut child, "halt: ready", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    kill(&child, libc::SIGINT);
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(code, Some(130));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn timeout_ends_a_halted_guest_with_exit_6_and_vcpu_states() {
+    guests();
+    let dir = TempDir::new("timeout");
+    for (args, extra) in [
+        (vec!["--timeout", "2s"], ""),
+        (vec![], "\n[machine]\ntimeout = \"2s\"\n"),
+    ] {
+        // [machine] is already in the file: put timeout there via replace.
+        let text = machine(&guest("halt"), 2, "");
+        let text = if extra.is_empty() {
+            text
+        } else {
+            text.replace("vcpus = 2", "vcpus = 2\ntimeout = \"2s\"")
+        };
+        let f = dir.write("t.toml", &text);
+        let start = Instant::now();
+        let mut c = berth();
+        c.arg("run").args(&args).arg(&f);
+        let o = run_with_limit(c, Duration::from_secs(20));
+        let took = start.elapsed();
+        assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        let err = stderr(&o);
+        assert!(err.contains("timeout: the VM ran longer than 2000 ms"), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("vcpu0: rip 0x") && l.contains("halted") && l.contains("interrupts off")),
+            "{err}"
+        );
+        assert!(
+            err.contains("vcpu1: rip 0x") && err.contains("waiting for INIT/SIPI"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn triple_fault_exits_4_with_one_line_reason() {
+    guests();
+    let dir = TempDir::new("triple");
+    let f = machine_file(&dir, "triple", 1, "");
+    let mut c = berth();
+    c.arg("run").arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = stderr(&o);
+    let first = err.lines().find(|l| l.starts_with("berth: ")).unwrap();
+    assert!(
+        first.contains("triple fault") || first.contains("internal error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn emulation_failure_is_reported_not_hung() {
+    guests();
+    let dir = TempDir::new("cx16");
+    let f = machine_file(&dir, "cmpxchg16b", 1, "");
+    let start = Instant::now();
+    let mut c = berth();
+    c.arg("run").arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    let err = stderr(&o);
+    if host_is_pvm() {
+        assert_eq!(o.status.code(), Some(4), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.contains("suberror 1 (emulation failure)"), "{err}");
+        assert!(
+            err.contains("instruction bytes f0 48 0f c7"),
+            "decoded lock cmpxchg16b: {err}"
+        );
+        assert!(err.contains("rip=0x") && err.contains("cr3="), "registers: {err}");
+    } else {
+        // Hardware runs it; the guest reports and exits with value 0x10.
+        assert_eq!(o.status.code(), Some(33), "{err}");
+    }
+}
+
+#[test]
+fn port_and_mmio_sweep_keeps_running_with_bounded_logs() {
+    guests();
+    let dir = TempDir::new("ports");
+    let f = machine_file(&dir, "ports", 1, "");
+    let mut c = berth();
+    c.env("BERTH_LOG", "debug").arg("run").arg("--stats").arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(120));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.contains("ports: done"), "{out}");
+    assert!(
+        out.contains("ports: non-ff mmio=0"),
+        "unmapped MMIO reads are all-ones: {out}"
+    );
+    // The only ports that answer are KVM's in-kernel PIC/PIT/ELCR and berth's
+    // ACPI PM block; everything else reads all-ones.
+    let answering: Vec<u16> = vec![
+        0x20, 0x21, 0x40, 0x41, 0x42, 0x43, 0xa0, 0xa1, 0x4d0, 0x4d1, 0x600, 0x601, 0x602, 0x603, 0x604,
+        0x605,
+    ];
+    for l in out.lines().filter_map(|l| l.strip_prefix("ports: port ")) {
+        let port = u16::from_str_radix(l.split('=').next().unwrap().trim_start_matches("0x"), 16).unwrap();
+        assert!(answering.contains(&port), "port {port:#x} answered: {l}");
+    }
+    let unhandled = err.lines().find(|l| l.starts_with("stats: unhandled")).unwrap();
+    let reads: u64 = unhandled.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        reads > 65_000,
+        "nearly every port read went unclaimed and got all-ones: {unhandled}"
+    );
+    // Debug logging of unclaimed accesses is rate limited.
+    let log_lines = err
+        .lines()
+        .filter(|l| l.contains("unhandled") || l.contains("suppress"))
+        .count();
+    assert!(log_lines < 40, "{log_lines} log lines");
+    assert!(
+        err.lines().count() < 200,
+        "stderr stays bounded: {} lines",
+        err.lines().count()
+    );
+}
+
+#[test]
+fn one_vcpu_ends_the_vm_while_the_others_wait() {
+    guests();
+    let dir = TempDir::new("apspin");
+    let f = machine_file(&dir, "apspin", 4, "");
+    let mut c = berth();
+    c.arg("run").arg("--stats").arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("did not stop"), "{err}");
+    for v in 1..4 {
+        assert!(
+            err.contains(&format!("stats: vcpu{v} exit interrupted")),
+            "vcpu{v} was kicked and joined\n{err}"
+        );
+    }
+}
+
+#[test]
+fn blocked_stdout_never_blocks_a_vcpu() {
+    guests();
+    let dir = TempDir::new("flood");
+    let f = machine_file(&dir, "flood", 1, "");
+    // stdout is a pipe nobody reads: it fills at 64 KiB, berth's buffer
+    // (256 KiB) fills next, then bytes are dropped and counted.
+    let mut child = spawn(&["--stats"], &f, &[]);
+    std::thread::sleep(Duration::from_secs(8));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        .unwrap();
+    assert!(hwm_kib < 64 * 1024, "peak RSS {hwm_kib} KiB");
+    kill(&child, libc::SIGTERM);
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(143));
+    assert!(
+        took < Duration::from_secs(4),
+        "stopping took {took:?} with a blocked stdout"
+    );
+    let err = stderr_of(&mut child);
+    let dropped: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("stats: serial bytes-out "))
+        .and_then(|l| l.split("bytes-dropped ").nth(1))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(dropped > 0, "{err}");
+}
+
+#[test]
+fn a_panic_in_any_thread_ends_berth_promptly() {
+    guests();
+    let dir = TempDir::new("panic");
+    let f = machine_file(&dir, "spin", 2, "");
+    for thread in ["vcpu0", "vcpu1", "serial-out", "main"] {
+        let start = Instant::now();
+        let mut c = berth();
+        c.env("BERTH_TEST_PANIC", thread).arg("run").arg(&f);
+        let o = run_with_limit(c, Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(70), "{thread}: {}", stderr(&o));
+        assert!(start.elapsed() < Duration::from_secs(5), "{thread}");
+        assert!(
+            stderr(&o).contains(&format!("thread {thread} panicked")),
+            "{thread}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn address_space_limit_is_a_host_error() {
+    guests();
+    let mut c = Command::new("prlimit");
+    c.current_dir(repo())
+        .arg(format!("--as={}", 160u64 << 20))
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "configs/default.toml"]);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot map 0x10000000 bytes for memslot 0"),
+        "{}",
+        stderr(&o)
+    );
+}
