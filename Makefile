@@ -6,12 +6,12 @@
 #   make linux-smoke  just the Linux smoke test
 #   make check   rustfmt + clippy -D warnings
 #   make golden  rewrite configs/golden/*.plan from the current code
-#   make bench   start-up benchmarks (see benches/README.md)
+#   make bench   start-up time and memory (benches/README.md)
 
 CARGO ?= cargo
 BERTH := target/release/berth
 
-.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke
+.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench
 
 # The real-kernel unit tests (bzImage zero page, PVH start_info) read these.
 LINUX_ENV := BERTH_LINUX_BZIMAGE=$(CURDIR)/target/linux/vmlinuz BERTH_LINUX_VMLINUX=$(CURDIR)/target/linux/vmlinux
@@ -42,6 +42,9 @@ linux-fetch:
 linux-smoke: guests linux-fetch
 	$(LINUX_ENV) $(CARGO) test --lib real_ -- --nocapture
 	$(CARGO) test --test linux -- --nocapture
+
+bench: all
+	sh benches/startup.sh 30 configs/default.toml
 
 golden: guests linux-fetch
 	BERTH_BLESS=1 $(CARGO) test --test golden

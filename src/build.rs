@@ -139,7 +139,8 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
     // 4. Kernel into RAM: image errors end here, before any VM exists.
     let kernel = boot::load_kernel(config, plan, &mem)?;
-    // 5. Boot structures: command line, zero page, GDT/IDT, page tables, MP table.
+    // 5. Boot structures: command line, the protocol's boot info (zero page,
+    //    hvm_start_info or multiboot info), GDT/IDT, page tables, MP table, ACPI.
     boot::write_boot_structures(plan, &mem, &kernel)?;
     regs::write_tables(plan, &mem)?;
     write_mptable(plan, &mem)?;
