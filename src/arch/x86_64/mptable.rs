@@ -30,6 +30,7 @@
 //! it is backed by guest memory (berth always maps the first MiB), so even
 //! the largest table (255 CPUs, 5,320 bytes) fits.
 
+use super::tables::set_checksum;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 /// Where the floating pointer goes when the whole table fits below
@@ -374,17 +375,6 @@ fn entries(spec: &MpTableSpec) -> Vec<u8> {
         e.extend_from_slice(&[ISA_BUS_ID, 0, ALL_LAPICS, lint]);
     }
     e
-}
-
-/// Sets `bytes[at]` so that all of `bytes` sums to 0 mod 256.
-fn set_checksum(bytes: &mut [u8], at: usize) {
-    if let Some(slot) = bytes.get_mut(at) {
-        *slot = 0;
-    }
-    let sum = bytes.iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
-    if let Some(slot) = bytes.get_mut(at) {
-        *slot = 0u8.wrapping_sub(sum);
-    }
 }
 
 #[cfg(test)]

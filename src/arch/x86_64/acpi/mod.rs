@@ -63,6 +63,7 @@
 //! }
 //! ```
 
+use crate::arch::x86_64::tables::set_checksum;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use super::layout::{COM1_GSI, COM1_LEN, COM1_PORT};
@@ -474,17 +475,6 @@ fn align_up(n: usize, align: usize) -> usize {
 fn facs_padding(rsdp_addr: u64, end: usize) -> usize {
     let addr = rsdp_addr.wrapping_add(end as u64);
     ((FACS_ALIGN - addr % FACS_ALIGN) % FACS_ALIGN) as usize
-}
-
-/// Sets `bytes[at]` so that all of `bytes` sums to 0 mod 256.
-fn set_checksum(bytes: &mut [u8], at: usize) {
-    if let Some(slot) = bytes.get_mut(at) {
-        *slot = 0;
-    }
-    let sum = bytes.iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
-    if let Some(slot) = bytes.get_mut(at) {
-        *slot = 0u8.wrapping_sub(sum);
-    }
 }
 
 /// Writes `value` at `bytes[at..]`, if it fits (it always does for the fixed
