@@ -139,12 +139,21 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 disable_caps: disable_cap,
             };
             crate::outcome::inject_panic_here();
+            let signals = vmm::Signals::install().map_err(Error::Run)?;
+            let limit = timeout.or(p.machine.timeout_ms);
             let run_opts = vmm::RunOptions {
-                timeout: timeout
-                    .or(p.machine.timeout_ms)
-                    .map(std::time::Duration::from_millis),
+                deadline: limit.map(|ms| {
+                    (
+                        std::time::Instant::now() + std::time::Duration::from_millis(ms),
+                        ms,
+                    )
+                }),
+                signals: signals.clone(),
             };
             loop {
+                if let Some(sig) = signals.pending() {
+                    return Ok(Outcome::Signal(sig).exit_code());
+                }
                 let vm = build::build(&c, &p, &opts).map_err(|e| match e {
                     build::BuildError::Kernel(source) => Error::Kernel {
                         file: c.locate_field("kernel.path"),

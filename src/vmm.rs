@@ -9,7 +9,6 @@ use crate::plan::dump::hex;
 use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VcpuSnapshot, VmMessage, VmShared};
 use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -72,30 +71,48 @@ pub fn boot_digest(vm: &Vm) -> Result<String, String> {
     Ok(hex(&h.finalize()))
 }
 
+/// How often the run loop looks at the signal flag.
+const SIGNAL_POLL: Duration = Duration::from_millis(10);
+
+/// SIGINT/SIGTERM/SIGHUP, caught for the whole process (across restarts):
+/// a handler stores the signal number, the run loop polls it.
+#[derive(Clone, Debug)]
+pub struct Signals(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Signals {
+    /// Registers the handlers (signal-hook's flag: async-signal-safe).
+    pub fn install() -> Result<Signals, String> {
+        let flag = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::flag::register_usize(sig, flag.clone(), sig as usize)
+                .map_err(|e| format!("cannot install the handler for signal {sig}: {e}"))?;
+        }
+        Ok(Signals(flag))
+    }
+
+    /// The first signal received, if any.
+    pub fn pending(&self) -> Option<i32> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n as i32),
+        }
+    }
+}
+
 /// Run options.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// End the VM with [`Outcome::Timeout`] after this long.
-    pub timeout: Option<Duration>,
+    /// End the VM with [`Outcome::Timeout`] at this instant (fixed across
+    /// restarts), with the configured limit in ms for the message.
+    pub deadline: Option<(Instant, u64)>,
+    /// Caught termination signals.
+    pub signals: Signals,
 }
 
 /// Runs the VM to its end.
 pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     install_kick_handler().map_err(|e| format!("cannot install the vCPU kick handler: {e}"))?;
     let (tx, rx) = mpsc::channel::<VmMessage>();
-
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let sig_handle = signals.handle();
-    let sig_tx = tx.clone();
-    let sig_thread = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = sig_tx.send(VmMessage::Outcome(Outcome::Signal(sig)));
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     let shared = Arc::new(VmShared {
         stop: std::sync::atomic::AtomicBool::new(false),
@@ -123,20 +140,26 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     let mut snapshots = BTreeMap::new();
     let mut finished = 0usize;
     let total = handles.len();
-    let deadline = opts.timeout.map(|t| started + t);
-    // Wait for the first outcome (or the deadline).
+    // Wait for the first outcome, a signal, or the deadline.
     while outcome.is_none() {
-        let msg = match deadline {
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok(m) => Ok(m),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let ms = opts.timeout.map_or(0, |t| t.as_millis() as u64);
-                    outcome = Some(Outcome::Timeout(ms));
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
-            },
-            None => rx.recv().map_err(|_| ()),
+        if let Some(sig) = opts.signals.pending() {
+            outcome = Some(Outcome::Signal(sig));
+            break;
+        }
+        let now = Instant::now();
+        if let Some((d, ms)) = opts.deadline {
+            if now >= d {
+                outcome = Some(Outcome::Timeout(ms));
+                break;
+            }
+        }
+        let wait = opts
+            .deadline
+            .map_or(SIGNAL_POLL, |(d, _)| SIGNAL_POLL.min(d - now));
+        let msg = match rx.recv_timeout(wait) {
+            Ok(m) => Ok(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
         };
         match msg {
             Ok(VmMessage::Outcome(o)) => outcome = Some(o),
@@ -181,8 +204,6 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
             std::mem::forget(h);
         }
     }
-    sig_handle.close();
-    let _ = sig_thread.join();
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
 
     let st = &vm.irq.stats;

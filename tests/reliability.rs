@@ -333,3 +333,21 @@ fn address_space_limit_is_a_host_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn sigterm_works_while_the_guest_keeps_rebooting() {
+    guests();
+    let dir = TempDir::new("rebootloop");
+    let text = std::fs::read_to_string(repo().join("configs/default.toml"))
+        .unwrap()
+        .replace("../guests/", &format!("{}/", repo().join("guests").display()))
+        .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
+        .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
+    let f = dir.write("loop.toml", &text);
+    let mut child = spawn(&[], &f, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    kill(&child, libc::SIGTERM);
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(code, Some(143));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}

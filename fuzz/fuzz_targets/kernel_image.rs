@@ -2,7 +2,9 @@
 //! takes with it: `config::parse` of a fixed machine file naming that image
 //! (validation detects the format: bzImage, PVH, multiboot, ELF64), `plan`,
 //! `boot::load_kernel` into a small guest memory (4 MiB at 0) and, when it
-//! loaded, `boot::write_boot_structures`.
+//! loaded, `boot::write_boot_structures`; then the same again with the image
+//! also given as the initrd (initrd placement). `boot::format::detect_bytes`
+//! also runs on the raw bytes.
 //!
 //! berth takes the image by path, so the bytes go to one in-memory file per
 //! process (a memfd, named as `/proc/self/fd/N`; falls back to a file in
@@ -35,15 +37,18 @@ path = "@KERNEL@"
 cmdline = "console=ttyS0"
 "#;
 
+/// The same, with the image as its own initrd.
+const INITRD: &str = "initrd = \"@KERNEL@\"\n";
+
 /// A valid image, written before the fixture's own parse.
 const BOOTSTRAP_IMAGE: &[u8] = include_bytes!("../fixtures/elf64");
 
 struct Fixture {
     machine_file: PathBuf,
     machine_text: String,
+    machine_text_initrd: String,
     mem: GuestMemoryMmap,
     image: File,
-    image_path: PathBuf,
 }
 
 fn fixture() -> &'static Fixture {
@@ -52,7 +57,9 @@ fn fixture() -> &'static Fixture {
         let (image, image_path) = image_file();
         write_image(&image, BOOTSTRAP_IMAGE);
         let machine_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/kernel_image.toml"));
-        let machine_text = MACHINE.replace("@KERNEL@", image_path.to_str().expect("UTF-8 image path"));
+        let image_name = image_path.to_str().expect("UTF-8 image path");
+        let machine_text = MACHINE.replace("@KERNEL@", image_name);
+        let machine_text_initrd = format!("{MACHINE}{INITRD}").replace("@KERNEL@", image_name);
         let cfg = berth::config::parse(&machine_file, &machine_text)
             .unwrap_or_else(|e| panic!("fixture machine file is invalid: {e}"));
         let plan = berth::plan::plan(&cfg);
@@ -60,9 +67,9 @@ fn fixture() -> &'static Fixture {
         Fixture {
             machine_file,
             machine_text,
+            machine_text_initrd,
             mem,
             image,
-            image_path,
         }
     })
 }
@@ -103,37 +110,50 @@ fuzz_target!(|data: &[u8]| {
     let fx = fixture();
     write_image(&fx.image, data);
 
-    // The old first-bytes detector must not panic on any prefix.
-    let _ = berth::boot::detect(&fx.image_path, &data[..data.len().min(64)]);
+    // Format detection on the raw bytes (the first 8 KiB and the whole file).
+    let head = &data[..data.len().min(berth::boot::format::MULTIBOOT_SEARCH)];
+    let detected = berth::boot::format::detect_bytes(head, &mut std::io::Cursor::new(data));
+    if verbose() {
+        eprintln!("detected: {detected:?}");
+    }
 
     // What `berth run` does: validate (detects the format), plan, load.
-    let cfg = match berth::config::parse(&fx.machine_file, &fx.machine_text) {
+    if boot(&fx.machine_file, &fx.machine_text, &fx.mem) {
+        boot(&fx.machine_file, &fx.machine_text_initrd, &fx.mem);
+    }
+});
+
+/// Parses, plans, loads and writes the boot structures; true if it loaded.
+fn boot(machine_file: &Path, machine_text: &str, mem: &GuestMemoryMmap) -> bool {
+    let cfg = match berth::config::parse(machine_file, machine_text) {
         Ok(cfg) => cfg,
         Err(e) => {
             let msg = e.to_string();
             if verbose() {
                 eprintln!("rejected by validation: {msg}");
             }
-            return;
+            return false;
         }
     };
     let plan = berth::plan::plan(&cfg);
-    match berth::boot::load_kernel(&cfg, &plan, &fx.mem) {
+    match berth::boot::load_kernel(&cfg, &plan, mem) {
         Ok(k) => {
             let loaded = format!("{k:?}");
-            let boot = berth::boot::write_boot_structures(&plan, &fx.mem, &k).map_err(|e| e.to_string());
+            let boot = berth::boot::write_boot_structures(&plan, mem, &k).map_err(|e| e.to_string());
             if verbose() {
                 eprintln!("loaded: {loaded}; boot structures: {boot:?}");
             }
+            true
         }
         Err(e) => {
             let msg = e.to_string();
             if verbose() {
                 eprintln!("load failed: {msg}");
             }
+            false
         }
     }
-});
+}
 
 /// BERTH_FUZZ_VERBOSE=1: say what happened to each input (for triage).
 fn verbose() -> bool {

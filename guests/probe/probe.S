@@ -1,45 +1,85 @@
 /*
  * probe.S - a tiny x86-64 guest kernel for the berth micro-VMM.
  *
- * ENTRY CONTRACT (Linux x86-64 64-bit boot protocol, as Firecracker uses for
- * an ELF vmlinux):
- *   - Loaded as an ELF64 executable; PT_LOAD segments at physical 0x100000
- *     (1 MiB) with p_vaddr == p_paddr. Entry point is _start (64-bit code).
- *   - CPU in 64-bit long mode, paging on, first 1 GiB identity mapped with
- *     2 MiB pages (PML4 0x9000, PDPT 0xa000, PD 0xb000), CS = 0x08 (64-bit
- *     code), DS/ES/SS = 0x10 flat, GDT at 0x500, interrupts off, no IDT.
+ * One source, three images (see guests/Makefile), identical code:
+ *   probe.elf            64-bit Linux boot protocol (probe/probe.ld)
+ *   probe-pvh.elf        PVH: also a XEN_ELFNOTE_PHYS32_ENTRY note -> the
+ *                        32-bit entry _start32_pvh (probe/probe-pvh.ld)
+ *   probe-multiboot.elf  multiboot v1: header in the first 8 KiB, entry
+ *                        _start32_mb (probe/probe-multiboot.ld)
+ * The 32-bit entries, their page tables and the header/note live in their
+ * own sections (.text32, .data32, .multiboot, .note.Xen), which probe.ld
+ * discards: probe.elf has neither note nor multiboot header, so berth's
+ * format "auto" boots it as a plain ELF64.
+ *
+ * ENTRY CONTRACTS. Every image: ELF64, PT_LOAD segments at physical 0x100000
+ * (1 MiB) with p_vaddr == p_paddr.
+ *   Linux (_start, 64-bit; as Firecracker boots an ELF vmlinux):
+ *   - 64-bit long mode, paging on, first 1 GiB identity mapped with 2 MiB
+ *     pages (PML4 0x9000, PDPT 0xa000, PD 0xb000), CS = 0x08 (64-bit code),
+ *     DS/ES/SS = 0x10 flat, interrupts off, no IDT.
  *   - %rsi = guest-physical (== virtual) address of struct boot_params
  *     (the "zero page"). Fields used:
+ *         0x0c0  ext_ramdisk_image u32  (high 32 bits of initrd address)
+ *         0x0c4  ext_ramdisk_size  u32  (high 32 bits of initrd size)
  *         0x0c8  ext_cmd_line_ptr  u32  (high 32 bits of command line addr)
  *         0x1e8  e820_entries      u8
+ *         0x218  hdr.ramdisk_image u32  (low 32 bits of initrd address)
+ *         0x21c  hdr.ramdisk_size  u32  (low 32 bits of initrd size)
  *         0x228  hdr.cmd_line_ptr  u32  (low 32 bits of command line addr)
  *         0x2d0  e820_table[]      20-byte packed entries:
  *                                  addr u64, size u64, type u32
- *   - The incoming %rsp is ignored; the probe switches to its own 16 KiB
- *     stack in .bss immediately. Nothing relies on .bss being zeroed: every
- *     variable is cleared or written by code before it is read.
+ *   PVH (_start32_pvh) and multiboot v1 (_start32_mb), 32-bit:
+ *   - 32-bit protected mode, flat segments, paging off, interrupts off.
+ *   - PVH: %ebx = struct hvm_start_info: magic u32 @0, version u32 @4,
+ *     nr_modules u32 @12, modlist_paddr u64 @16 (32-byte entries: paddr u64,
+ *     size u64, cmdline_paddr u64, reserved u64), cmdline_paddr u64 @24,
+ *     rsdp_paddr u64 @32, memmap_paddr u64 @40 and memmap_entries u32 @48
+ *     (version >= 1; 24-byte entries: addr u64, size u64, type u32, u32).
+ *   - multiboot: %eax = 0x2badb002 (not checked), %ebx = struct
+ *     multiboot_info: flags u32 @0, mem_lower/mem_upper u32 @4/@8 (flags
+ *     bit 0), cmdline u32 @16 (bit 2), mods_count/mods_addr u32 @20/@24
+ *     (bit 3; 16-byte entries: mod_start, mod_end, string, reserved),
+ *     mmap_length/mmap_addr u32 @44/@48 (bit 6; entries {u32 size, u64 base,
+ *     u64 len, u32 type}, the next one at +size+4).
+ *   - The header asks for memory info (flags bit 1) and gives the a.out
+ *     kludge address fields (bit 16): the file from .text to the end of
+ *     .data is the image at 0x100000, .bss follows, entry _start32_mb.
+ *   - The 32-bit code loads its own GDT (0x08 64-bit code, 0x10 data),
+ *     the data segments and a stack, then CR4.PAE, CR3 = its own page tables
+ *     (.data32: PML4 -> PDPT -> PD identity-mapping the first 1 GiB with
+ *     2 MiB pages, flags P|RW|PS), EFER.LME, CR0.PG|PE|ET, and far-jumps to
+ *     start64_from32, which joins the Linux path with the protocol and the
+ *     boot information pointer. It never relies on berth's tables at 0x9000.
+ *   Common: the incoming %rsp is ignored; the probe switches to its own
+ *   16 KiB stack in .bss immediately. Nothing relies on .bss being zeroed:
+ *   every variable is cleared or written by code before it is read.
  *
- * WHAT IT DOES, in order (BSP = the CPU that enters at _start):
- *   1. Maps 3..4 GiB (LAPIC, IOAPIC, MMIO test zones) uncached: PDPT[3] (at
- *      0xa018) -> a page directory in .bss of 512 2 MiB pages, flags
- *      P|RW|PWT|PCD|PS (0x9b); reloads CR3. Builds a 256-gate IDT and loads it.
- *   2. Prints the original report: banner, command line, vendor, e820.
+ * WHAT IT DOES, in order (BSP = the CPU that enters at an entry point):
+ *   1. Maps 3..4 GiB (LAPIC, IOAPIC, MMIO test zones) uncached: the PDPT
+ *      that CR3's PML4[0] points at (the VMM's 0xa000 for Linux, its own
+ *      for PVH and multiboot) gets entry 3 -> a page directory in .bss of
+ *      512 2 MiB pages, flags P|RW|PWT|PCD|PS (0x9b); reloads CR3. Builds a
+ *      256-gate IDT and loads it.
+ *   2. Prints the report: banner, protocol, command line, vendor, e820
+ *      (each protocol's memory map), the protocol's boot-module lines.
  *   3. Parses the command line options (see below).
  *   4. Enables the BSP's xAPIC (TPR = 0, SVR = 0x1ff), masks both 8259s,
  *      reads the Intel MP table (floating pointer "_MP_" in 0x9fc00..0xa0000
  *      then 0xf0000..0x100000 on 16-byte boundaries -> "PCMP" table), `sti`.
- *   5. SMP: copies a real-mode trampoline to 0x10000 and starts each other
- *      enabled CPU of the MP table (APIC ID < 16) with INIT-SIPI-SIPI
- *      (vector 0x10), one at a time, waiting up to AP_WAIT loops for each
- *      to come online. The AP goes real -> 32-bit protected (trampoline GDT)
- *      -> long mode (CR3 = 0x9000) -> ap_entry64, enables its LAPIC, loads
- *      the IDT, prints its line, counts itself online, then `sti; hlt`s.
+ *   5. SMP: copies a real-mode trampoline to 0x10000 (with the BSP's CR3
+ *      patched in) and starts each other enabled CPU of the MP table (APIC
+ *      ID < 16) with INIT-SIPI-SIPI (vector 0x10), one at a time, waiting up
+ *      to AP_WAIT loops for each to come online. The AP goes real -> 32-bit
+ *      protected (trampoline GDT) -> long mode (the BSP's page tables) ->
+ *      ap_entry64, enables its LAPIC, loads the IDT, prints its line, counts
+ *      itself online, then `sti; hlt`s.
  *   6. Programs the IOAPIC: pin P -> vector 0x30+P, fixed, physical,
  *      active high, edge (level for probe.level), unmasked, destination =
  *      the P mod N'th online CPU in MP-table order.
  *   7. Runs the optional tests (GSI edges, level re-fire, recorder MMIO
  *      writes, PIO writes, doorbell), prints the stray-interrupt count and
- *      `probe: done`, and exits.
+ *      `probe: done`, and exits the way probe.exit says.
  *
  * COMMAND LINE (tokens separated by bytes <= 0x20; numbers are decimal or
  * 0x-hex and must fit in 32 bits; lists are comma separated; a later token
@@ -56,15 +96,31 @@
  *     probe.pio_records=N
  *     probe.doorbell=ADDR,VALUE  one 32-bit MMIO write; [ADDR, ADDR+4) must
  *                                lie in 0..1 GiB or 3..4 GiB
+ *     probe.exit=debug|acpi|reset  how to end (default debug, see EXIT)
+ *
+ * The command line is the protocol's: cmd_line_ptr | ext_cmd_line_ptr << 32
+ * (Linux), cmdline_paddr (PVH), cmdline if flags bit 2 (multiboot; else 0).
  *
  * OUTPUT (COM1, 8250 UART at I/O port 0x3f8; every line ends in a bare "\n";
  * hex is lowercase and zero padded; [..] lines are conditional):
  *     probe: berth probe v1
+ *     probe: protocol <linux|pvh|multiboot>
  *     probe: cmdline "<command line bytes verbatim, at most 1023 bytes>"
  *     probe: vendor <12-char CPUID leaf 0 vendor string>
  *     probe: e820 count=<decimal count, clamped to 128>
  *     probe: e820 addr=0x<16 hex> size=0x<16 hex> type=<decimal type>
- *         (one line per e820 entry, in table order)
+ *         (one line per memory map entry, in table order)
+ *    [probe: initrd start=0x<16 hex> size=0x<16 hex>]          (Linux, if
+ *         ramdisk_image | ext_ramdisk_image << 32 is non-zero)
+ *    [probe: pvh rsdp=0x<16 hex> modules=<nr_modules>]          (PVH)
+ *    [probe: module start=0x<16 hex> end=0x<16 hex>]            (PVH, per
+ *         module: paddr, paddr + size)
+ *    [probe: multiboot mem_lower=<dec> mem_upper=<dec> mods=<dec>] (multiboot;
+ *         0 where the flags bit is clear)
+ *    [probe: module start=0x<16 hex> end=0x<16 hex> string "<string>"]
+ *         (multiboot, per module: mod_start, mod_end, the string verbatim,
+ *         at most 1023 bytes, "" if its pointer is 0)
+ *         (module lines: at most 128, in list order)
  *    [probe: bad option "<token verbatim>"]          (per malformed option)
  *    [probe: mptable missing]
  *     probe: cpus=<N> ioapic=0x<8 hex>
@@ -81,33 +137,55 @@
  *    [probe: doorbell vector=0x<2 hex> apic=<id>]    (per record)
  *    [probe: doorbell missing]
  *     probe: interrupts stray=<count>
+ *    [probe: poweroff pm1a_cnt=0x<4 hex>]            (probe.exit=acpi)
+ *    [probe: acpi missing]                           (probe.exit=acpi)
+ *    [probe: reset]                                  (probe.exit=reset)
  *     probe: done
  *   On a CPU exception (any CPU):
  *     probe: exception vector=<dec> apic=<dec> rip=0x<16 hex>
  *   and then exit with value 0x7f.
- *   If the command line pointer (cmd_line_ptr | ext_cmd_line_ptr << 32) is 0,
- *   the cmdline line is `probe: cmdline ""`. The command line is copied
- *   verbatim up to its NUL terminator or 1023 bytes, whichever comes first
- *   (options are parsed from up to 4095 bytes). Before each byte the line
- *   status register (0x3fd) is polled for THR empty (bit 5), giving up after
- *   1000 polls so a broken UART cannot hang us; after the first such timeout
- *   the probe stops polling altogether (on every CPU). Once APs may run,
- *   every line is printed whole under a spinlock (lock xchg) with
- *   interrupts off, so lines from different CPUs never interleave.
+ *   If the command line pointer is 0, the cmdline line is `probe: cmdline ""`.
+ *   The command line is copied verbatim up to its NUL terminator or 1023
+ *   bytes, whichever comes first (options are parsed from up to 4095
+ *   bytes). The e820 entries are the zero page's e820_table (Linux), the
+ *   hvm_start_info memory map (PVH; none for version 0) or the multiboot
+ *   mmap (entries starting before mmap_addr + mmap_length; none without
+ *   flags bit 6); `count` is their number, clamped to 128. Before each byte
+ *   the line status register (0x3fd) is polled for THR empty (bit 5),
+ *   giving up after 1000 polls so a broken UART cannot hang us; after the
+ *   first such timeout the probe stops polling altogether (on every CPU).
+ *   Once APs may run, every line is printed whole under a spinlock (lock
+ *   xchg) with interrupts off, so lines from different CPUs never
+ *   interleave.
  *
- * EXIT: writes the 32-bit value 0 to I/O port 0xf4 (QEMU isa-debug-exit),
- *   or 0x7f after an exception. If execution continues, loops forever on
- *   `cli; hlt`. APs never exit; they sit in `hlt` with interrupts on.
+ * EXIT (probe.exit; `probe: done` is always the last line before it):
+ *   debug  write the 32-bit value 0 to I/O port 0xf4 (QEMU isa-debug-exit).
+ *   acpi   find the RSDP (PVH: rsdp_paddr if it holds "RSD PTR "; else
+ *          "RSD PTR " on 16-byte boundaries in 0xe0000..0xfffff), its XSDT
+ *          (revision >= 2 and XsdtAddress != 0; else the RSDT), the "FACP"
+ *          table in it and the FADT's PM1a_CNT_BLK (u32 @64; if 0, the
+ *          address of X_PM1a_CNT_BLK @172 if it is in I/O space). Print the
+ *          poweroff line and `outw` SLP_TYP 5 | SLP_EN ((5 << 10) | 1 << 13)
+ *          there. Without it (every table must be in mapped memory, the port
+ *          <= 0xffff) print `acpi missing` and exit via 0xf4 with 0x7e; if
+ *          the VM is still running after the write, likewise 0x7e.
+ *   reset  `outb 0xfe` to port 0x64 (i8042 pulse reset line); if the VM is
+ *          still running, exit via 0xf4 with 0x7d.
+ *   After an exception: 0x7f to port 0xf4. If execution continues after the
+ *   last exit attempt, loops forever on `cli; hlt`. APs never exit; they sit
+ *   in `hlt` with interrupts on.
  *
  * RESTRICTIONS (every CPL0 instruction may be emulated by the host): plain
- *   integer instructions, in/out, cpuid, rdmsr/wrmsr, lgdt/lidt, mov to CRs,
- *   pause, cli/sti, hlt, lock xchg/xadd/inc, and iretq (64-bit handlers
- *   only). No SSE/MMX/x87, no string instructions, no cmpxchg16b, no 32-bit
- *   iret; interrupts are only ever enabled in 64-bit mode.
+ *   integer instructions, in/out, cpuid, rdmsr/wrmsr, lgdt/lidt, mov to CRs
+ *   and segment registers, far jumps, pause, cli/sti, hlt, lock
+ *   xchg/xadd/inc, and iretq (64-bit handlers only). No SSE/MMX/x87, no
+ *   string instructions, no cmpxchg16b, no 32-bit iret; interrupts are only
+ *   ever enabled in 64-bit mode.
  *
- * Register conventions inside the probe: %r15 = boot_params pointer on the
- * BSP; every helper preserves all registers it does not return in (flags
- * are clobbered).
+ * Register conventions inside the probe: %r15 = boot information pointer
+ * on the BSP (boot_params, hvm_start_info or multiboot_info, by
+ * boot_proto); every helper preserves all registers it does not return in
+ * (flags are clobbered).
  */
 
 #define COM1_THR            0x3f8
@@ -116,25 +194,94 @@
 #define UART_POLL_LIMIT     1000
 #define DEBUG_EXIT_PORT     0xf4
 #define EXIT_EXCEPTION      0x7f
+#define EXIT_ACPI_FAILED    0x7e                /* probe.exit=acpi fallback */
+#define EXIT_RESET_FAILED   0x7d                /* probe.exit=reset fallback */
 
+/* Boot protocols (boot_proto; index into proto_names). */
+#define PROTO_LINUX         0
+#define PROTO_PVH           1
+#define PROTO_MULTIBOOT     2
+
+/* Linux: struct boot_params. */
+#define BP_EXT_RAMDISK_IMAGE 0x0c0
+#define BP_EXT_RAMDISK_SIZE 0x0c4
 #define BP_EXT_CMD_LINE_PTR 0x0c8
 #define BP_E820_ENTRIES     0x1e8
+#define BP_RAMDISK_IMAGE    0x218
+#define BP_RAMDISK_SIZE     0x21c
 #define BP_CMD_LINE_PTR     0x228
 #define BP_E820_TABLE       0x2d0
 #define E820_ENTRY_SIZE     20
 #define E820_MAX_ENTRIES    128
+#define MODULES_MAX         128                 /* module lines printed */
+
+/* PVH: struct hvm_start_info, its memory map and module list. */
+#define PVH_VERSION         4
+#define PVH_NR_MODULES      12
+#define PVH_MODLIST_PADDR   16
+#define PVH_CMDLINE_PADDR   24
+#define PVH_RSDP_PADDR      32
+#define PVH_MEMMAP_PADDR    40
+#define PVH_MEMMAP_ENTRIES  48
+#define PVH_MEMMAP_ENTRY_SIZE 24
+#define PVH_MODLIST_ENTRY_SIZE 32
+#define XEN_ELFNOTE_PHYS32_ENTRY 18
+
+/* Multiboot v1: the header, struct multiboot_info, modules. */
+#define MB_HEADER_MAGIC     0x1badb002
+#define MB_HEADER_FLAGS     0x00010002          /* memory info | address fields */
+#define MB_INFO_FLAGS       0
+#define MB_INFO_MEM_LOWER   4
+#define MB_INFO_MEM_UPPER   8
+#define MB_INFO_CMDLINE     16
+#define MB_INFO_MODS_COUNT  20
+#define MB_INFO_MODS_ADDR   24
+#define MB_INFO_MMAP_LENGTH 44
+#define MB_INFO_MMAP_ADDR   48
+#define MB_FLAG_MEMORY      0x01
+#define MB_FLAG_CMDLINE     0x04
+#define MB_FLAG_MODS        0x08
+#define MB_FLAG_MMAP        0x40
+#define MB_MOD_SIZE         16
+
+/* ACPI power off, i8042 reset. */
+#define ACPI_SCAN_START     0xe0000
+#define ACPI_SCAN_END       0x100000
+#define RSDP_SIG_LO         0x20445352          /* "RSD " */
+#define RSDP_SIG_HI         0x20525450          /* "PTR " */
+#define RSDP_SIZE           36                  /* revision 2 */
+#define FACP_SIG            0x50434146          /* "FACP" */
+#define ACPI_HEADER_SIZE    36
+#define FADT_PM1A_CNT_BLK   64
+#define FADT_X_PM1A_CNT_BLK 172                 /* GAS: space id, .., address @+4 */
+#define GAS_SYSTEM_IO       1
+#define PM1_CNT_S5_SLEEP    ((5 << 10) | (1 << 13)) /* SLP_TYP = 5, SLP_EN */
+#define I8042_COMMAND       0x64
+#define I8042_RESET_CPU     0xfe
+
+/* probe.exit (exit_mode; index into exit_words). */
+#define EXIT_MODE_DEBUG     0
+#define EXIT_MODE_ACPI      1
+#define EXIT_MODE_RESET     2
 #define CMDLINE_MAX         1023
 #define CMDLINE_PARSE_MAX   4095
 
 #define STACK_SIZE          16384
 
-/* Paging: the VMM's tables, and our page directory for 3..4 GiB. */
-#define PML4_ADDR           0x9000
-#define PDPT_ADDR           0xa000
+/* Paging: our page directory for 3..4 GiB, the 32-bit entries' tables. */
 #define HIGH_GIB            3                   /* PDPT index of 3..4 GiB */
 #define HIGH_BASE           0xc0000000
 #define PDE_2M_UC           0x9b                /* P|RW|PWT|PCD|PS */
+#define PDE_2M              0x83                /* P|RW|PS */
+#define PTE_TABLE           0x3                 /* P|RW */
+#define PTE_ADDR_MASK       0x000ffffffffff000
 #define LOW_MAP_END         0x40000000          /* identity map: 0..1 GiB */
+#define CR0_PE              0x1
+#define CR0_ET              0x10
+#define CR0_PG              0x80000000
+#define CR4_PAE             0x20
+#define SEL_CODE64          0x08
+#define SEL_DATA            0x10
 
 /* Local APIC (xAPIC MMIO, same address on every CPU). */
 #define LAPIC_BASE          0xfee00000
@@ -211,37 +358,45 @@
     .section .text.start, "ax", @progbits
     .globl _start
     .type _start, @function
-_start:
+_start:                                         /* Linux 64-bit protocol */
     cli
-    mov     %rsi, %r15                  /* boot_params */
+    mov     %rsi, %r15                          /* boot_params */
+    mov     $PROTO_LINUX, %r14d
+    jmp     start64
+
+/*
+ * start64_from32: where the 32-bit entries land, in 64-bit mode on their own
+ * GDT and page tables: %ebx = boot information, %esi = protocol. The upper
+ * halves of the registers are undefined after the mode switch, hence the
+ * 32-bit moves (they zero-extend).
+ */
+start64_from32:
+    mov     %ebx, %r15d
+    mov     %esi, %r14d
+
+/* start64: %r15 = boot information, %r14d = protocol (PROTO_*). */
+start64:
     lea     stack_top(%rip), %rsp
     xor     %ebp, %ebp
     call    zero_vars
+    mov     %r14d, boot_proto(%rip)
     movl    $UART_POLL_LIMIT, uart_budget(%rip)
     call    map_high
     call    idt_setup
 
-    /* --- banner --- */
+    /* --- banner, protocol --- */
     PUTS(str_banner)
+    PUTS(str_protocol)
+    mov     boot_proto(%rip), %eax
+    lea     proto_names(%rip), %rsi
+    mov     (%rsi,%rax,8), %rsi
+    call    puts
+    call    boot_setup                          /* cmdline_addr, e820_* */
 
     /* --- command line --- */
     PUTS(str_cmdline)
-    mov     BP_EXT_CMD_LINE_PTR(%r15), %eax     /* zero-extends to %rax */
-    shl     $32, %rax
-    mov     BP_CMD_LINE_PTR(%r15), %ecx
-    or      %rcx, %rax
-    jz      .Lcmdline_end
-    mov     %rax, %rbx
-    mov     $CMDLINE_MAX, %r12d
-.Lcmdline_loop:
-    movzbl  (%rbx), %eax
-    test    %al, %al
-    jz      .Lcmdline_end
-    call    putc
-    inc     %rbx
-    dec     %r12d
-    jnz     .Lcmdline_loop
-.Lcmdline_end:
+    mov     cmdline_addr(%rip), %rax
+    call    put_cstr
     PUTS(str_quote_nl)
 
     /* --- CPU vendor (leaf 0: EBX, EDX, ECX) --- */
@@ -257,17 +412,14 @@ _start:
     call    put4
     call    newline
 
-    /* --- e820 map --- */
+    /* --- e820 map (the protocol's memory map, see boot_setup) --- */
     PUTS(str_e820_count)
-    movzbl  BP_E820_ENTRIES(%r15), %r12d
-    cmp     $E820_MAX_ENTRIES, %r12d
-    jbe     1f
-    mov     $E820_MAX_ENTRIES, %r12d
-1:  mov     %r12, %rax
+    mov     e820_count(%rip), %r12d
+    mov     %r12, %rax
     call    put_dec
     call    newline
 
-    lea     BP_E820_TABLE(%r15), %rbx
+    mov     e820_first(%rip), %rbx
     test    %r12d, %r12d
     jz      .Le820_end
 .Le820_loop:
@@ -281,10 +433,16 @@ _start:
     mov     16(%rbx), %eax                      /* u32, zero-extended */
     call    put_dec
     call    newline
-    add     $E820_ENTRY_SIZE, %rbx
+    mov     e820_stride(%rip), %eax
+    test    %eax, %eax
+    jnz     1f
+    mov     -4(%rbx), %eax                      /* multiboot: size field + 4 */
+    add     $4, %eax
+1:  add     %rax, %rbx
     dec     %r12d
     jnz     .Le820_loop
 .Le820_end:
+    call    boot_modules                        /* initrd / pvh / multiboot lines */
 
     /* --- options, interrupt controllers, SMP --- */
     call    parse_cmdline
@@ -305,21 +463,50 @@ _start:
     call    test_pio
     call    test_doorbell
 
-    /* --- stray interrupts, done, exit via isa-debug-exit --- */
+    /* --- stray interrupts, done, exit as probe.exit says --- */
     cli
     LOCK_OUT
     PUTS(str_stray)
     mov     stray_count(%rip), %eax
     call    put_dec
     call    newline
+    mov     exit_mode(%rip), %eax
+    cmp     $EXIT_MODE_ACPI, %eax
+    je      .Lexit_acpi
+    cmp     $EXIT_MODE_RESET, %eax
+    je      .Lexit_reset
     PUTS(str_done)
-    mov     $DEBUG_EXIT_PORT, %edx
     xor     %eax, %eax
+.Lexit_debug:                                   /* %eax = isa-debug-exit value */
+    mov     $DEBUG_EXIT_PORT, %edx
     out     %eax, %dx
 .Lhalt:
     cli
     hlt
     jmp     .Lhalt
+.Lexit_acpi:
+    call    acpi_pm1a_cnt                       /* CF = 0: %edx = the port */
+    jc      1f
+    PUTS(str_poweroff)
+    mov     %edx, %eax
+    mov     $4, %ecx
+    call    put_hexn
+    call    newline
+    PUTS(str_done)
+    mov     $PM1_CNT_S5_SLEEP, %eax
+    out     %ax, %dx
+    jmp     2f                                  /* still running: fall back */
+1:  PUTS(str_acpi_missing)
+    PUTS(str_done)
+2:  mov     $EXIT_ACPI_FAILED, %eax
+    jmp     .Lexit_debug
+.Lexit_reset:
+    PUTS(str_reset)
+    PUTS(str_done)
+    mov     $I8042_RESET_CPU, %al
+    out     %al, $I8042_COMMAND
+    mov     $EXIT_RESET_FAILED, %eax            /* still running: fall back */
+    jmp     .Lexit_debug
     .size _start, . - _start
 
     .text
@@ -346,7 +533,9 @@ zero_vars:
 
 /*
  * map_high: identity-map 3..4 GiB with uncached 2 MiB pages through our own
- * page directory, hooked into the VMM's PDPT[3]; reload CR3. Preserves all.
+ * page directory, hooked into entry 3 of the PDPT that PML4[0] points at
+ * (the VMM's 0xa000 for Linux, .data32's for PVH and multiboot); reload
+ * CR3. Preserves all.
  */
     .type map_high, @function
 map_high:
@@ -361,9 +550,14 @@ map_high:
     add     $8, %rdi
     dec     %ecx
     jnz     1b
-    lea     high_pd(%rip), %rax
-    or      $0x3, %rax                          /* present, writable */
-    mov     %rax, PDPT_ADDR + 8 * HIGH_GIB
+    mov     $PTE_ADDR_MASK, %rcx
+    mov     %cr3, %rax
+    and     %rcx, %rax                          /* PML4 */
+    mov     (%rax), %rax
+    and     %rcx, %rax                          /* PDPT */
+    lea     high_pd(%rip), %rdi
+    or      $PTE_TABLE, %rdi
+    mov     %rdi, 8 * HIGH_GIB(%rax)
     mov     %cr3, %rax
     mov     %rax, %cr3
     pop     %rdi
@@ -421,12 +615,206 @@ lapic_enable:
     .size lapic_enable, . - lapic_enable
 
 /* ------------------------------------------------------------------------
+ * Boot information (%r15, by boot_proto)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * boot_setup: set cmdline_addr and the memory map to print: e820_first
+ * (address of the first entry's addr field; size at +8, type at +16),
+ * e820_count (clamped to 128) and e820_stride (bytes to the next entry; 0
+ * for multiboot, where it is the u32 before the entry + 4). Preserves all.
+ */
+    .type boot_setup, @function
+boot_setup:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    push    %rsi
+    push    %rdi
+    mov     boot_proto(%rip), %eax
+    cmp     $PROTO_PVH, %eax
+    je      .Lbs_pvh
+    cmp     $PROTO_MULTIBOOT, %eax
+    je      .Lbs_mb
+    mov     BP_EXT_CMD_LINE_PTR(%r15), %eax     /* Linux */
+    shl     $32, %rax
+    mov     BP_CMD_LINE_PTR(%r15), %ecx
+    or      %rcx, %rax
+    mov     %rax, cmdline_addr(%rip)
+    movzbl  BP_E820_ENTRIES(%r15), %ecx
+    lea     BP_E820_TABLE(%r15), %rax
+    mov     $E820_ENTRY_SIZE, %edx
+    jmp     .Lbs_done
+.Lbs_pvh:
+    mov     PVH_CMDLINE_PADDR(%r15), %rax
+    mov     %rax, cmdline_addr(%rip)
+    xor     %ecx, %ecx
+    cmpl    $1, PVH_VERSION(%r15)               /* version 0: no memory map */
+    jb      1f
+    mov     PVH_MEMMAP_ENTRIES(%r15), %ecx
+1:  mov     PVH_MEMMAP_PADDR(%r15), %rax
+    mov     $PVH_MEMMAP_ENTRY_SIZE, %edx
+    jmp     .Lbs_done
+.Lbs_mb:
+    mov     MB_INFO_FLAGS(%r15), %edx
+    xor     %eax, %eax
+    test    $MB_FLAG_CMDLINE, %edx
+    jz      1f
+    mov     MB_INFO_CMDLINE(%r15), %eax
+1:  mov     %rax, cmdline_addr(%rip)
+    xor     %ecx, %ecx                          /* count the mmap entries */
+    xor     %eax, %eax
+    test    $MB_FLAG_MMAP, %edx
+    jz      3f
+    mov     MB_INFO_MMAP_ADDR(%r15), %eax       /* first entry's size field */
+    mov     MB_INFO_MMAP_LENGTH(%r15), %edx
+    add     %rax, %rdx                          /* end */
+    mov     %rax, %rsi
+2:  cmp     %rdx, %rsi
+    jae     3f
+    cmp     $E820_MAX_ENTRIES, %ecx
+    jae     3f
+    inc     %ecx
+    mov     (%rsi), %edi
+    lea     4(%rsi,%rdi), %rsi
+    jmp     2b
+3:  add     $4, %rax                            /* its base field */
+    xor     %edx, %edx
+.Lbs_done:
+    cmp     $E820_MAX_ENTRIES, %ecx
+    jbe     4f
+    mov     $E820_MAX_ENTRIES, %ecx
+4:  mov     %ecx, e820_count(%rip)
+    mov     %rax, e820_first(%rip)
+    mov     %edx, e820_stride(%rip)
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rax
+    ret
+    .size boot_setup, . - boot_setup
+
+/*
+ * boot_modules: print the protocol's module lines: Linux the initrd (if
+ * any), PVH the rsdp/modules line and one line per module, multiboot the
+ * mem_lower/mem_upper/mods line and one line per module (at most
+ * MODULES_MAX module lines). Preserves all.
+ */
+    .type boot_modules, @function
+boot_modules:
+    push    %rax
+    push    %rbx
+    push    %rcx
+    push    %rdx
+    push    %r12
+    mov     boot_proto(%rip), %eax
+    cmp     $PROTO_PVH, %eax
+    je      .Lbm_pvh
+    cmp     $PROTO_MULTIBOOT, %eax
+    je      .Lbm_mb
+    mov     BP_EXT_RAMDISK_IMAGE(%r15), %eax    /* Linux */
+    shl     $32, %rax
+    mov     BP_RAMDISK_IMAGE(%r15), %ecx
+    or      %rcx, %rax
+    jz      .Lbm_done
+    PUTS(str_initrd)
+    call    put_hex64
+    PUTS(str_size)
+    mov     BP_EXT_RAMDISK_SIZE(%r15), %eax
+    shl     $32, %rax
+    mov     BP_RAMDISK_SIZE(%r15), %ecx
+    or      %rcx, %rax
+    call    put_hex64
+    call    newline
+    jmp     .Lbm_done
+.Lbm_pvh:
+    PUTS(str_pvh_rsdp)
+    mov     PVH_RSDP_PADDR(%r15), %rax
+    call    put_hex64
+    PUTS(str_modules)
+    mov     PVH_NR_MODULES(%r15), %r12d
+    mov     %r12d, %eax
+    call    put_dec
+    call    newline
+    mov     PVH_MODLIST_PADDR(%r15), %rbx
+    test    %rbx, %rbx
+    jz      .Lbm_done
+    cmp     $MODULES_MAX, %r12d
+    jbe     1f
+    mov     $MODULES_MAX, %r12d
+1:  test    %r12d, %r12d
+    jz      .Lbm_done
+2:  PUTS(str_module)
+    mov     0(%rbx), %rax                       /* paddr */
+    call    put_hex64
+    PUTS(str_end)
+    add     8(%rbx), %rax                       /* + size */
+    call    put_hex64
+    call    newline
+    add     $PVH_MODLIST_ENTRY_SIZE, %rbx
+    dec     %r12d
+    jnz     2b
+    jmp     .Lbm_done
+.Lbm_mb:
+    mov     MB_INFO_FLAGS(%r15), %edx
+    xor     %eax, %eax
+    xor     %ecx, %ecx
+    test    $MB_FLAG_MEMORY, %edx
+    jz      1f
+    mov     MB_INFO_MEM_LOWER(%r15), %eax
+    mov     MB_INFO_MEM_UPPER(%r15), %ecx
+1:  PUTS(str_mb_lower)
+    call    put_dec
+    PUTS(str_mb_upper)
+    mov     %ecx, %eax
+    call    put_dec
+    PUTS(str_mb_mods)
+    xor     %r12d, %r12d
+    xor     %ebx, %ebx
+    test    $MB_FLAG_MODS, %edx
+    jz      2f
+    mov     MB_INFO_MODS_COUNT(%r15), %r12d
+    mov     MB_INFO_MODS_ADDR(%r15), %ebx
+2:  mov     %r12d, %eax
+    call    put_dec
+    call    newline
+    test    %rbx, %rbx
+    jz      .Lbm_done
+    cmp     $MODULES_MAX, %r12d
+    jbe     3f
+    mov     $MODULES_MAX, %r12d
+3:  test    %r12d, %r12d
+    jz      .Lbm_done
+4:  PUTS(str_module)
+    mov     0(%rbx), %eax                       /* mod_start */
+    call    put_hex64
+    PUTS(str_end)
+    mov     4(%rbx), %eax                       /* mod_end */
+    call    put_hex64
+    PUTS(str_string)
+    mov     8(%rbx), %eax                       /* string */
+    call    put_cstr
+    PUTS(str_quote_nl)
+    add     $MB_MOD_SIZE, %rbx
+    dec     %r12d
+    jnz     4b
+.Lbm_done:
+    pop     %r12
+    pop     %rdx
+    pop     %rcx
+    pop     %rbx
+    pop     %rax
+    ret
+    .size boot_modules, . - boot_modules
+
+/* ------------------------------------------------------------------------
  * Command line options
  * ------------------------------------------------------------------------ */
 
 /*
- * parse_cmdline: copy the command line (up to 4095 bytes) into cmdline_buf,
- * then hand every token to parse_token. Uses %r15. Preserves all.
+ * parse_cmdline: copy the command line (up to 4095 bytes from cmdline_addr)
+ * into cmdline_buf, then hand every token to parse_token. Preserves all.
  */
     .type parse_cmdline, @function
 parse_cmdline:
@@ -436,11 +824,9 @@ parse_cmdline:
     push    %rsi
     push    %rdi
     push    %r12
-    mov     BP_EXT_CMD_LINE_PTR(%r15), %eax
-    shl     $32, %rax
-    mov     BP_CMD_LINE_PTR(%r15), %ecx
-    or      %rcx, %rax
+    mov     cmdline_addr(%rip), %rax
     lea     cmdline_buf(%rip), %rdi
+    test    %rax, %rax
     jz      2f
     mov     $CMDLINE_PARSE_MAX, %ecx
 1:  movzbl  (%rax), %edx
@@ -789,6 +1175,36 @@ opt_doorbell:
     stc
     ret
 
+/* probe.exit=WORD: WORD is the exit_words entry whose index is the mode. */
+opt_exit:
+    push    %rbx
+    push    %rcx
+    push    %rdx
+    mov     %rsi, %rdx                          /* the value */
+    lea     exit_words(%rip), %rbx
+    xor     %ecx, %ecx
+1:  mov     (%rbx,%rcx,8), %rdi
+    test    %rdi, %rdi
+    jz      9f                                  /* none matched */
+    mov     %rdx, %rsi
+    call    match_prefix
+    jne     2f
+    call    parse_end
+    jnc     3f
+2:  inc     %ecx
+    jmp     1b
+3:  mov     %ecx, exit_mode(%rip)
+    pop     %rdx
+    pop     %rcx
+    pop     %rbx
+    clc
+    ret
+9:  pop     %rdx
+    pop     %rcx
+    pop     %rbx
+    stc
+    ret
+
 /* ------------------------------------------------------------------------
  * MP table and SMP bring-up
  * ------------------------------------------------------------------------ */
@@ -981,7 +1397,8 @@ print_cpu_online:
     .size print_cpu_online, . - print_cpu_online
 
 /*
- * smp_boot: report the BSP online, copy the trampoline to 0x10000, start
+ * smp_boot: report the BSP online, copy the trampoline to 0x10000 and patch
+ * in the BSP's CR3 (below 4 GiB: 0x9000 or .data32's PML4), start
  * every other enabled CPU (APIC ID < 16, not yet online) one at a time and
  * wait (bounded) for each; print the online count. Preserves all.
  */
@@ -1010,6 +1427,8 @@ smp_boot:
     add     $8, %rdi
     dec     %ecx
     jnz     1b
+    mov     %cr3, %rax                          /* APs use our page tables */
+    mov     %eax, TRAMP_BASE + (tramp_cr3 - tramp_start)
 
     xor     %r12d, %r12d                        /* index into cpu_ids */
 .Lsmp_next:
@@ -1052,7 +1471,7 @@ smp_boot:
 
 /*
  * ap_entry64: where the trampoline lands, in 64-bit mode with the
- * trampoline's GDT (0x08 = 64-bit code, 0x10 = data), CR3 = 0x9000,
+ * trampoline's GDT (0x08 = 64-bit code, 0x10 = data), the BSP's CR3,
  * interrupts off, no stack yet.
  */
     .type ap_entry64, @function
@@ -1507,6 +1926,134 @@ test_doorbell:
     .size test_doorbell, . - test_doorbell
 
 /* ------------------------------------------------------------------------
+ * ACPI (probe.exit=acpi)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * acpi_mapped: CF = 0 iff [%rax, %rax + %rdx) lies in 0..1 GiB or 3..4 GiB
+ * (%rdx < 2^32). Preserves all.
+ */
+    .type acpi_mapped, @function
+acpi_mapped:
+    push    %rcx
+    mov     %rax, %rcx
+    shr     $32, %rcx
+    pop     %rcx                                /* flags survive the pop */
+    jnz     1f
+    jmp     check_mapped
+1:  stc
+    ret
+    .size acpi_mapped, . - acpi_mapped
+
+/*
+ * acpi_pm1a_cnt: find the FADT and its PM1a control port. RSDP: PVH's
+ * rsdp_paddr if it holds "RSD PTR ", else the first "RSD PTR " on a 16-byte
+ * boundary in 0xe0000..0xfffff. Then the XSDT (RSDP revision >= 2 and
+ * XsdtAddress @24 != 0; 64-bit entries) or else the RSDT (@16; 32-bit
+ * entries), its first "FACP" entry, and PM1a_CNT_BLK (@64), or if that is
+ * 0 the address of X_PM1a_CNT_BLK (@172 + 4) when it is in I/O space.
+ * Every table must lie in mapped memory and the port be <= 0xffff. CF = 0
+ * and %edx = the port if found, else CF = 1. Preserves the others.
+ */
+    .type acpi_pm1a_cnt, @function
+acpi_pm1a_cnt:
+    push    %rax
+    push    %rbx
+    push    %rcx
+    push    %rsi
+    push    %rdi
+    cmpl    $PROTO_PVH, boot_proto(%rip)
+    jne     .Lacpi_scan
+    mov     PVH_RSDP_PADDR(%r15), %rax
+    test    %rax, %rax
+    jz      .Lacpi_scan
+    mov     $RSDP_SIZE, %edx
+    call    acpi_mapped
+    jc      .Lacpi_scan
+    cmpl    $RSDP_SIG_LO, (%rax)
+    jne     .Lacpi_scan
+    cmpl    $RSDP_SIG_HI, 4(%rax)
+    je      .Lacpi_rsdp
+.Lacpi_scan:
+    mov     $ACPI_SCAN_START, %eax
+1:  cmpl    $RSDP_SIG_LO, (%rax)
+    jne     2f
+    cmpl    $RSDP_SIG_HI, 4(%rax)
+    je      .Lacpi_rsdp
+2:  add     $16, %eax
+    cmp     $ACPI_SCAN_END, %eax
+    jb      1b
+    jmp     .Lacpi_none
+.Lacpi_rsdp:                                    /* %rax = RSDP */
+    mov     %rax, %rsi
+    mov     $4, %ebx                            /* RSDT: 32-bit entries */
+    mov     16(%rsi), %eax
+    cmpb    $2, 15(%rsi)
+    jb      3f
+    mov     24(%rsi), %rcx
+    test    %rcx, %rcx
+    jz      3f
+    mov     %rcx, %rax                          /* XSDT: 64-bit entries */
+    mov     $8, %ebx
+3:  test    %rax, %rax
+    jz      .Lacpi_none
+    mov     $ACPI_HEADER_SIZE, %edx
+    call    acpi_mapped
+    jc      .Lacpi_none
+    mov     4(%rax), %edx                       /* length */
+    call    acpi_mapped
+    jc      .Lacpi_none
+    lea     ACPI_HEADER_SIZE(%rax), %rsi        /* entries */
+    lea     (%rax,%rdx), %rdi                   /* end */
+4:  lea     (%rsi,%rbx), %rax
+    cmp     %rdi, %rax
+    ja      .Lacpi_none                         /* no FACP entry */
+    mov     (%rsi), %rax
+    add     %rbx, %rsi
+    cmp     $8, %ebx
+    je      5f
+    mov     %eax, %eax                          /* RSDT entry: u32 */
+5:  mov     $ACPI_HEADER_SIZE, %edx
+    call    acpi_mapped
+    jc      4b
+    cmpl    $FACP_SIG, (%rax)
+    jne     4b
+    mov     4(%rax), %edx                       /* the FADT and its length */
+    call    acpi_mapped
+    jc      .Lacpi_none
+    mov     %edx, %ecx
+    cmp     $(FADT_PM1A_CNT_BLK + 4), %ecx
+    jb      .Lacpi_none
+    mov     FADT_PM1A_CNT_BLK(%rax), %edx
+    test    %edx, %edx
+    jnz     6f
+    cmp     $(FADT_X_PM1A_CNT_BLK + 12), %ecx
+    jb      .Lacpi_none
+    cmpb    $GAS_SYSTEM_IO, FADT_X_PM1A_CNT_BLK(%rax)
+    jne     .Lacpi_none
+    mov     (FADT_X_PM1A_CNT_BLK + 4)(%rax), %rdx
+    test    %rdx, %rdx
+    jz      .Lacpi_none
+6:  cmp     $0xffff, %rdx
+    ja      .Lacpi_none
+    pop     %rdi
+    pop     %rsi
+    pop     %rcx
+    pop     %rbx
+    pop     %rax
+    clc
+    ret
+.Lacpi_none:
+    pop     %rdi
+    pop     %rsi
+    pop     %rcx
+    pop     %rbx
+    pop     %rax
+    stc
+    ret
+    .size acpi_pm1a_cnt, . - acpi_pm1a_cnt
+
+/* ------------------------------------------------------------------------
  * Interrupt and exception entry
  * ------------------------------------------------------------------------ */
 
@@ -1748,6 +2295,32 @@ puts:
     ret
     .size puts, . - puts
 
+/*
+ * put_cstr: write the NUL-terminated string at %rax verbatim, at most
+ * CMDLINE_MAX bytes; nothing if %rax is 0. Preserves all registers.
+ */
+    .type put_cstr, @function
+put_cstr:
+    push    %rax
+    push    %rbx
+    push    %rcx
+    mov     %rax, %rbx
+    test    %rbx, %rbx
+    jz      2f
+    mov     $CMDLINE_MAX, %ecx
+1:  movzbl  (%rbx), %eax
+    test    %al, %al
+    jz      2f
+    call    putc
+    inc     %rbx
+    dec     %ecx
+    jnz     1b
+2:  pop     %rcx
+    pop     %rbx
+    pop     %rax
+    ret
+    .size put_cstr, . - put_cstr
+
 /* put4: write the 4 bytes of %eax, lowest byte first. Preserves all. */
     .type put4, @function
 put4:
@@ -1845,7 +2418,8 @@ put_dec:
  * and objdump -d of the 64-bit image would only mis-decode it). Everything
  * in it is addressed relative to TRAMP_BASE.
  *   real mode: DS = CS, lgdt, CR0 = PE|ET (caches on) -> 0x18 (32-bit code)
- *   32-bit:    data segments 0x10, CR4 = PAE, CR3 = 0x9000, EFER.LME,
+ *   32-bit:    data segments 0x10, CR4 = PAE, CR3 = tramp_cr3 (the BSP's,
+ *              patched in by smp_boot), EFER.LME,
  *              CR0 = PG|PE|ET -> far jump to 0x08 (64-bit code) ap_entry64
  * Interrupts stay off until ap_entry64 has loaded the IDT.
  * ------------------------------------------------------------------------ */
@@ -1870,7 +2444,7 @@ tramp_32:
     mov     %ax, %gs
     mov     $0x20, %eax                         /* CR4.PAE */
     mov     %eax, %cr4
-    mov     $PML4_ADDR, %eax
+    mov     TRAMP_BASE + (tramp_cr3 - tramp_start), %eax
     mov     %eax, %cr3
     mov     $EFER_MSR, %ecx
     rdmsr
@@ -1888,6 +2462,9 @@ tramp_gdt:
 tramp_gdtr:
     .word   4 * 8 - 1
     .long   TRAMP_BASE + tramp_gdt - tramp_start
+    .balign 4
+tramp_cr3:
+    .long   0
     .balign 8
 tramp_end:
     .code64
@@ -1908,6 +2485,7 @@ opt_table:
     .quad   key_pio, opt_pio
     .quad   key_pio_records, opt_pio_records
     .quad   key_doorbell, opt_doorbell
+    .quad   key_exit, opt_exit
     .quad   0, 0
 
 key_irqlines:     .asciz "probe.irqlines="
@@ -1918,8 +2496,39 @@ key_records:      .asciz "probe.records="
 key_pio:          .asciz "probe.pio="
 key_pio_records:  .asciz "probe.pio_records="
 key_doorbell:     .asciz "probe.doorbell="
+key_exit:         .asciz "probe.exit="
+
+/* probe.exit values, by EXIT_MODE_*. */
+    .balign 8
+exit_words:
+    .quad   word_debug, word_acpi, word_reset, 0
+word_debug:       .asciz "debug"
+word_acpi:        .asciz "acpi"
+word_reset:       .asciz "reset"
+
+/* Protocol names, by PROTO_*. */
+    .balign 8
+proto_names:
+    .quad   str_proto_linux, str_proto_pvh, str_proto_multiboot
+str_proto_linux:     .asciz "linux\n"
+str_proto_pvh:       .asciz "pvh\n"
+str_proto_multiboot: .asciz "multiboot\n"
 
 str_banner:     .asciz "probe: berth probe v1\n"
+str_protocol:   .asciz "probe: protocol "
+str_initrd:     .asciz "probe: initrd start=0x"
+str_size:       .asciz " size=0x"
+str_pvh_rsdp:   .asciz "probe: pvh rsdp=0x"
+str_modules:    .asciz " modules="
+str_module:     .asciz "probe: module start=0x"
+str_end:        .asciz " end=0x"
+str_string:     .asciz " string \""
+str_mb_lower:   .asciz "probe: multiboot mem_lower="
+str_mb_upper:   .asciz " mem_upper="
+str_mb_mods:    .asciz " mods="
+str_poweroff:   .asciz "probe: poweroff pm1a_cnt=0x"
+str_acpi_missing: .asciz "probe: acpi missing\n"
+str_reset:      .asciz "probe: reset\n"
 str_cmdline:    .asciz "probe: cmdline \""
 str_quote_nl:   .asciz "\"\n"
 str_vendor:     .asciz "probe: vendor "
@@ -1952,6 +2561,110 @@ str_doorbell:   .asciz "probe: doorbell "
 str_stray:      .asciz "probe: interrupts stray="
 str_exception:  .asciz "probe: exception vector="
 str_rip:        .asciz " rip=0x"
+
+/* ------------------------------------------------------------------------
+ * 32-bit entries (PVH, multiboot), in their own sections: probe.ld discards
+ * .text32, .data32, .multiboot and .note.Xen; probe-pvh.ld keeps all but
+ * .multiboot, probe-multiboot.ld all but the note.
+ *
+ * Entered in 32-bit flat protected mode, paging off, %ebx = the boot
+ * information. Load our GDT and data segments, take the boot stack, enable
+ * PAE, load CR3 with the static identity map below, set EFER.LME, turn on
+ * paging and far-jump into 64-bit code (start64_from32) with %ebx = boot
+ * information and %esi = protocol. About 20 instructions, no iret.
+ * ------------------------------------------------------------------------ */
+    .section .text32, "ax", @progbits
+    .code32
+    .globl _start32_pvh
+    .type _start32_pvh, @function
+_start32_pvh:
+    mov     $PROTO_PVH, %esi
+    jmp     start32
+    .size _start32_pvh, . - _start32_pvh
+
+    .globl _start32_mb
+    .type _start32_mb, @function
+_start32_mb:
+    mov     $PROTO_MULTIBOOT, %esi
+start32:
+    cli
+    lgdtl   boot32_gdtr
+    mov     $SEL_DATA, %eax
+    mov     %ax, %ds
+    mov     %ax, %es
+    mov     %ax, %fs
+    mov     %ax, %gs
+    mov     %ax, %ss
+    mov     $stack_top, %esp
+    mov     $CR4_PAE, %eax
+    mov     %eax, %cr4
+    mov     $boot32_pml4, %eax
+    mov     %eax, %cr3
+    mov     $EFER_MSR, %ecx
+    rdmsr
+    or      $EFER_LME, %eax
+    wrmsr
+    mov     $(CR0_PG | CR0_ET | CR0_PE), %eax
+    mov     %eax, %cr0
+    ljmp    $SEL_CODE64, $start64_from32
+    .size _start32_mb, . - _start32_mb
+    .code64
+
+/*
+ * The 32-bit entries' page tables (static, so building them costs no
+ * instructions): PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> 2 MiB page i for
+ * the first 1 GiB (P|RW|PS). map_high later sets PDPT[3] for 3..4 GiB.
+ * Then their GDT (accessed bits preset: nothing writes to it).
+ */
+    .section .data32, "aw", @progbits
+    .balign 4096
+boot32_pml4:
+    .quad   boot32_pdpt + PTE_TABLE
+    .fill   511, 8, 0
+boot32_pdpt:
+    .quad   boot32_pd + PTE_TABLE
+    .fill   511, 8, 0
+boot32_pd:
+    .set    pde, PDE_2M
+    .rept   512
+    .quad   pde
+    .set    pde, pde + 0x200000
+    .endr
+    .balign 8
+boot32_gdt:
+    .quad   0
+    .quad   0x00af9b000000ffff                  /* 0x08: 64-bit code */
+    .quad   0x00cf93000000ffff                  /* 0x10: data */
+boot32_gdtr:
+    .word   3 * 8 - 1
+    .long   boot32_gdt
+
+/*
+ * Multiboot v1 header (probe-multiboot.ld puts it first in .text, file
+ * offset 0x1000): memory info wanted, and the a.out kludge address fields
+ * (mb_* come from the linker script): the file image from mb_load_start to
+ * mb_load_end, zeroes to mb_bss_end, entry _start32_mb.
+ */
+    .section .multiboot, "a", @progbits
+    .balign 4
+mb_header:
+    .long   MB_HEADER_MAGIC
+    .long   MB_HEADER_FLAGS
+    .long   -(MB_HEADER_MAGIC + MB_HEADER_FLAGS)
+    .long   mb_header                           /* header_addr */
+    .long   mb_load_start                       /* load_addr */
+    .long   mb_load_end                         /* load_end_addr */
+    .long   mb_bss_end                          /* bss_end_addr */
+    .long   _start32_mb                         /* entry_addr */
+
+/* PVH: XEN_ELFNOTE_PHYS32_ENTRY, name "Xen", 4-byte physical entry. */
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long   4                                   /* namesz */
+    .long   4                                   /* descsz */
+    .long   XEN_ELFNOTE_PHYS32_ENTRY
+    .asciz  "Xen"
+    .long   _start32_pvh
 
 /* ------------------------------------------------------------------------
  * .bss (never assumed zero: vars_start..vars_end is cleared at start-up,
@@ -2000,6 +2713,13 @@ pio_port:       .skip 4
 pio_n:          .skip 4
 doorbell_addr:  .skip 4
 doorbell_val:   .skip 4
+boot_proto:     .skip 4
+exit_mode:      .skip 4
+e820_count:     .skip 4
+e820_stride:    .skip 4                         /* 0: multiboot (size + 4) */
+    .balign 8
+e820_first:     .skip 8                         /* the first entry's addr */
+cmdline_addr:   .skip 8
     .balign 8
 online_flags:   .skip MAX_CPUS                  /* by APIC ID */
 cpu_ids:        .skip MAX_CPUS                  /* enabled, MP-table order */
