@@ -89,6 +89,7 @@
  *     probe.irqlines=PORT        irq-lines device base port (<= 0xffff):
  *                                outb level, PORT+gsi
  *     probe.gsi=G1,G2,...        GSIs (<= 0xffff, 1..64 of them) to pulse
+ *     probe.apspin=1             APs spin with interrupts off instead of halting
  *     probe.level=G              IOAPIC pin (< 24) for the level test
  *     probe.recorder=ADDR        recorder zone; [ADDR, ADDR+4096) must lie
  *     probe.records=N            in 0..1 GiB or 3..4 GiB
@@ -345,6 +346,7 @@
 #define OPT_PIO             0x20
 #define OPT_PIO_RECORDS     0x40
 #define OPT_DOORBELL        0x80
+#define OPT_APSPIN          0x100               /* APs spin, IF=0, instead of hlt */
 #define GSI_LIST_MAX        64
 
 /* Print the NUL-terminated string at label `str` (preserves %rsi). */
@@ -1079,6 +1081,19 @@ opt_gsi:
     stc
     ret
 
+opt_apspin:
+    call    parse_num
+    jc      9f
+    call    parse_end
+    jc      9f
+    test    %eax, %eax
+    jz      1f
+    orl     $OPT_APSPIN, opt_flags(%rip)
+1:  clc
+    ret
+9:  stc
+    ret
+
 opt_level:
     call    parse_num
     jc      9f
@@ -1492,9 +1507,13 @@ ap_entry64:
     lea     online_flags(%rip), %rax
     movb    $1, (%rax,%rbx)
     lock incl online_count(%rip)
+    testl   $OPT_APSPIN, opt_flags(%rip)
+    jnz     2f
     sti
 1:  hlt
     jmp     1b
+2:  cli                                         /* probe.apspin=1: busy forever */
+3:  jmp     3b
 .Lap_dead:
     cli
     hlt
@@ -2486,6 +2505,7 @@ opt_table:
     .quad   key_pio_records, opt_pio_records
     .quad   key_doorbell, opt_doorbell
     .quad   key_exit, opt_exit
+    .quad   key_apspin, opt_apspin
     .quad   0, 0
 
 key_irqlines:     .asciz "probe.irqlines="
@@ -2497,6 +2517,7 @@ key_pio:          .asciz "probe.pio="
 key_pio_records:  .asciz "probe.pio_records="
 key_doorbell:     .asciz "probe.doorbell="
 key_exit:         .asciz "probe.exit="
+key_apspin:       .asciz "probe.apspin="
 
 /* probe.exit values, by EXIT_MODE_*. */
     .balign 8
