@@ -35,6 +35,9 @@ pub enum Command {
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
         #[arg(long, value_name = "CAP")]
         disable_cap: Vec<String>,
+        /// Run without the per-thread seccomp filters (for debugging).
+        #[arg(long)]
+        no_seccomp: bool,
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
         #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
         timeout: Option<u64>,
@@ -117,7 +120,11 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             expect_plan,
             disable_cap,
             timeout,
+            no_seccomp,
         } => {
+            if no_seccomp {
+                crate::seccomp::disable();
+            }
             let c = config::load(&file)?;
             let p = plan::plan(&c);
             let digest = dump::digest(&p)?;
@@ -149,6 +156,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                     )
                 }),
                 signals: signals.clone(),
+                // A restart rebuilds the VM on this thread, which the Main filter forbids.
+                seccomp_main: p.machine.on_reboot != "restart",
             };
             loop {
                 if let Some(sig) = signals.pending() {

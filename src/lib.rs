@@ -15,5 +15,6 @@ pub mod kvm;
 pub mod memory;
 pub mod outcome;
 pub mod plan;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vmm;

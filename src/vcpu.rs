@@ -155,6 +155,9 @@ impl VcpuHandle {
                 };
                 let tx2 = tx.clone();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu) {
+                        return Some(Outcome::Host(format!("vcpu{index}: {e}")));
+                    }
                     st.store(VcpuState::Running as u8, Ordering::SeqCst);
                     v.run_loop()
                 }));
@@ -254,6 +257,7 @@ impl Vcpu {
     fn run_loop(&mut self) -> Option<Outcome> {
         KVM_RUN.with(|r| r.set(self.fd.get_kvm_run() as *mut kvm_run));
         crate::outcome::inject_panic_here();
+        crate::seccomp::test_forbidden_syscall_here();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return None;

@@ -107,6 +107,10 @@ pub struct RunOptions {
     pub deadline: Option<(Instant, u64)>,
     /// Caught termination signals.
     pub signals: Signals,
+    /// Install the [`crate::seccomp::ThreadKind::Main`] filter on the calling
+    /// thread once every vCPU runs. Only when this thread will not build
+    /// another VM afterwards (not with `on_reboot = "restart"`).
+    pub seccomp_main: bool,
 }
 
 /// Runs the VM to its end.
@@ -135,6 +139,13 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         }
     }
     drop(tx);
+    // Every thread of this run exists now: filters are inherited by threads
+    // created later, so the main thread's comes last.
+    if opts.seccomp_main {
+        if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Main) {
+            outcome.get_or_insert(Outcome::Host(e.to_string()));
+        }
+    }
 
     let mut exits = BTreeMap::new();
     let mut snapshots = BTreeMap::new();

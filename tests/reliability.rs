@@ -351,3 +351,64 @@ fn sigterm_works_while_the_guest_keeps_rebooting() {
     assert_eq!(code, Some(143));
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn a_forbidden_syscall_from_a_vcpu_thread_ends_berth_with_159() {
+    guests();
+    let dir = TempDir::new("seccomp");
+    let f = machine_file(&dir, "spin", 2, "");
+    let mut c = berth();
+    c.env("BERTH_TEST_SYSCALL", "vcpu1").arg("run").arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(159), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("berth: seccomp: thread vcpu1 made a forbidden system call 110 (getppid)"),
+        "{}",
+        stderr(&o)
+    );
+    // --no-seccomp: the same call goes through and the guest runs on.
+    let mut c = berth();
+    c.env("BERTH_TEST_SYSCALL", "vcpu1")
+        .args(["run", "--no-seccomp", "--timeout", "1s"])
+        .arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+}
+
+#[test]
+fn restarts_leave_no_threads_behind() {
+    guests();
+    let dir = TempDir::new("threads");
+    let text = std::fs::read_to_string(repo().join("configs/default.toml"))
+        .unwrap()
+        .replace("../guests/", &format!("{}/", repo().join("guests").display()))
+        .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
+        .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
+    let f = dir.write("loop.toml", &text);
+    let mut child = spawn(&[], &f, &[]);
+    let threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // Peak thread count over a window (a sample may fall between boots).
+    let peak = |pid: u32, window: Duration| {
+        let end = Instant::now() + window;
+        let mut max = 0;
+        while Instant::now() < end {
+            max = max.max(threads(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        max
+    };
+    let early = peak(child.id(), Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_secs(2));
+    let late = peak(child.id(), Duration::from_millis(1000));
+    kill(&child, libc::SIGTERM);
+    let (code, _) = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(code, Some(143));
+    assert!(
+        late <= early + 2,
+        "threads grew from {early} to {late} across restarts"
+    );
+}

@@ -132,6 +132,8 @@ struct Pending {
     writing: bool,
     /// The output failed for good.
     failed: bool,
+    /// The device is gone: the output thread ends once the buffer is empty.
+    closed: bool,
 }
 
 struct Shared {
@@ -158,31 +160,50 @@ impl AsyncOutput {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("serial-out".into())
-            .spawn(move || loop {
-                crate::outcome::inject_panic_here();
-                {
+            .spawn(move || {
+                if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::SerialOut) {
+                    log::error!("{e}; serial output is dropped");
                     let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    while p.buf.is_empty() {
-                        p = s.cond.wait(p).unwrap_or_else(|e| e.into_inner());
-                    }
-                    p.writing = true;
-                }
-                // Let a burst gather (a vCPU emits one byte per exit) so the
-                // output sees one write per batch, not one per byte.
-                std::thread::sleep(BATCH_DELAY);
-                let batch: Vec<u8> = {
-                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.buf.drain(..).collect()
-                };
-                let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
-                let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                p.writing = false;
-                if !ok {
                     p.failed = true;
+                    s.cond.notify_all();
+                    return;
                 }
-                s.cond.notify_all();
+                loop {
+                    crate::outcome::inject_panic_here();
+                    {
+                        let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        while p.buf.is_empty() && !p.closed {
+                            p = s.cond.wait(p).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if p.buf.is_empty() {
+                            return; // closed and drained
+                        }
+                        p.writing = true;
+                    }
+                    // Let a burst gather (a vCPU emits one byte per exit) so the
+                    // output sees one write per batch, not one per byte.
+                    std::thread::sleep(BATCH_DELAY);
+                    let batch: Vec<u8> = {
+                        let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        p.buf.drain(..).collect()
+                    };
+                    let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
+                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    p.writing = false;
+                    if !ok {
+                        p.failed = true;
+                    }
+                    s.cond.notify_all();
+                }
             })?;
         Ok(AsyncOutput { shared })
+    }
+
+    /// Tells the output thread to end once everything buffered is written.
+    pub fn close(&self) {
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.closed = true;
+        self.shared.cond.notify_all();
     }
 
     /// Waits up to `limit` for everything buffered to be written; returns
@@ -266,6 +287,14 @@ impl SerialEvents for SerialCounters {
     }
 
     fn in_buffer_empty(&self) {}
+}
+
+impl Drop for SerialDevice {
+    fn drop(&mut self) {
+        if let Some(o) = &self.output {
+            o.close();
+        }
+    }
 }
 
 /// How long shutdown waits for buffered output.
