@@ -4,6 +4,8 @@
 #   make test    every test: lint, unit, integration (real KVM), golden plans,
 #                the Linux smoke test (fetches Debian's kernel once, cached)
 #   make linux-smoke  just the Linux smoke test
+#   make fuzz    run every fuzz target for FUZZ_SECONDS (default 60) each
+#   make fuzz-smoke  every fuzz target once over its checked-in corpus (in make test)
 #   make check   rustfmt + clippy -D warnings
 #   make golden  rewrite configs/golden/*.plan from the current code
 #   make bench   start-up time and memory (benches/README.md)
@@ -11,7 +13,9 @@
 CARGO ?= cargo
 BERTH := target/release/berth
 
-.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench
+.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench fuzz fuzz-smoke
+
+FUZZ_SECONDS ?= 60
 
 # The real-kernel unit tests (bzImage zero page, PVH start_info) read these.
 LINUX_ENV := BERTH_LINUX_BZIMAGE=$(CURDIR)/target/linux/vmlinuz BERTH_LINUX_VMLINUX=$(CURDIR)/target/linux/vmlinux
@@ -35,6 +39,13 @@ check:
 
 test: guests linux-fetch check
 	$(LINUX_ENV) $(CARGO) test --all-targets
+	$(MAKE) fuzz-smoke
+
+fuzz: guests
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: guests
+	bash fuzz/run.sh --smoke
 
 linux-fetch:
 	sh tests/linux/fetch.sh

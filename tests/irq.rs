@@ -304,7 +304,7 @@ fn level_pin_on_an_ap_in_split_mode() {
     // the AP's EOI write exits, KVM reports KVM_EXIT_IOAPIC_EOI and berth's
     // IOAPIC re-fires the still-high line. On PVM the EOI is emulated and the
     // AP halts before KVM looks at its pending EOI exit (KVM does not wake a
-    // halted vCPU for it), so the IOAPIC never hears of the EOI.
+    // halted vCPU for it), so the IOAPIC usually never hears of the EOI.
     guests();
     let dir = TempDir::new("aplevel");
     let text = std::fs::read_to_string(repo().join("configs/irq-split-4.toml"))
@@ -320,12 +320,20 @@ fn level_pin_on_an_ap_in_split_mode() {
         "{}",
         r.out
     );
-    let want = if host_is_pvm() {
-        "probe: level gsi=11 fired=1"
+    let fired: u32 = r
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("probe: level gsi=11 fired="))
+        .unwrap_or_else(|| panic!("{}", r.out))
+        .parse()
+        .unwrap();
+    if host_is_pvm() {
+        // Usually 1 (the EOI exit never comes); 2 when the AP happened to
+        // re-enter the guest before halting. Never a storm.
+        assert!((1..=2).contains(&fired), "{}", r.out);
     } else {
-        "probe: level gsi=11 fired=2"
-    };
-    assert!(r.out.contains(want), "{}", r.out);
+        assert_eq!(fired, 2, "{}", r.out);
+    }
 }
 
 #[test]

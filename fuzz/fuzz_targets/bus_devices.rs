@@ -47,16 +47,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth::bus::{AddressSpace, Bus, BusDevice, VmEvent};
-use berth::devices::ioapic::{Ioapic, MsiRoute, MsiSink, IOAPIC_MMIO_BASE, IOAPIC_MMIO_SIZE, IOAPIC_NUM_PINS,
-    IOAPIC_STORM_THRESHOLD,
+use berth::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg, PM1_CNT_LEN, PM1_EVT_LEN, RESET_REG_LEN};
+use berth::devices::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
+use berth::devices::i8042::{insert_i8042, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN};
+use berth::devices::ioapic::{
+    Ioapic, MsiRoute, MsiSink, IOAPIC_MMIO_BASE, IOAPIC_MMIO_SIZE, IOAPIC_NUM_PINS, IOAPIC_STORM_THRESHOLD,
 };
 use berth::devices::irq_lines::{IrqLines, LineSink};
 use berth::devices::recorder::{Recorder, RecorderLog};
 use berth::devices::serial::SERIAL_REGS_LEN;
 use berth::devices::{doorbell::Doorbell, DebugExit, SerialDevice, SerialOutput};
-use berth::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg, PM1_CNT_LEN, PM1_EVT_LEN, RESET_REG_LEN};
-use berth::devices::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
-use berth::devices::i8042::{insert_i8042, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN};
 use vmm_sys_util::eventfd::EventFd;
 
 const MAX_OPS: usize = 4096;
@@ -81,10 +81,18 @@ const MSI_ADDR_VARIABLE: u64 = (0xff << 12) | (1 << 2);
 const MSI_DATA_VARIABLE: u32 = 0xff | (0x7 << 8) | (1 << 14) | (1 << 15);
 
 fn check_msi(address: u64, data: u32) {
-    assert_eq!(address & !MSI_ADDR_VARIABLE, 0xfee0_0000, "malformed MSI address {address:#x}");
+    assert_eq!(
+        address & !MSI_ADDR_VARIABLE,
+        0xfee0_0000,
+        "malformed MSI address {address:#x}"
+    );
     assert_eq!(data & !MSI_DATA_VARIABLE, 0, "malformed MSI data {data:#x}");
     // Assert (bit 14) goes with level (bit 15).
-    assert_eq!(data >> 14 & 1, data >> 15 & 1, "MSI data {data:#x}: assert without level");
+    assert_eq!(
+        data >> 14 & 1,
+        data >> 15 & 1,
+        "MSI data {data:#x}: assert without level"
+    );
 }
 
 impl MsiSink for CheckingSink {
@@ -99,10 +107,17 @@ impl MsiSink for CheckingSink {
         assert!(pin < IOAPIC_NUM_PINS, "route update for pin {pin}");
         if let Some(r) = route {
             check_msi(r.address, r.data);
-            assert_eq!(r.level, r.data & (1 << 15) != 0, "route level flag disagrees with data: {r:?}");
+            assert_eq!(
+                r.level,
+                r.data & (1 << 15) != 0,
+                "route level flag disagrees with data: {r:?}"
+            );
         }
         let mut log = self.0.lock().unwrap();
-        assert_ne!(log.routes[pin], route, "update_route for pin {pin} without a change");
+        assert_ne!(
+            log.routes[pin], route,
+            "update_route for pin {pin} without a change"
+        );
         log.routes[pin] = route;
         log.route_updates += 1;
     }
@@ -173,7 +188,8 @@ impl Rig {
             SerialOutput::Null,
             serial_irq.try_clone().expect("eventfd clone"),
         )));
-        bus.insert(Pio, COM1, SERIAL_REGS_LEN, "com1", serial.clone()).unwrap();
+        bus.insert(Pio, COM1, SERIAL_REGS_LEN, "com1", serial.clone())
+            .unwrap();
 
         let de = DebugExit::new(4).unwrap();
         bus.insert(Pio, DEBUG_EXIT_PORT, de.width().into(), "debug-exit", dev(de))
@@ -202,10 +218,12 @@ impl Rig {
         let below = MEM_BELOW_4G[usize::from(header >> 2 & 3)];
         let above = MEM_ABOVE_4G[usize::from(header >> 4 & 3)];
         let cmos = Cmos::new(below, above, Box::new(move || c.load(Ordering::Relaxed)));
-        bus.insert(Pio, CMOS_PORT_BASE, CMOS_PORT_LEN, "cmos", dev(cmos)).unwrap();
+        bus.insert(Pio, CMOS_PORT_BASE, CMOS_PORT_LEN, "cmos", dev(cmos))
+            .unwrap();
 
         let pm_evt = Arc::new(Mutex::new(AcpiPmEvt::new()));
-        bus.insert(Pio, PM1_EVT, PM1_EVT_LEN, "acpi-pm-evt", pm_evt.clone()).unwrap();
+        bus.insert(Pio, PM1_EVT, PM1_EVT_LEN, "acpi-pm-evt", pm_evt.clone())
+            .unwrap();
         bus.insert(Pio, PM1_CNT, PM1_CNT_LEN, "acpi-pm-cnt", dev(AcpiPmCnt::new()))
             .unwrap();
         bus.insert(Pio, RESET_REG, RESET_REG_LEN, "reset", dev(ResetReg::new()))
@@ -314,13 +332,19 @@ fn check_event(bus: &Bus, space: AddressSpace, addr: u64, value: &[u8], event: V
         .unwrap_or_else(|| panic!("event {event:?} from a write to {space} {addr:#x}, where no device is"));
     match (event, name.as_str()) {
         (VmEvent::DebugExit(status), "debug-exit") => {
-            let v = value.iter().take(4).rev().fold(0u32, |acc, &x| acc << 8 | u32::from(x));
+            let v = value
+                .iter()
+                .take(4)
+                .rev()
+                .fold(0u32, |acc, &x| acc << 8 | u32::from(x));
             assert_eq!(status, DebugExit::status_for(v));
             assert_eq!(status & 1, 1);
         }
         (VmEvent::Reset, "i8042-command" | "reset") => {}
         (VmEvent::PowerOff, "acpi-pm-cnt") => {}
-        (event, name) => panic!("unexpected event {event:?} from {name} ({space} write at {addr:#x}: {value:x?})"),
+        (event, name) => {
+            panic!("unexpected event {event:?} from {name} ({space} write at {addr:#x}: {value:x?})")
+        }
     }
 }
 
@@ -332,16 +356,26 @@ fn check_final(a: &Rig, b: &Rig) {
         let table = io.redirection_table();
         drop(io);
         let msi = rig.msi.lock().unwrap();
-        assert_eq!(counters.msis_sent, msi.msis, "IOAPIC MSI counter disagrees with its sink");
+        assert_eq!(
+            counters.msis_sent, msi.msis,
+            "IOAPIC MSI counter disagrees with its sink"
+        );
         assert_eq!(counters.route_updates, msi.route_updates);
         for (pin, rte) in table.iter().enumerate() {
             assert_eq!(rte & (1 << 12), 0, "pin {pin}: delivery status set: {rte:#x}");
             if rte & (1 << 15) == 0 {
-                assert_eq!(rte & (1 << 14), 0, "pin {pin}: edge-triggered RTE with Remote IRR: {rte:#x}");
+                assert_eq!(
+                    rte & (1 << 14),
+                    0,
+                    "pin {pin}: edge-triggered RTE with Remote IRR: {rte:#x}"
+                );
             }
             // The route the sink holds is the RTE's (None when masked).
             let want = (rte & (1 << 16) == 0).then(|| MsiRoute::from_rte(*rte));
-            assert_eq!(msi.routes[pin], want, "pin {pin}: sink route out of date for RTE {rte:#x}");
+            assert_eq!(
+                msi.routes[pin], want,
+                "pin {pin}: sink route out of date for RTE {rte:#x}"
+            );
         }
         drop(msi);
         let stats = rig.bus.stats();
@@ -352,7 +386,11 @@ fn check_final(a: &Rig, b: &Rig) {
             .sum();
         let logged: u64 = rig.recorders.iter().map(|r| r.lock().unwrap().count).sum();
         assert_eq!(recorder_writes, logged, "recorder counts disagree with the bus");
-        let doorbell_writes: u64 = stats.iter().filter(|s| s.name == "doorbell").map(|s| s.writes).sum();
+        let doorbell_writes: u64 = stats
+            .iter()
+            .filter(|s| s.name == "doorbell")
+            .map(|s| s.writes)
+            .sum();
         assert_eq!(doorbell_writes, rig.doorbell.load(Ordering::Relaxed));
     }
     // The two machines agree on everything.
@@ -369,13 +407,19 @@ fn check_final(a: &Rig, b: &Rig) {
         assert_eq!(ra.records, rb.records);
     }
     let (pa, pb) = (a.pm_evt.lock().unwrap(), b.pm_evt.lock().unwrap());
-    assert_eq!((pa.status(), pa.enable(), pa.sci_level()), (pb.status(), pb.enable(), pb.sci_level()));
+    assert_eq!(
+        (pa.status(), pa.enable(), pa.sci_level()),
+        (pb.status(), pb.enable(), pb.sci_level())
+    );
     drop((pa, pb));
     assert_eq!(
         a.i8042.lock().unwrap().reset_requests(),
         b.i8042.lock().unwrap().reset_requests()
     );
-    let (sa, sb) = (a.serial.lock().unwrap().counters(), b.serial.lock().unwrap().counters());
+    let (sa, sb) = (
+        a.serial.lock().unwrap().counters(),
+        b.serial.lock().unwrap().counters(),
+    );
     assert_eq!(
         (sa.bytes_out(), sa.bytes_dropped()),
         (sb.bytes_out(), sb.bytes_dropped())
@@ -405,7 +449,9 @@ fuzz_target!(|data: &[u8]| {
         let res_b = b.bus.insert(space, base, len, "recorder-extra", dev(rb));
         assert_eq!(res_a, res_b);
         if res_a.is_ok() {
-            let end = base.checked_add(len).expect("bus accepted a range that overflows");
+            let end = base
+                .checked_add(len)
+                .expect("bus accepted a range that overflows");
             assert!(len > 0 && end > base);
             a_recorders.push(la);
             b_recorders.push(lb);
@@ -434,7 +480,10 @@ fuzz_target!(|data: &[u8]| {
                     let hb = b.bus.read(space, addr, &mut db);
                     assert_eq!(ha, hb);
                     if !ha {
-                        assert!(da.iter().all(|&x| x == 0xff), "unhandled read not all-ones: {da:x?}");
+                        assert!(
+                            da.iter().all(|&x| x == 0xff),
+                            "unhandled read not all-ones: {da:x?}"
+                        );
                     }
                     assert_eq!(
                         da, db,
@@ -482,15 +531,30 @@ fuzz_target!(|data: &[u8]| {
             13 => {
                 let n = usize::from(input.u8() % 32);
                 let bytes = input.bytes(n);
-                let qa = a.serial.lock().unwrap().enqueue_input(&bytes).map_err(|e| e.to_string());
-                let qb = b.serial.lock().unwrap().enqueue_input(&bytes).map_err(|e| e.to_string());
+                let qa = a
+                    .serial
+                    .lock()
+                    .unwrap()
+                    .enqueue_input(&bytes)
+                    .map_err(|e| e.to_string());
+                let qb = b
+                    .serial
+                    .lock()
+                    .unwrap()
+                    .enqueue_input(&bytes)
+                    .map_err(|e| e.to_string());
                 assert_eq!(qa, qb);
                 if let Ok(q) = qa {
                     assert!(q <= n);
                 }
             }
             14 => {
-                let t = i64::from(u32::from_le_bytes([input.u8(), input.u8(), input.u8(), input.u8()])) * 2;
+                let t = i64::from(u32::from_le_bytes([
+                    input.u8(),
+                    input.u8(),
+                    input.u8(),
+                    input.u8(),
+                ])) * 2;
                 a.clock.store(t, Ordering::Relaxed);
                 b.clock.store(t, Ordering::Relaxed);
             }
@@ -512,7 +576,10 @@ fuzz_target!(|data: &[u8]| {
         );
         drop(io);
         for s in a.bus.stats() {
-            eprintln!("  {} {} {:#x}+{:#x}: {} reads, {} writes", s.name, s.space, s.base, s.len, s.reads, s.writes);
+            eprintln!(
+                "  {} {} {:#x}+{:#x}: {} reads, {} writes",
+                s.name, s.space, s.base, s.len, s.reads, s.writes
+            );
         }
     }
 });

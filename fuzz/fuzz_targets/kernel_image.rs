@@ -138,6 +138,7 @@ fn boot(machine_file: &Path, machine_text: &str, mem: &GuestMemoryMmap) -> bool 
     let plan = berth::plan::plan(&cfg);
     match berth::boot::load_kernel(&cfg, &plan, mem) {
         Ok(k) => {
+            check_loaded(&plan, &k);
             let loaded = format!("{k:?}");
             let boot = berth::boot::write_boot_structures(&plan, mem, &k).map_err(|e| e.to_string());
             if verbose() {
@@ -151,6 +152,57 @@ fn boot(machine_file: &Path, machine_text: &str, mem: &GuestMemoryMmap) -> bool 
                 eprintln!("load failed: {msg}");
             }
             false
+        }
+    }
+}
+
+/// Size of the guest RAM in `MACHINE`.
+const RAM: u64 = 4 << 20;
+
+/// What `LoadedKernel`'s documentation promises about a successful load.
+fn check_loaded(plan: &berth::plan::Plan, k: &berth::boot::LoadedKernel) {
+    // "Image format (matches the plan's protocol)".
+    let format = format!("{:?}", k.format).to_lowercase();
+    let want = match plan.boot.protocol.as_str() {
+        "linux-64bit" => "elf64",
+        "linux-bzimage" => "bzimage",
+        other => other,
+    };
+    assert_eq!(
+        format, want,
+        "loaded format disagrees with the plan's protocol: {k:?}"
+    );
+    // The image, bss included, lies in guest RAM. (An empty image is let
+    // through wherever it claims to be: see regress-multiboot-empty-image.)
+    assert!(k.load <= k.end, "image ends before it starts: {k:?}");
+    if k.end > k.load {
+        assert!(
+            k.end <= RAM,
+            "image {:#x}..{:#x} outside RAM: {k:?}",
+            k.load,
+            k.end
+        );
+    }
+    // The 32-bit entry registers.
+    match want {
+        "multiboot" => assert_eq!(k.entry_regs.0, 0x2bad_b002, "{k:?}"),
+        "pvh" => assert_eq!(k.entry_regs.0, 0, "{k:?}"),
+        _ => assert_eq!(k.entry_regs, (0, 0), "{k:?}"),
+    }
+    // The initrd is page aligned, in RAM, and clear of the image.
+    if let Some((addr, size)) = k.initrd {
+        assert_eq!(addr % 4096, 0, "initrd at {addr:#x}: {k:?}");
+        assert!(
+            addr.checked_add(size).is_some_and(|e| e <= RAM),
+            "initrd {addr:#x}+{size:#x} outside RAM"
+        );
+        if size > 0 {
+            assert!(
+                addr + size <= k.load || addr >= k.end,
+                "initrd {addr:#x}+{size:#x} overlaps the image {:#x}..{:#x}",
+                k.load,
+                k.end
+            );
         }
     }
 }

@@ -73,7 +73,11 @@ fn check(text: &str) {
     let cfg2 = berth::config::parse(file, text).expect("second parse of an accepted file failed");
     let plan2 = berth::plan::plan(&cfg2);
     assert_eq!(plan, plan2, "planning is not deterministic");
-    assert_eq!(berth::plan::plan(&cfg), plan, "planning the same config twice differs");
+    assert_eq!(
+        berth::plan::plan(&cfg),
+        plan,
+        "planning the same config twice differs"
+    );
 
     let toml_text = dump::render(&plan, Format::Toml).expect("plan cannot be rendered as TOML");
     let json_text = dump::render(&plan, Format::Json).expect("plan cannot be rendered as JSON");
@@ -136,7 +140,7 @@ impl Input<'_> {
 
     /// True one time in four.
     fn maybe(&mut self) -> bool {
-        self.u8() % 4 == 0
+        self.u8().is_multiple_of(4)
     }
 
     /// Mostly one of `good`; rarely one of `bad` (values the validator
@@ -189,11 +193,20 @@ const BAD_ADDRS: &[i64] = &[
     0x1001,
 ];
 const RAM_ADDRS: &[i64] = &[1 << 32, (1 << 32) + 0x1000, 8 * GIB, 512 * MIB, GIB, 0xc000_0000];
-const DEV_ADDRS: &[i64] = &[0xd000_0000, 0xd000_1000, 0xd000_2000, 0xe000_0000, 0xfeb0_0000, 3 * (1 << 32)];
+const DEV_ADDRS: &[i64] = &[
+    0xd000_0000,
+    0xd000_1000,
+    0xd000_2000,
+    0xe000_0000,
+    0xfeb0_0000,
+    3 * (1 << 32),
+];
 const SIZES: &[&str] = &["4KiB", "8KiB", "64KiB", "1MiB", "2MiB", "64MiB"];
 const BAD_SIZES: &[&str] = &["0", "4 KiB", "1MB", "1.5MiB", "1GiB", "3GiB", "4097", "16TiB", ""];
 const GOOD_PORTS: &[i64] = &[0x80, 0xf4, 0x2000, 0x501, 0x510, 0x3000, 0xfffc, 0x84];
-const BAD_PORTS: &[i64] = &[0x3f8, 0x3fc, 0x60, 0x64, 0x70, 0x71, 0x600, 0x604, 0xcf9, 0xffff, 0x10000, -1];
+const BAD_PORTS: &[i64] = &[
+    0x3f8, 0x3fc, 0x60, 0x64, 0x70, 0x71, 0x600, 0x604, 0xcf9, 0xffff, 0x10000, -1,
+];
 /// (path, the format it is) of the images validation accepts.
 const KERNELS: &[(&str, &str)] = &[
     ("../fuzz/fixtures/elf64", "elf"),
@@ -203,8 +216,17 @@ const KERNELS: &[(&str, &str)] = &[
     ("/proc/self/exe", "elf"),
     ("../guests/probe.elf", "elf"),
 ];
-const BAD_KERNELS: &[(&str, &str)] = &[("../Cargo.toml", "elf"), ("no-such-file", "auto"), ("..", "auto"), ("", "auto")];
-const INITRDS: &[&str] = &["../fuzz/fixtures/multiboot", "../fuzz/fixtures/bzimage", "../Cargo.lock"];
+const BAD_KERNELS: &[(&str, &str)] = &[
+    ("../Cargo.toml", "elf"),
+    ("no-such-file", "auto"),
+    ("..", "auto"),
+    ("", "auto"),
+];
+const INITRDS: &[&str] = &[
+    "../fuzz/fixtures/multiboot",
+    "../fuzz/fixtures/bzimage",
+    "../Cargo.lock",
+];
 const BAD_FILES: &[&str] = &["no-such-file", "..", "", "/dev/null"];
 
 fn table(pairs: Vec<(&str, Value)>) -> Value {
@@ -226,7 +248,10 @@ fn generate(input: &mut Input) -> String {
 
     let mut machine = vec![("vcpus", input.int(&[1, 2, 3, 4, 8, 64, 254], &[0, 255]))];
     if input.maybe() {
-        machine.push(("name", input.str(&["m", "", "a \"quoted\" name", "ünï\u{1f600}", "x\ny\t'"], &[])));
+        machine.push((
+            "name",
+            input.str(&["m", "", "a \"quoted\" name", "ünï\u{1f600}", "x\ny\t'"], &[]),
+        ));
     }
     if input.maybe() {
         machine.push(("tables", input.str(&["acpi", "mptable", "both"], &["none"])));
@@ -246,7 +271,10 @@ fn generate(input: &mut Input) -> String {
 
     let mut memory = Vec::new();
     if input.pick(&[true], &[false]) {
-        let low = input.str(&["1MiB", "4MiB", "64MiB", "256MiB", "3GiB"], &["1020KiB", "3900MiB"]);
+        let low = input.str(
+            &["1MiB", "4MiB", "64MiB", "256MiB", "3GiB"],
+            &["1020KiB", "3900MiB"],
+        );
         let mut r = vec![("guest_addr", Value::Integer(0)), ("size", low)];
         if input.maybe() {
             r.push(("dirty_log", Value::Boolean(true)));
@@ -265,7 +293,10 @@ fn generate(input: &mut Input) -> String {
             r.push(("file", f));
         }
         let flags = input.u8();
-        for (bit, key) in ["readonly", "shared", "hugepages", "dirty_log"].iter().enumerate() {
+        for (bit, key) in ["readonly", "shared", "hugepages", "dirty_log"]
+            .iter()
+            .enumerate()
+        {
             if flags & (1 << bit) != 0 {
                 r.push((key, Value::Boolean(flags & (0x10 << bit) != 0)));
             }
@@ -291,11 +322,21 @@ fn generate(input: &mut Input) -> String {
     let routes: Vec<Value> = (0..input.u8() % 4)
         .map(|_| {
             let (chip, pins): (&str, &[i64]) = input.pick(
-                &[("ioapic", &[0, 1, 2, 7, 15, 23]), ("pic-master", &[0, 1, 3, 7]), ("pic-slave", &[0, 1, 4, 7])],
+                &[
+                    ("ioapic", &[0, 1, 2, 7, 15, 23]),
+                    ("pic-master", &[0, 1, 3, 7]),
+                    ("pic-slave", &[0, 1, 4, 7]),
+                ],
                 &[("lapic", &[0]), ("ioapic", &[24, 47]), ("pic-slave", &[8])],
             );
             table(vec![
-                ("gsi", input.int(&[24, 25, 30, 40, 63, 255, 1023, 4095, 5, 9, 16], &[0, 2, 4, 4096, -1])),
+                (
+                    "gsi",
+                    input.int(
+                        &[24, 25, 30, 40, 63, 255, 1023, 4095, 5, 9, 16],
+                        &[0, 2, 4, 4096, -1],
+                    ),
+                ),
                 ("chip", Value::String(chip.into())),
                 ("pin", Value::Integer(pins[usize::from(input.u8()) % pins.len()])),
             ])
@@ -312,14 +353,29 @@ fn generate(input: &mut Input) -> String {
             let level = input.maybe();
             if form < 0x80 {
                 m.push(("dest_apic_id", input.int(&[0, 1, 2, 3, 253], &[254, 255, 0x100])));
-                m.push(("vector", input.int(&[0x10, 0x20, 0x30, 0x41, 0xef, 0xfe], &[0x0f, 0xff, 0x100])));
+                m.push((
+                    "vector",
+                    input.int(&[0x10, 0x20, 0x30, 0x41, 0xef, 0xfe], &[0x0f, 0xff, 0x100]),
+                ));
             } else if form < 0xf0 {
-                m.push(("address", input.int(&[0xfee0_0000, 0xfee0_1000, 0xfee0_3000], &[0xfee0_1004, 0xfed0_0000, 0])));
+                m.push((
+                    "address",
+                    input.int(
+                        &[0xfee0_0000, 0xfee0_1000, 0xfee0_3000],
+                        &[0xfee0_1004, 0xfed0_0000, 0],
+                    ),
+                ));
                 let data = if level { 0xc041 } else { 0x41 };
                 m.push(("data", input.int(&[data, data | 0x100], &[0x10041, 0, 0x8041])));
             } else {
-                for (bit, (key, v)) in
-                    [("dest_apic_id", 1), ("vector", 0x41), ("address", 0xfee0_0000), ("data", 0x41)].iter().enumerate()
+                for (bit, (key, v)) in [
+                    ("dest_apic_id", 1),
+                    ("vector", 0x41),
+                    ("address", 0xfee0_0000),
+                    ("data", 0x41),
+                ]
+                .iter()
+                .enumerate()
                 {
                     if form & (1 << bit) != 0 {
                         m.push((key, Value::Integer(*v)));
@@ -338,13 +394,23 @@ fn generate(input: &mut Input) -> String {
     }
 
     let zones: Vec<Value> = (0..input.u8() % 3)
-        .map(|_| table(vec![("guest_addr", input.int(DEV_ADDRS, BAD_ADDRS)), ("size", size(input))]))
+        .map(|_| {
+            table(vec![
+                ("guest_addr", input.int(DEV_ADDRS, BAD_ADDRS)),
+                ("size", size(input)),
+            ])
+        })
         .collect();
     if !zones.is_empty() {
         root.insert("coalesced_mmio".into(), Value::Array(zones));
     }
     let zones: Vec<Value> = (0..input.u8() % 3)
-        .map(|_| table(vec![("port", input.int(GOOD_PORTS, BAD_PORTS)), ("size", input.int(&[1, 2, 4], &[0, 3, 8, 0x100]))]))
+        .map(|_| {
+            table(vec![
+                ("port", input.int(GOOD_PORTS, BAD_PORTS)),
+                ("size", input.int(&[1, 2, 4], &[0, 3, 8, 0x100])),
+            ])
+        })
         .collect();
     if !zones.is_empty() {
         root.insert("coalesced_pio".into(), Value::Array(zones));
@@ -353,7 +419,10 @@ fn generate(input: &mut Input) -> String {
     let (path, format) = input.pick(KERNELS, BAD_KERNELS);
     let mut kernel = vec![("path", Value::String(path.into()))];
     if input.bool() {
-        kernel.push(("format", input.str(&["auto", format], &["elf", "bzimage", "pvh", "multiboot", "pe"])));
+        kernel.push((
+            "format",
+            input.str(&["auto", format], &["elf", "bzimage", "pvh", "multiboot", "pe"]),
+        ));
     }
     if input.bool() {
         let len = input.pick(&[0usize, 13, 100, 4094], &[4095, 4096]);
@@ -423,7 +492,10 @@ fn generate(input: &mut Input) -> String {
                 ("dest_apic_id", input.int(&[0, 1, 2, 3], &[255, 0x100])),
                 ("vector", input.int(&[0x61, 0x30, 0xfe], &[0x0f, 0x100])),
             ]),
-            _ => table(vec![("kind", input.str(&["i8042", "cmos", "serial", "virtio"], &[]))]),
+            _ => table(vec![(
+                "kind",
+                input.str(&["i8042", "cmos", "serial", "virtio"], &[]),
+            )]),
         })
         .collect();
     if !devices.is_empty() {

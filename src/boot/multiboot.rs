@@ -149,6 +149,15 @@ pub(super) fn load<F: ImageFile>(
             format!("the entry point {entry:#x} is not in guest memory below 4 GiB"),
         ));
     }
+    // The kernel must load something, and be entered inside what it loaded
+    // (found by fuzzing: an empty a.out-kludge image "loaded" nothing at
+    // 0xffffffff and was entered at 0, in the boot structures).
+    if hi <= lo || entry < min || entry < lo || entry >= hi {
+        return Err(image_err(
+            path,
+            format!("the image loads {lo:#x}..{hi:#x} and is entered at {entry:#x}: the entry must lie inside a non-empty image at or above {min:#x}"),
+        ));
+    }
     let info = plan_addr(plan.boot.boot_info, "multiboot information")?;
     Ok(Placed {
         kernel: LoadedKernel {
