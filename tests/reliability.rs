@@ -334,16 +334,22 @@ fn address_space_limit_is_a_host_error() {
     );
 }
 
-#[test]
-fn sigterm_works_while_the_guest_keeps_rebooting() {
-    guests();
-    let dir = TempDir::new("rebootloop");
+/// The default machine with on_reboot = "restart" and a probe that resets
+/// as soon as it is done: a guest that reboots for ever.
+fn reboot_loop(dir: &TempDir) -> std::path::PathBuf {
     let text = std::fs::read_to_string(repo().join("configs/default.toml"))
         .unwrap()
         .replace("../guests/", &format!("{}/", repo().join("guests").display()))
         .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
         .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
-    let f = dir.write("loop.toml", &text);
+    dir.write("loop.toml", &text)
+}
+
+#[test]
+fn sigterm_works_while_the_guest_keeps_rebooting() {
+    guests();
+    let dir = TempDir::new("rebootloop");
+    let f = reboot_loop(&dir);
     let mut child = spawn(&[], &f, &[]);
     std::thread::sleep(Duration::from_secs(2));
     kill(&child, libc::SIGTERM);
@@ -379,12 +385,7 @@ fn a_forbidden_syscall_from_a_vcpu_thread_ends_berth_with_159() {
 fn restarts_leave_no_threads_behind() {
     guests();
     let dir = TempDir::new("threads");
-    let text = std::fs::read_to_string(repo().join("configs/default.toml"))
-        .unwrap()
-        .replace("../guests/", &format!("{}/", repo().join("guests").display()))
-        .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
-        .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
-    let f = dir.write("loop.toml", &text);
+    let f = reboot_loop(&dir);
     let mut child = spawn(&[], &f, &[]);
     let threads = |pid: u32| {
         std::fs::read_dir(format!("/proc/{pid}/task"))
