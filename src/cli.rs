@@ -39,7 +39,7 @@ pub enum Command {
         #[arg(long)]
         no_seccomp: bool,
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
-        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
         timeout: Option<u64>,
     },
     /// Parse and validate the machine file only.
@@ -66,10 +66,6 @@ pub enum PlanFormat {
     Toml,
     /// JSON.
     Json,
-}
-
-fn parse_timeout(s: &str) -> Result<u64, String> {
-    config::parse_duration(s)
 }
 
 /// Runs the CLI; returns the process exit code.

@@ -198,11 +198,6 @@ impl VcpuHandle {
             }
         }
     }
-
-    /// Whether the thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
 }
 
 impl Drop for VcpuHandle {

@@ -72,6 +72,16 @@ fn expected(plan: &Value, gsi: u64) -> Option<(u64, u64)> {
     None
 }
 
+/// The plan's doorbell device.
+fn doorbell(plan: &Value) -> &Value {
+    plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "doorbell")
+        .unwrap()
+}
+
 struct Run {
     out: String,
     err: String,
@@ -230,12 +240,7 @@ fn check_config(name: &str, extra: &[&str]) -> Run {
     );
 
     // Doorbell: ioeventfd + irqfd, MSI on the planned vector/CPU.
-    let bell = plan["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "doorbell")
-        .unwrap();
+    let bell = doorbell(&plan);
     let l = format!(
         "probe: doorbell vector={:#04x} apic={}",
         hexnum(&bell["vector"]),
@@ -287,12 +292,7 @@ fn removing_a_route_makes_the_guest_report_it_missing() {
     let cut = text.replace("[[msi_route]]\ngsi = 25\ndest_apic_id = 1\nvector = 0x42\n", "");
     let f = dir.write("irq25.toml", &cut);
     let plan = plan_of(f.to_str().unwrap());
-    let bell = plan["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "doorbell")
-        .unwrap();
+    let bell = doorbell(&plan);
     assert_eq!(bell["gsi"], 25);
     let r = boot(&f, &[]);
     assert!(r.out.contains("probe: gsi=25 vector=0x61 apic=0"), "{}", r.out);
@@ -356,11 +356,6 @@ fn plan_shows_the_full_routing_table() {
     sorted.sort();
     assert_eq!(gsis, sorted, "routes sorted by GSI");
     // The doorbell got the lowest free GSI after 0..23 and the file's 24, 25, 26.
-    let bell = plan["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "doorbell")
-        .unwrap();
+    let bell = doorbell(&plan);
     assert_eq!(bell["gsi"], 27);
 }

@@ -277,9 +277,4 @@ impl KvmIrq {
         self.commit_locked(&t)?;
         Ok(gsi)
     }
-
-    /// Number of routes currently in the fallback cache.
-    pub fn cached_routes(&self) -> usize {
-        self.lock().cache.len()
-    }
 }

@@ -361,7 +361,7 @@ pub fn plan(c: &Config) -> Plan {
         })
         .collect();
     let e820 = e820_map(&memslots);
-    let e820_for_initrd = e820.clone();
+    let boot = boot_plan(c, &e820);
 
     let pio = |name: &str, base: u16, len: u16, kind| DevicePlan {
         name: name.into(),
@@ -496,7 +496,7 @@ pub fn plan(c: &Config) -> Plan {
             format: c.kernel_format.name().into(),
             cmdline: m.kernel.cmdline.clone(),
         },
-        boot: boot_plan(c, &e820_for_initrd),
+        boot,
     };
     if m.machine.tables.mptable() {
         p.boot.mptable = Some(Hex(mptable::place(&p.mptable_spec())));
