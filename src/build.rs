@@ -5,22 +5,23 @@
 use crate::arch::x86_64::{acpi, cpuid, layout, mptable, regs};
 use crate::boot::{self, KernelError, LoadedKernel};
 use crate::bus::{AddressSpace, Bus, BusDevice, BusError};
+use crate::clock::Timeline;
 use crate::config::Config;
 use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
+use crate::devices::boot_timer::{BootTimer, BootTimes};
 use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
 use crate::devices::i8042::{I8042Command, I8042Data, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
+use crate::devices::null::Null;
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::irq::{IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
-use kvm_bindings::{
-    kvm_enable_cap, kvm_pit_config, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_enable_cap, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
 use std::collections::BTreeMap;
@@ -113,6 +114,8 @@ pub struct Vm {
     pub ioapic: Option<Arc<Mutex<Ioapic>>>,
     /// Recorder logs by device name.
     pub recorders: Vec<(String, Arc<Mutex<RecorderLog>>)>,
+    /// The boot timer's record, when the machine has one.
+    pub boot_timer: Option<Arc<Mutex<BootTimes>>>,
     /// Doorbell non-matching write counters by device name.
     pub doorbells: Vec<(String, Arc<AtomicU64>)>,
     /// Coalesced zones.
@@ -129,27 +132,34 @@ pub struct BuildOptions {
 }
 
 /// Builds the VM the plan describes.
-pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, BuildError> {
+pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timeline) -> Result<Vm, BuildError> {
     // 1. /dev/kvm and its API version (and capabilities the user switched off).
     let mut host = HostKvm::open()?;
     host.disable(&opts.disable_caps).map_err(BuildError::Usage)?;
     // 2. Capabilities and limits, named when missing; nothing created yet.
     let host_gsis = check_host(&host, plan)?;
+    //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15).
+    let supported_cpuid = host.supported_cpuid_in_background();
+    tl.mark("1-2 host");
     // 3. Guest RAM, mapped in this process (no KVM object yet).
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
+    tl.mark("3 ram");
     // 4. Kernel into RAM: image errors end here, before any VM exists.
     let kernel = boot::load_kernel(config, plan, &mem)?;
+    tl.mark("4 kernel");
     // 5. Boot structures: command line, the protocol's boot info (zero page,
     //    hvm_start_info or multiboot info), GDT/IDT, page tables, MP table, ACPI.
     boot::write_boot_structures(plan, &mem, &kernel)?;
     regs::write_tables(plan, &mem)?;
     write_mptable(plan, &mem)?;
     write_acpi(plan, &mem)?;
+    tl.mark("5 boot-structures");
     // 6. Device back-ends that depend on the host (serial output file).
     let serial_out = serial_output(config, plan)?;
     // 7. KVM_CREATE_VM.
     debug!("build: KVM_CREATE_VM");
     let fd = Arc::new(kvm("KVM_CREATE_VM", host.kvm.create_vm())?);
+    tl.mark("6-7 create-vm");
     // 8. Identity map and TSS: must precede vCPU creation (VMX real-mode support).
     kvm(
         "KVM_SET_IDENTITY_MAP_ADDR",
@@ -159,11 +169,15 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
         "KVM_SET_TSS_ADDR",
         fd.set_tss_address(plan.boot.kvm_tss.0 as usize),
     )?;
-    // 9. Interrupt controllers, before vCPUs so each gets an in-kernel LAPIC:
-    //    kernel mode = PIC + IOAPIC (+ PIT), split mode = LAPICs only.
-    create_irqchip(&fd, plan)?;
-    // 10. Memslots, in plan order.
+    // 9. Memslots, in plan order. Before the irqchip: once an in-kernel
+    //    irqchip exists, the first memslot costs milliseconds more on some
+    //    hosts (measured: 6–10 ms vs 0.1 ms on PVM); KVM needs no order.
     memory::register(&fd, &plan.memslots, &mem)?;
+    tl.mark("8-9 memslots");
+    // 10. Interrupt controllers, before vCPUs so each gets an in-kernel LAPIC:
+    //     kernel mode = PIC + IOAPIC (+ PIT), split mode = LAPICs only.
+    create_irqchip(&fd, plan)?;
+    tl.mark("10 irqchip");
     // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
     let irq = Arc::new(KvmIrq::new(
         fd.clone(),
@@ -172,15 +186,19 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
         host_gsis,
     )?);
     irq.commit()?;
+    tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
     let mut parts = build_bus(plan, serial_out, &irq)?;
     // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
     parts.irq_fds.extend(bind_eventfds(&fd, plan, &parts.serial_irq)?);
     // 14. Coalesced MMIO/PIO zones (writes queue in the shared ring).
     let zones = register_zones(&fd, plan)?;
+    tl.mark("12-14 devices");
     // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
     //     state; each maps the coalesced ring when zones exist.
-    let vcpus = create_vcpus(&host, &fd, plan, &kernel, !zones.is_empty())?;
+    let supported = kvm("KVM_GET_SUPPORTED_CPUID", supported_cpuid.wait(&host))?;
+    let vcpus = create_vcpus(&fd, plan, &kernel, &supported, !zones.is_empty())?;
+    tl.mark("15 vcpus");
     let serial_counters = parts.serial.lock().unwrap_or_else(|e| e.into_inner()).counters();
     Ok(Vm {
         host,
@@ -194,6 +212,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Vm, Bu
         irq,
         ioapic: parts.ioapic,
         recorders: parts.recorders,
+        boot_timer: parts.boot_timer,
         doorbells: parts.doorbells,
         zones: Arc::new(zones),
         kernel,
@@ -407,6 +426,7 @@ struct BusParts {
     irq_fds: Vec<EventFd>,
     ioapic: Option<Arc<Mutex<Ioapic>>>,
     recorders: Vec<(String, Arc<Mutex<RecorderLog>>)>,
+    boot_timer: Option<Arc<Mutex<BootTimes>>>,
     doorbells: Vec<(String, Arc<AtomicU64>)>,
 }
 
@@ -453,6 +473,7 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
     let mut serial_out = Some(serial_out);
     let mut serial = None;
     let mut recorders = Vec::new();
+    let mut boot_timer = None;
     let mut doorbells = Vec::new();
     let mut i8042: Option<Arc<Mutex<I8042>>> = None;
     for d in &plan.devices {
@@ -499,6 +520,12 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
                 recorders.push((d.name.clone(), r.log()));
                 Arc::new(Mutex::new(r))
             }
+            DeviceKind::Null {} => Arc::new(Mutex::new(Null)),
+            DeviceKind::BootTimer {} => {
+                let t = BootTimer::new();
+                boot_timer = Some(t.times());
+                Arc::new(Mutex::new(t))
+            }
             DeviceKind::Doorbell { .. } => {
                 let b = Doorbell::new();
                 doorbells.push((d.name.clone(), b.unmatched()));
@@ -515,6 +542,7 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
         irq_fds: Vec::new(),
         ioapic,
         recorders,
+        boot_timer,
         doorbells,
     })
 }
@@ -582,16 +610,12 @@ fn register_zones(fd: &VmFd, plan: &Plan) -> Result<Vec<ZoneCounter>, BuildError
 
 /// Step 15.
 fn create_vcpus(
-    host: &HostKvm,
     vm: &VmFd,
     plan: &Plan,
     kernel: &LoadedKernel,
+    supported: &CpuId,
     coalesced: bool,
 ) -> Result<Vec<VcpuFd>, BuildError> {
-    let supported = kvm(
-        "KVM_GET_SUPPORTED_CPUID",
-        host.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
-    )?;
     let mut out = Vec::with_capacity(plan.cpus.len());
     for cpu in &plan.cpus {
         let mut v = kvm("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(cpu.index)))?;

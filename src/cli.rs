@@ -96,12 +96,12 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
         Command::Plan { file, format } => {
             let c = config::load(&file)?;
             let p = plan::plan(&c);
-            let fmt = match format {
-                PlanFormat::Toml => Format::Toml,
-                PlanFormat::Json => Format::Json,
-            };
-            print!("{}", dump::render(&p, fmt)?);
-            println!("plan-sha256:{}", dump::digest(&p)?);
+            let canonical = dump::render(&p, Format::Toml)?;
+            match format {
+                PlanFormat::Toml => print!("{canonical}"),
+                PlanFormat::Json => print!("{}", dump::render(&p, Format::Json)?),
+            }
+            println!("plan-sha256:{}", dump::digest_of_canonical(&canonical));
             Ok(0)
         }
         Command::Caps => {
@@ -121,10 +121,13 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             if no_seccomp {
                 crate::seccomp::disable();
             }
+            let mut start_path = crate::clock::Timeline::default();
             let c = config::load(&file)?;
+            start_path.mark("config");
             let p = plan::plan(&c);
-            let digest = dump::digest(&p)?;
+            start_path.mark("plan");
             if let Some(want) = expect_plan {
+                let digest = dump::digest(&p)?;
                 let want = want
                     .trim()
                     .trim_start_matches("plan-sha256:")
@@ -137,7 +140,9 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                     });
                 }
             }
-            log::info!("plan-sha256:{digest}");
+            if log::log_enabled!(log::Level::Info) {
+                log::info!("plan-sha256:{}", dump::digest(&p)?);
+            }
             let opts = build::BuildOptions {
                 disable_caps: disable_cap,
             };
@@ -159,7 +164,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 if let Some(sig) = signals.pending() {
                     return Ok(Outcome::Signal(sig).exit_code());
                 }
-                let vm = build::build(&c, &p, &opts).map_err(|e| match e {
+                let mut tl = start_path.clone();
+                let vm = build::build(&c, &p, &opts, &mut tl).map_err(|e| match e {
                     build::BuildError::Kernel(source) => Error::Kernel {
                         file: c.locate_field("kernel.path"),
                         source,
@@ -172,7 +178,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 }
                 let report = vmm::run(vm, &run_opts).map_err(Error::Run)?;
                 if stats {
-                    eprint!("{}", vmm::stats_text(&report));
+                    tl.mark_at("16 vcpus-started", report.vcpus_started);
+                    eprint!("{}{}", vmm::stats_text(&report), tl.stats_text());
                 }
                 if !report.stuck_vcpus.is_empty() {
                     eprintln!(

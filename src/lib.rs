@@ -8,6 +8,7 @@ pub mod boot;
 pub mod build;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod error;

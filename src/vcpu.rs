@@ -204,9 +204,10 @@ impl Drop for VcpuHandle {
     fn drop(&mut self) {
         // Kick until the thread leaves KVM_RUN, then join. The owner sets
         // `stop` before dropping; a thread that is still running here is kicked
-        // again every millisecond.
+        // again every millisecond. One past its loop (`Exited`) only has to
+        // close its fd and return, so it is joined without sleeping.
         while let Some(t) = self.thread.as_ref() {
-            if t.is_finished() {
+            if t.is_finished() || self.state() == VcpuState::Exited {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
                 }

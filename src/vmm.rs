@@ -4,6 +4,7 @@
 
 use crate::build::Vm;
 use crate::bus::{DeviceStats, UnhandledStats};
+use crate::devices::boot_timer::BootTimes;
 use crate::outcome::Outcome;
 use crate::plan::dump::hex;
 use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VcpuSnapshot, VmMessage, VmShared};
@@ -35,6 +36,8 @@ pub struct RunReport {
     pub serial_bytes: (u64, u64),
     /// Interrupt delivery counters (name, value), in a fixed order.
     pub irq: Vec<(&'static str, u64)>,
+    /// What the boot timer saw (when the machine has one).
+    pub boot_timer: Option<BootTimes>,
     /// Recorders: name, writes, sha256 of the write sequence.
     pub recorders: Vec<(String, u64, String)>,
     /// Coalesced zones: device, space, base, ring entries.
@@ -43,6 +46,8 @@ pub struct RunReport {
     pub doorbells: Vec<(String, u64)>,
     /// Wall time from first vCPU start to outcome.
     pub run_time: Duration,
+    /// When every vCPU thread had been started (time since process start).
+    pub vcpus_started: Duration,
     /// vCPUs that did not stop within the grace period.
     pub stuck_vcpus: Vec<u32>,
     /// Each vCPU's state when it stopped.
@@ -139,6 +144,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         }
     }
     drop(tx);
+    let vcpus_started = crate::clock::since_start();
     // Every thread of this run exists now: filters are inherited by threads
     // created later, so the main thread's comes last.
     if opts.seccomp_main {
@@ -246,6 +252,10 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     Ok(RunReport {
         irq,
         recorders,
+        boot_timer: vm
+            .boot_timer
+            .as_ref()
+            .map(|t| *t.lock().unwrap_or_else(|e| e.into_inner())),
         zones,
         doorbells,
         outcome: outcome.unwrap_or_else(|| Outcome::Host("no outcome".into())),
@@ -254,6 +264,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         unhandled: vm.bus.unhandled(),
         serial_bytes: (vm.serial_counters.bytes_out(), vm.serial_counters.bytes_dropped()),
         run_time,
+        vcpus_started,
         stuck_vcpus,
         vcpu_states: snapshots.into_values().flatten().collect(),
     })
@@ -293,6 +304,9 @@ pub fn stats_text(r: &RunReport) -> String {
     );
     for (k, v) in &r.irq {
         let _ = writeln!(s, "stats: irq {k} {v}");
+    }
+    if let Some(t) = &r.boot_timer {
+        s.push_str(&t.stats_line());
     }
     for (n, count, digest) in &r.recorders {
         let _ = writeln!(s, "stats: recorder {n} writes {count} sha256 {digest}");

@@ -341,3 +341,120 @@ fn smp_machine_boots_with_parked_aps() {
         assert!(!err.contains("did not stop"), "{err}");
     }
 }
+
+/// A number after `key ` in `line` (e.g. "wall-ms 1.234").
+fn field(line: &str, key: &str) -> f64 {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        }
+    }
+    panic!("no `{key}` in {line:?}")
+}
+
+#[test]
+fn boot_timer_reports_time_since_start_and_the_start_path() {
+    // The line guest prints one line, writes 123 to 0xd0000000, then exits.
+    for image in ["bench-line-pvh", "bench-line-mb"] {
+        let dir = TempDir::new("boot-timer");
+        let f = dir.write(
+            "m.toml",
+            &machine(&guest(image), 1, "\n[[device]]\nkind = \"boot-timer\"\n"),
+        );
+        let started = std::time::Instant::now();
+        let o = run_with_limit(
+            {
+                let mut c = berth();
+                c.arg("run").arg("--stats").arg(&f);
+                c
+            },
+            LIMIT,
+        );
+        let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{image}: {err}");
+        assert_eq!(stdout(&o), "bench: first line\n", "{image}");
+        let told = err
+            .lines()
+            .find(|l| l.starts_with("berth: boot-timer: "))
+            .unwrap_or_else(|| panic!("{image}: no boot-timer line in {err}"));
+        let stat = err
+            .lines()
+            .find(|l| l.starts_with("stats: boot-timer "))
+            .unwrap_or_else(|| panic!("{image}: no boot-timer stats in {err}"));
+        let at = field(stat, "wall-ms");
+        assert!(
+            at > 0.0 && at < wall_ms,
+            "{image}: {stat} (whole run {wall_ms:.1} ms)"
+        );
+        assert!(field(stat, "cpu-ms") > 0.0, "{stat}");
+        assert_eq!(field(stat, "signals"), 1.0, "{stat}");
+        assert!(
+            told.contains(&format!("{at:.3} ms since start")),
+            "{told} vs {stat}"
+        );
+        // The start path: every step marked, in order, before the guest's signal.
+        let steps: Vec<(String, f64)> = err
+            .lines()
+            .filter(|l| l.starts_with("stats: startup "))
+            .map(|l| {
+                (
+                    l.split_whitespace().nth(2).unwrap().to_string(),
+                    field(l, "at-ms"),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["config", "plan", "1-2", "3", "4", "5", "6-7", "8-9", "10", "11", "12-14", "15", "16"],
+            "{err}"
+        );
+        assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1), "{steps:?}");
+        assert!(steps.last().unwrap().1 < at, "{steps:?} vs boot timer {at}");
+    }
+}
+
+#[test]
+fn null_device_takes_every_write_without_an_unhandled_access() {
+    // The pio guest writes port 0x80 100000 times; the mmio guest stores to
+    // 0xd0001000 100000 times.
+    let cases = [
+        ("bench-pio-pvh", "port = 0x80\nsize = 1", "null@0x80 pio 0x80+0x1"),
+        (
+            "bench-mmio-pvh",
+            "guest_addr = 0xd0001000\nsize = \"4KiB\"",
+            "null@0xd0001000 mmio 0xd0001000+0x1000",
+        ),
+    ];
+    for (image, window, stat) in cases {
+        let dir = TempDir::new("null");
+        let f = dir.write(
+            "m.toml",
+            &machine(
+                &guest(image),
+                1,
+                &format!("\n[[device]]\nkind = \"null\"\n{window}\n"),
+            ),
+        );
+        let o = run_with_limit(
+            {
+                let mut c = berth();
+                c.arg("run").arg("--stats").arg(&f);
+                c
+            },
+            LIMIT,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{image}: {err}");
+        assert!(
+            err.contains(&format!("stats: device {stat} reads 0 writes 100000\n")),
+            "{image}: {err}"
+        );
+        assert!(
+            err.contains("stats: unhandled pio-reads 0 pio-writes 0 mmio-reads 0 mmio-writes 0"),
+            "{image}: {err}"
+        );
+    }
+}

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 /// Image formats berth boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +123,30 @@ pub fn pvh_entry<R: Read + Seek>(f: &mut R) -> Option<u64> {
     None
 }
 
-/// Detects the format of the image at `path` (QEMU's order). `Ok(None)`:
-/// readable but not a format berth knows.
-pub fn detect_file(path: &Path) -> std::io::Result<Option<ImageFormat>> {
-    let mut f = File::open(path)?;
+/// The start of an image and what it was detected as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The first [`MULTIBOOT_SEARCH`] bytes (fewer for a short file).
+    pub head: Vec<u8>,
+    /// The format, in QEMU's order; `None`: not a format berth knows.
+    pub format: Option<ImageFormat>,
+}
+
+impl Probe {
+    /// Whether a multiboot v1 header sits in the head (even in an image
+    /// detected as something else: an ELF may carry a PVH note too).
+    pub fn has_multiboot_header(&self) -> bool {
+        multiboot_header_offset(&self.head).is_some()
+    }
+
+    /// Whether the image is an ELF64 file.
+    pub fn is_elf64(&self) -> bool {
+        self.head.len() >= 5 && self.head[..4] == [0x7f, b'E', b'L', b'F'] && self.head[4] == 2
+    }
+}
+
+/// Reads the head of the opened image `f` once and detects its format.
+pub fn probe(f: &mut File) -> std::io::Result<Probe> {
     let mut head = vec![0u8; MULTIBOOT_SEARCH];
     let mut n = 0;
     while n < head.len() {
@@ -137,7 +156,8 @@ pub fn detect_file(path: &Path) -> std::io::Result<Option<ImageFormat>> {
         }
     }
     head.truncate(n);
-    Ok(detect_bytes(&head, &mut f))
+    let format = detect_bytes(&head, f);
+    Ok(Probe { head, format })
 }
 
 /// Detection over the first 8 KiB `head` and the whole file `f`.

@@ -134,14 +134,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             kind,
         }
     };
-    let doc = DeTable::parse(text).map_err(|e| {
-        located(
-            e.span(),
-            FieldPath::root(),
-            first_line(e.message()),
-            ConfigErrorKind::Syntax,
-        )
-    })?;
+    // The spanned document only serves error messages: it is parsed again
+    // only on the way to one (a large file's parse costs milliseconds).
+    let doc = || DeTable::parse(text).ok();
     // serde_path_to_error keeps the field path even inside internally tagged
     // sections ([[device]]), where toml's own spans are lost.
     let de = toml::Deserializer::parse(text).map_err(|e| {
@@ -172,19 +167,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 field = field.key(key);
             }
         }
-        let field = if field.0.is_empty() {
-            inner
-                .span()
-                .map(|s| locate::path_at(&doc, &s))
-                .unwrap_or_default()
-        } else {
-            field
+        let doc = doc();
+        let field = match (&doc, inner.span()) {
+            (Some(doc), Some(s)) if field.0.is_empty() => locate::path_at(doc, &s),
+            _ => field,
         };
-        let span = if unknown.is_some() {
-            locate::key_span_of(&doc, &field)
-        } else {
-            locate::span_of(&doc, &field)
-        };
+        let span = doc.and_then(|doc| {
+            if unknown.is_some() {
+                locate::key_span_of(&doc, &field)
+            } else {
+                locate::span_of(&doc, &field)
+            }
+        });
         located(span.or(inner.span()), field, message, ConfigErrorKind::Syntax)
     })?;
     let dir = file
@@ -200,7 +194,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         text: text.to_string(),
     };
     config.kernel_format = validate::validate(&config).map_err(|v| {
-        let span = locate::span_of(&doc, &v.field);
+        let span = doc().and_then(|doc| locate::span_of(&doc, &v.field));
         located(span, v.field, v.message, v.kind)
     })?;
     Ok(config)

@@ -407,6 +407,24 @@ pub enum DeviceConfig {
         /// Window length.
         size: Size,
     },
+    /// Drops writes, reads zeros; MMIO or PIO (e.g. port 0x80).
+    Null {
+        /// MMIO base (give this or `port`).
+        #[serde(default)]
+        guest_addr: Option<u64>,
+        /// Port base (give this or `guest_addr`).
+        #[serde(default)]
+        port: Option<u16>,
+        /// Window length.
+        size: Size,
+    },
+    /// Firecracker's boot timer: a one-page MMIO window; the guest writes
+    /// the byte 123 at offset 0 and berth prints the time since it started.
+    BootTimer {
+        /// MMIO base (default 0xd000_0000).
+        #[serde(default = "default_boot_timer_addr")]
+        guest_addr: u64,
+    },
     /// A 4-byte MMIO doorbell: a write of `value` is caught by an ioeventfd
     /// (no vCPU exit) and answered with an MSI to `dest_apic_id`/`vector`
     /// through an irqfd on a GSI the plan allocates.
@@ -420,6 +438,10 @@ pub enum DeviceConfig {
         /// Vector 0x10..=0xfe.
         vector: u32,
     },
+}
+
+fn default_boot_timer_addr() -> u64 {
+    crate::devices::boot_timer::DEFAULT_ADDR
 }
 
 fn default_irq_lines_port() -> u16 {
@@ -454,6 +476,8 @@ impl DeviceConfig {
             DeviceConfig::DebugExit { .. } => "debug-exit",
             DeviceConfig::IrqLines { .. } => "irq-lines",
             DeviceConfig::Recorder { .. } => "recorder",
+            DeviceConfig::Null { .. } => "null",
+            DeviceConfig::BootTimer { .. } => "boot-timer",
             DeviceConfig::Doorbell { .. } => "doorbell",
         }
     }
@@ -472,6 +496,11 @@ impl DeviceConfig {
                 guest_addr,
                 port,
                 size,
+            }
+            | DeviceConfig::Null {
+                guest_addr,
+                port,
+                size,
             } => match (guest_addr, port) {
                 (Some(a), None) => Some((WindowSpace::Mmio, *a, size.bytes(), "guest_addr")),
                 (None, Some(p)) => Some((WindowSpace::Pio, (*p).into(), size.bytes(), "port")),
@@ -480,6 +509,12 @@ impl DeviceConfig {
             DeviceConfig::Doorbell { guest_addr, .. } => {
                 Some((WindowSpace::Mmio, *guest_addr, 4, "guest_addr"))
             }
+            DeviceConfig::BootTimer { guest_addr } => Some((
+                WindowSpace::Mmio,
+                *guest_addr,
+                crate::devices::boot_timer::WINDOW,
+                "guest_addr",
+            )),
         }
     }
 

@@ -5,7 +5,7 @@ use super::{
     Config, ConfigErrorKind, DeviceConfig, FieldPath, KernelFormat, SerialOutputConfig, WindowSpace,
 };
 use crate::arch::x86_64::layout::{self, PLATFORM_WINDOWS};
-use crate::boot::format::{detect_file, ImageFormat};
+use crate::boot::format::{probe, ImageFormat};
 
 /// Largest vCPU count the machine model supports (xAPIC IDs 0..=254).
 pub const MAX_VCPUS: u32 = 254;
@@ -194,16 +194,17 @@ fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
         message,
         kind: ConfigErrorKind::KernelImage,
     };
-    let opened = std::fs::File::open(&path).and_then(|f| {
+    // One open and one read of the image's head serve every check below.
+    let probed = std::fs::File::open(&path).and_then(|mut f| {
         if f.metadata()?.is_file() {
-            Ok(())
+            probe(&mut f)
         } else {
             Err(std::io::Error::other("not a regular file"))
         }
     });
-    opened.map_err(|e| kernel_err(format!("cannot read kernel image {}: {e}", path.display())))?;
-    let detected = detect_file(&path)
-        .map_err(|e| kernel_err(format!("cannot read kernel image {}: {e}", path.display())))?;
+    let image =
+        probed.map_err(|e| kernel_err(format!("cannot read kernel image {}: {e}", path.display())))?;
+    let detected = image.format;
     let format_err = |message: String| Invalid {
         field: FieldPath::of("kernel", None, Some("format")),
         message,
@@ -223,9 +224,9 @@ fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
                 KernelFormat::Pvh => found == Some(ImageFormat::Pvh),
                 // A multiboot header may sit in an ELF that also has a PVH note.
                 KernelFormat::Multiboot => {
-                    found == Some(ImageFormat::Multiboot) || is_multiboot(&path).unwrap_or(false)
+                    found == Some(ImageFormat::Multiboot) || image.has_multiboot_header()
                 }
-                KernelFormat::Elf => is_elf64(&path).unwrap_or(false),
+                KernelFormat::Elf => image.is_elf64(),
                 KernelFormat::Auto => true,
             };
             if !fits {
@@ -261,18 +262,6 @@ fn from_image(f: ImageFormat) -> KernelFormat {
     }
 }
 
-fn is_multiboot(path: &std::path::Path) -> std::io::Result<bool> {
-    let mut head = vec![0u8; crate::boot::format::MULTIBOOT_SEARCH];
-    let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
-    Ok(crate::boot::format::multiboot_header_offset(&head[..n]).is_some())
-}
-
-fn is_elf64(path: &std::path::Path) -> std::io::Result<bool> {
-    let mut head = [0u8; 5];
-    std::io::Read::read_exact(&mut std::fs::File::open(path)?, &mut head)?;
-    Ok(head[..4] == [0x7f, b'E', b'L', b'F'] && head[4] == 2)
-}
-
 fn check_devices(c: &Config) -> Result<(), Invalid> {
     // Windows in use: the platform's ports (COM1, i8042, CMOS, ACPI PM, the
     // in-kernel PIC/PIT) and the reset register.
@@ -286,9 +275,18 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
         1,
         "reset register".into(),
     ));
+    let mut boot_timer = None;
     for (i, d) in c.machine.device.iter().enumerate() {
         let at = |f: &str| FieldPath::of("device", Some(i), Some(f));
         match d {
+            DeviceConfig::BootTimer { .. } => {
+                if let Some(first) = boot_timer.replace(i) {
+                    return Err(invalid(
+                        FieldPath::of("device", Some(i), Some("kind")),
+                        format!("a machine has at most one boot-timer; device[{first}] is one already"),
+                    ));
+                }
+            }
             DeviceConfig::DebugExit { size, .. } if ![1, 2, 4].contains(size) => {
                 return Err(invalid(at("size"), format!("must be 1, 2 or 4, got {size}")));
             }
@@ -302,11 +300,19 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
                 guest_addr,
                 port,
                 size,
+            }
+            | DeviceConfig::Null {
+                guest_addr,
+                port,
+                size,
             } => {
                 if guest_addr.is_some() == port.is_some() {
                     return Err(invalid(
                         FieldPath::of("device", Some(i), None),
-                        "a recorder needs exactly one of guest_addr (MMIO) or port (PIO)".into(),
+                        format!(
+                            "a {} device needs exactly one of guest_addr (MMIO) or port (PIO)",
+                            d.kind()
+                        ),
                     ));
                 }
                 if size.bytes() == 0 {
@@ -440,6 +446,33 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         parse(Path::new("x.toml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn null_and_boot_timer_devices() {
+        let null = "[[device]]\nkind = \"null\"\nport = 0x80\nsize = 1\n";
+        let null_mmio = "[[device]]\nkind = \"null\"\nguest_addr = 0xd0001000\nsize = \"4KiB\"\n";
+        let timer = "[[device]]\nkind = \"boot-timer\"\n";
+        let c = parse(
+            Path::new("x.toml"),
+            &file("1", LOW, &format!("{null}{null_mmio}{timer}")),
+        )
+        .unwrap();
+        let windows: Vec<_> = c.machine.device.iter().map(|d| d.window().unwrap()).collect();
+        assert_eq!(windows[2].1, 0xd000_0000, "the boot timer's default address");
+        assert_eq!(windows[2].2, 0x1000);
+        let e = err(&file("1", LOW, "[[device]]\nkind = \"null\"\nsize = 1\n"));
+        assert!(e.message.contains("a null device needs exactly one of"), "{e}");
+        let e = err(&file("1", LOW, &format!("{timer}{timer}")));
+        assert_eq!(e.field.to_string(), "device[1].kind");
+        assert!(e.message.contains("at most one boot-timer"), "{e}");
+        // The timer's page collides with a device on 0xd0000000.
+        let e = err(&file(
+            "1",
+            LOW,
+            &format!("{timer}[[device]]\nkind = \"null\"\nguest_addr = 0xd0000800\nsize = 4\n"),
+        ));
+        assert!(e.message.contains("boot-timer"), "{e}");
     }
 
     #[test]

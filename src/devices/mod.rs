@@ -5,18 +5,22 @@
 //! - [`irq_lines`]: QEMU pc-testdev irq lines (port + n sets GSI n).
 //! - [`recorder`]: keeps every write, in order.
 //! - [`doorbell`]: ioeventfd + irqfd doorbell.
+//! - [`boot_timer`]: the guest writes 123 when booted; berth prints the time.
+//! - [`null`]: drops writes, reads zeros.
 
 use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod acpi_pm;
+pub mod boot_timer;
 pub mod cmos;
 pub mod debug_exit;
 pub mod doorbell;
 pub mod i8042;
 pub mod ioapic;
 pub mod irq_lines;
+pub mod null;
 pub mod recorder;
 pub mod serial;
 

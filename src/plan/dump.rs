@@ -40,7 +40,13 @@ pub fn render(plan: &Plan, format: Format) -> Result<String, DumpError> {
 
 /// Lowercase hex sha256 of the canonical text.
 pub fn digest(plan: &Plan) -> Result<String, DumpError> {
-    Ok(hex(&Sha256::digest(canonical(plan)?.as_bytes())))
+    Ok(digest_of_canonical(&canonical(plan)?))
+}
+
+/// The digest of an already rendered canonical text ([`render`] with
+/// [`Format::Toml`]), so a caller that prints the plan renders it once.
+pub fn digest_of_canonical(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// Lowercase hex of bytes.

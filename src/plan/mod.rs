@@ -218,6 +218,10 @@ pub enum DeviceKind {
     },
     /// Write recorder.
     Recorder {},
+    /// Drops writes, reads zeros.
+    Null {},
+    /// Boot timer (the guest writes 123 when booted).
+    BootTimer {},
     /// ioeventfd doorbell answered by an MSI through irqfd.
     Doorbell {
         /// Datamatch value.
@@ -427,6 +431,8 @@ pub fn plan(c: &Config) -> Plan {
             DeviceConfig::DebugExit { size, .. } => DeviceKind::DebugExit { width: *size },
             DeviceConfig::IrqLines { lines, .. } => DeviceKind::IrqLines { lines: *lines },
             DeviceConfig::Recorder { .. } => DeviceKind::Recorder {},
+            DeviceConfig::Null { .. } => DeviceKind::Null {},
+            DeviceConfig::BootTimer { .. } => DeviceKind::BootTimer {},
             DeviceConfig::Doorbell {
                 value,
                 dest_apic_id,

@@ -1,0 +1,108 @@
+//! The process clock: when berth started, how much CPU it has used, and the
+//! start path's timeline (`--stats`). The boot timer device and the startup
+//! benchmarks measure from [`mark_start`], which `main` calls first.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Records the process start; later calls return the first instant. The
+/// binary calls it before anything else (logging, signal handlers).
+pub fn mark_start() -> Instant {
+    *START.get_or_init(Instant::now)
+}
+
+/// Wall time since [`mark_start`].
+pub fn since_start() -> Duration {
+    mark_start().elapsed()
+}
+
+/// CPU time (user + system, every thread) the process has used so far.
+pub fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives on
+    // this stack frame; CLOCK_PROCESS_CPUTIME_ID exists on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Named points of the start path, each the wall time since start.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Timeline {
+    /// Records that `what` has just finished.
+    pub fn mark(&mut self, what: &'static str) {
+        self.marks.push((what, since_start()));
+    }
+
+    /// Records that `what` finished `at` (time since start), measured elsewhere.
+    pub fn mark_at(&mut self, what: &'static str, at: Duration) {
+        self.marks.push((what, at));
+    }
+
+    /// The marks in the order they were made.
+    pub fn marks(&self) -> &[(&'static str, Duration)] {
+        &self.marks
+    }
+
+    /// `stats: startup ...` lines: each mark's time since start and the
+    /// step's own duration (since the previous mark), in ms.
+    pub fn stats_text(&self) -> String {
+        let mut s = String::new();
+        let mut prev = Duration::ZERO;
+        for (what, at) in &self.marks {
+            s.push_str(&format!(
+                "stats: startup {what} at-ms {:.3} step-ms {:.3}\n",
+                ms(*at),
+                ms(at.saturating_sub(prev))
+            ));
+            prev = *at;
+        }
+        s
+    }
+}
+
+/// A duration in milliseconds, for reports.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_marks_are_ordered_and_reported() {
+        mark_start();
+        let mut t = Timeline::default();
+        t.mark("a");
+        t.mark("b");
+        let m = t.marks();
+        assert_eq!(m.len(), 2);
+        assert!(m[0].1 <= m[1].1);
+        let text = t.stats_text();
+        assert!(text.starts_with("stats: startup a at-ms "), "{text}");
+        assert!(text.contains("\nstats: startup b at-ms "), "{text}");
+    }
+
+    #[test]
+    fn process_cpu_grows() {
+        let a = process_cpu();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu() > a);
+    }
+}
