@@ -8,6 +8,7 @@
 
 use crate::bus::{BusDevice, VmEvent};
 use crate::clock;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,11 +106,13 @@ impl BusDevice for BootTimer {
             t.first = Some((wall, cpu));
         }
         if self.report {
-            eprintln!(
-                "berth: boot-timer: {:.3} ms since start (cpu {:.3} ms)",
+            // One write(2) (eprintln! would make one per formatted piece).
+            let line = format!(
+                "berth: boot-timer: {:.3} ms since start (cpu {:.3} ms)\n",
                 clock::ms(wall),
                 clock::ms(cpu)
             );
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
         None
     }

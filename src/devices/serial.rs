@@ -119,7 +119,8 @@ impl Write for Refuse {
     }
 }
 
-/// How long the output thread lets bytes gather before writing them.
+/// How long the output thread lets bytes of an unfinished line gather
+/// before writing them; a complete line is written at once.
 pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Bytes of guest output buffered between the vCPU and the output.
@@ -130,6 +131,8 @@ struct Pending {
     buf: std::collections::VecDeque<u8>,
     /// A batch is being written by the output thread.
     writing: bool,
+    /// `buf` holds a complete line: write without waiting.
+    newline: bool,
     /// The output failed for good.
     failed: bool,
     /// The device is gone: the output thread ends once the buffer is empty.
@@ -180,11 +183,26 @@ impl AsyncOutput {
                         }
                         p.writing = true;
                     }
-                    // Let a burst gather (a vCPU emits one byte per exit) so the
-                    // output sees one write per batch, not one per byte.
-                    std::thread::sleep(BATCH_DELAY);
+                    // A vCPU emits one byte per exit: let the bytes of a line
+                    // gather (at most BATCH_DELAY) so the output sees one write
+                    // per line, or per burst under load, not one per byte. A
+                    // complete line goes out at once: a console shows it
+                    // without delay.
                     let batch: Vec<u8> = {
+                        let deadline = std::time::Instant::now() + BATCH_DELAY;
                         let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            let now = std::time::Instant::now();
+                            if p.newline || p.closed || now >= deadline {
+                                break;
+                            }
+                            p = s
+                                .cond
+                                .wait_timeout(p, deadline - now)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                        p.newline = false;
                         p.buf.drain(..).collect()
                     };
                     let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
@@ -242,8 +260,10 @@ impl Write for AsyncOutput {
             ));
         }
         let was_idle = p.buf.is_empty() && !p.writing;
+        let line_done = data.contains(&b'\n');
         p.buf.extend(data);
-        if was_idle {
+        p.newline |= line_done;
+        if was_idle || line_done {
             self.shared.cond.notify_all();
         }
         Ok(data.len())
