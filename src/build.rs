@@ -122,6 +122,8 @@ pub struct Vm {
     pub zones: Arc<Vec<ZoneCounter>>,
     /// Where the kernel went.
     pub kernel: LoadedKernel,
+    /// The memslot-settle thread (joined before the VM is closed).
+    pub settle: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Build options that are not part of the machine (debugging switches).
@@ -177,6 +179,11 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     // 10. Interrupt controllers, before vCPUs so each gets an in-kernel LAPIC:
     //     kernel mode = PIC + IOAPIC (+ PIT), split mode = LAPICs only.
     create_irqchip(&fd, plan)?;
+    //     Then a one-page slot comes and goes on a thread of its own, so KVM's
+    //     one-time wait after the irqchip passes while the guest boots
+    //     (memory::settle_in_background; joined before the VM is closed).
+    let settle =
+        settle_slot(&host, plan).and_then(|(slot, at)| memory::settle_in_background(&fd, &mem, slot, at));
     tl.mark("10 irqchip");
     // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
     let irq = Arc::new(KvmIrq::new(
@@ -216,7 +223,19 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         doorbells: parts.doorbells,
         zones: Arc::new(zones),
         kernel,
+        settle,
     })
+}
+
+/// A slot number and address for [`memory::settle_in_background`]: the
+/// first slot after the plan's, if the host has one, and an address above
+/// everything the plan maps.
+fn settle_slot(host: &HostKvm, plan: &Plan) -> Option<(u32, u64)> {
+    let slot = plan.memslots.iter().map(|s| s.slot + 1).max().unwrap_or(0);
+    if slot as usize >= host.max_memslots() {
+        return None;
+    }
+    Some((slot, memory::settle_address(plan, kvm::host_phys_addr_bits())?))
 }
 
 /// Step 2: every capability the plan needs, and the host's limits; returns
