@@ -63,8 +63,14 @@ linux-smoke: guests linux-fetch
 	$(LINUX_ENV) $(CARGO) test --lib real_ -- --nocapture
 	$(CARGO) test --test linux -- --nocapture
 
+# berth vs QEMU (benches/README.md): installs qemu-system-x86 and gnuplot-nox
+# only when missing, then writes bench/results.{json,md,png}.
 bench: all
-	sh benches/startup.sh 30 configs/default.toml
+	command -v qemu-system-x86_64 >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y qemu-system-x86; }
+	command -v gnuplot >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y gnuplot-nox; }
+	$(STATIC) $(CARGO) bench --bench compare --target $(HOST_TARGET)
 
 golden: guests linux-fetch
 	BERTH_BLESS=1 $(CARGO) test --test golden
