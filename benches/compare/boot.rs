@@ -65,20 +65,24 @@ pub fn startup(ctx: &Ctx, b: &mut Bench) -> Result<(), String> {
         &r[0],
         &r[1],
     ));
-    let r = ctx.alternate("split irqchip", &[&split, &microvm_split])?;
-    b.rows.extend(time_rows(
-        "PVH, split irqchip: berth vs QEMU microvm",
-        "startup PVH split (ms)",
-        &r[0],
-        &r[1],
-    ));
-    let r = ctx.alternate("multiboot/pc", &[&mb, &pc])?;
-    b.rows.extend(time_rows(
-        "multiboot: berth vs QEMU -M pc",
-        "startup multiboot (ms)",
-        &r[0],
-        &r[1],
-    ));
+    let pairs = [
+        (
+            "split irqchip",
+            "PVH, split irqchip: berth vs QEMU microvm",
+            "startup PVH split (ms)",
+            [&split, &microvm_split],
+        ),
+        (
+            "multiboot/pc",
+            "multiboot: berth vs QEMU -M pc",
+            "startup multiboot (ms)",
+            [&mb, &pc],
+        ),
+    ];
+    for (name, what, chart, sides) in pairs {
+        let r = ctx.alternate(name, &sides)?;
+        b.rows.extend(time_rows(what, chart, &r[0], &r[1]));
+    }
     Ok(())
 }
 

@@ -327,24 +327,7 @@ fn trace_to_exit(pid: libc::pid_t) -> std::io::Result<Option<u64>> {
     let mut hwm = None;
     let mut execed = false;
     loop {
-        // SAFETY: siginfo_t is plain data for which all-zero bytes are valid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes only into `info`, which lives for the whole call.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
-            )
-        };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let info = peek(pid, libc::WEXITED | libc::WSTOPPED)?;
         if info.si_code == libc::CLD_EXITED
             || info.si_code == libc::CLD_KILLED
             || info.si_code == libc::CLD_DUMPED
@@ -391,20 +374,19 @@ fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
 
 /// Blocks until `pid` has exited, leaving it a zombie (WNOWAIT).
 fn wait_exited(pid: libc::pid_t) -> std::io::Result<()> {
+    peek(pid, libc::WEXITED).map(|_| ())
+}
+
+/// `waitid(P_PID, pid, flags | WNOWAIT)`, retried when interrupted: what `pid` did, left to be
+/// reported again.
+fn peek(pid: libc::pid_t, flags: libc::c_int) -> std::io::Result<libc::siginfo_t> {
     loop {
         // SAFETY: siginfo_t is plain data for which all-zero bytes are valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes only into `info`, which lives for the whole call.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags | libc::WNOWAIT) };
         if r == 0 {
-            return Ok(());
+            return Ok(info);
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
