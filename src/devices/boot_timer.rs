@@ -1,7 +1,10 @@
 //! The boot timer (Firecracker's convention): the guest writes the byte
 //! [`MAGIC`] (123) at offset 0 of an MMIO page when it considers itself
 //! booted, and berth prints the wall and CPU time since the process started
-//! (`berth: boot-timer: …` on stderr, and a `stats: boot-timer` line). A
+//! (`berth: boot-timer: …` on stderr, and a `stats: boot-timer` line). "Start"
+//! is the first thing `main` does ([`crate::clock::mark_start`]), as in
+//! Firecracker: exec and loading come before it (about 0.7 ms on the dev
+//! host: the first-line benchmark's spawn-to-line time minus this one). A
 //! Linux guest's init does it through `/dev/mem`; berth's benchmark guests
 //! do it after their first serial line. Reads return zeros; other writes are
 //! counted and ignored.
