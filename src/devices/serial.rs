@@ -154,7 +154,17 @@ pub struct AsyncOutput {
 
 impl AsyncOutput {
     /// Starts the output thread for `sink` with a buffer of `cap` bytes.
-    pub fn spawn(mut sink: Box<dyn Write + Send>, cap: usize) -> io::Result<AsyncOutput> {
+    pub fn spawn(sink: Box<dyn Write + Send>, cap: usize) -> io::Result<AsyncOutput> {
+        Self::spawn_with_delay(sink, cap, BATCH_DELAY)
+    }
+
+    /// [`AsyncOutput::spawn`] with `delay` instead of [`BATCH_DELAY`] for
+    /// the bytes of an unfinished line.
+    pub fn spawn_with_delay(
+        mut sink: Box<dyn Write + Send>,
+        cap: usize,
+        delay: std::time::Duration,
+    ) -> io::Result<AsyncOutput> {
         let shared = Arc::new(Shared {
             pending: std::sync::Mutex::new(Pending::default()),
             cond: std::sync::Condvar::new(),
@@ -189,7 +199,7 @@ impl AsyncOutput {
                     // complete line goes out at once: a console shows it
                     // without delay.
                     let batch: Vec<u8> = {
-                        let deadline = std::time::Instant::now() + BATCH_DELAY;
+                        let deadline = std::time::Instant::now() + delay;
                         let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
                         loop {
                             let now = std::time::Instant::now();
@@ -454,6 +464,32 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A complete line is written at once, however long unfinished lines
+    /// may wait; an unfinished line waits for its newline (or the delay).
+    #[test]
+    fn a_line_goes_out_without_waiting_for_the_batch_delay() {
+        let got = SharedBuf::default();
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        let mut out = AsyncOutput::spawn_with_delay(Box::new(got.clone()), 1024, week).unwrap();
+        out.write_all(b"partial").unwrap();
+        assert!(
+            !out.drain(std::time::Duration::from_millis(50)),
+            "an unfinished line was written before its newline or the delay"
+        );
+        assert!(got.0.lock().unwrap().is_empty());
+        out.write_all(b" line\n").unwrap();
+        assert!(
+            out.drain(std::time::Duration::from_secs(10)),
+            "a complete line waited for the batch delay"
+        );
+        assert_eq!(&*got.0.lock().unwrap(), b"partial line\n");
+        // Closing writes what is left, newline or not.
+        out.write_all(b"tail").unwrap();
+        out.close();
+        assert!(out.drain(std::time::Duration::from_secs(10)));
+        assert_eq!(&*got.0.lock().unwrap(), b"partial line\ntail");
     }
 
     struct Broken;
