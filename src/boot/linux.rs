@@ -4,7 +4,9 @@
 //! line, the initrd and the e820 map, and the BSP enters in long mode with
 //! rsi = zero page.
 
-use super::{elf, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel, Placed};
+use super::{
+    check_fits, elf, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel, Placed,
+};
 use crate::plan::Plan;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
@@ -45,8 +47,7 @@ pub(super) fn load_elf64<F: ImageFile>(
             "format \"elf\" boots ELF64 images at their 64-bit entry; this is ELF32 (a multiboot or PVH kernel?)",
         ));
     }
-    elf::check_segments(mem, &image, min)
-        .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))?;
+    check_fits(path, mem, &image, min)?;
     let r = Elf::load(mem, None, f, Some(GuestAddress(min))).map_err(|source| KernelError::Load {
         path: path.to_path_buf(),
         min,

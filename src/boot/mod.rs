@@ -83,6 +83,18 @@ fn image_err(path: &Path, message: impl Into<String>) -> KernelError {
     }
 }
 
+/// [`elf::check_segments`] for the image at `path`, as a kernel error that
+/// asks whether it fits the memory map.
+fn check_fits(
+    path: &Path,
+    mem: &GuestMemoryMmap,
+    image: &elf::ElfImage,
+    min: u64,
+) -> Result<(), KernelError> {
+    elf::check_segments(mem, image, min)
+        .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))
+}
+
 /// Where the kernel (and initrd) went and how the BSP enters it.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadedKernel {

@@ -4,7 +4,8 @@
 //! eax = 0x2BADB002 and ebx = the multiboot information structure.
 
 use super::{
-    addr32, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel, Placed,
+    addr32, check_fits, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel,
+    Placed,
 };
 use crate::plan::{E820Entry, E820Kind, Plan};
 use std::io::SeekFrom;
@@ -134,8 +135,7 @@ pub(super) fn load<F: ImageFile>(
                 format!("multiboot header without address fields (flags bit 16), so the image must be an ELF: {m}"),
             )
         })?;
-        elf::check_segments(mem, &image, min)
-            .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))?;
+        check_fits(path, mem, &image, min)?;
         let (lo, hi) = image.span().unwrap_or((0, 0));
         if hi > 1 << 32 {
             return Err(image_err(path, format!("segments reach {hi:#x}, above 4 GiB")));
@@ -350,17 +350,10 @@ pub(super) fn write_info(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{self, Machine};
+    use super::super::testutil::{self, u32_at, u64_at, Machine};
     use super::super::{load_kernel, write_boot_structures};
     use super::*;
     use crate::plan::Hex;
-
-    fn u32_at(mem: &GuestMemoryMmap, a: u64) -> u32 {
-        mem.read_obj(GuestAddress(a)).unwrap()
-    }
-    fn u64_at(mem: &GuestMemoryMmap, a: u64) -> u64 {
-        mem.read_obj(GuestAddress(a)).unwrap()
-    }
 
     fn check_info(mem: &GuestMemoryMmap, k: &LoadedKernel, initrd_name: &str, cmdline: &[u8]) {
         let i = 0x6000;

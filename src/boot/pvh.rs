@@ -4,7 +4,8 @@
 //! ebx = `hvm_start_info` (version 1: with the memory map).
 
 use super::{
-    addr32, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel, Placed,
+    addr32, check_fits, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel,
+    Placed,
 };
 use crate::plan::Plan;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
@@ -30,8 +31,7 @@ pub(super) fn load<F: ImageFile>(
 ) -> Result<Placed, KernelError> {
     let min = plan.boot.kernel_min_addr.0;
     let image = elf::parse(f, len).map_err(|m| image_err(path, m))?;
-    elf::check_segments(mem, &image, min)
-        .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))?;
+    check_fits(path, mem, &image, min)?;
     let mut entry = None;
     if image.is64 {
         let r = Elf::load(mem, None, f, None).map_err(|source| KernelError::Load {
@@ -153,17 +153,10 @@ pub(super) fn write_start_info(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{self, Machine};
+    use super::super::testutil::{self, u32_at, u64_at, Machine};
     use super::super::{load_kernel, write_boot_structures};
     use super::*;
     use vm_memory::Bytes;
-
-    fn u32_at(mem: &GuestMemoryMmap, a: u64) -> u32 {
-        mem.read_obj(GuestAddress(a)).unwrap()
-    }
-    fn u64_at(mem: &GuestMemoryMmap, a: u64) -> u64 {
-        mem.read_obj(GuestAddress(a)).unwrap()
-    }
 
     #[test]
     fn start_info_memmap_and_modlist_bytes() {

@@ -4,7 +4,7 @@
 use crate::config::{self, Config};
 use crate::plan::{self, Plan};
 use std::path::{Path, PathBuf};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The PVH entry point of [`image_for`]`("pvh")` and [`pvh_elf32`].
 pub const PVH_ENTRY: u64 = 0x10_0008;
@@ -220,4 +220,14 @@ pub fn image_for(format: &str) -> Vec<u8> {
         ),
         other => panic!("no test image for {other}"),
     }
+}
+
+/// The little-endian u32 at guest address `a`.
+pub fn u32_at(mem: &GuestMemoryMmap, a: u64) -> u32 {
+    mem.read_obj(GuestAddress(a)).unwrap()
+}
+
+/// The little-endian u64 at guest address `a`.
+pub fn u64_at(mem: &GuestMemoryMmap, a: u64) -> u64 {
+    mem.read_obj(GuestAddress(a)).unwrap()
 }
