@@ -31,6 +31,7 @@
 //! the largest table (255 CPUs, 5,320 bytes) fits.
 
 use super::tables::set_checksum;
+use super::{check_apic_ids, ApicIdError};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 /// Where the floating pointer goes when the whole table fits below
@@ -283,30 +284,21 @@ where
         .map_err(|source| MpTableError::Memory { base, source })
 }
 
-fn validate(spec: &MpTableSpec) -> Result<(), MpTableError> {
-    let count = spec.cpus.len();
-    if count == 0 {
-        return Err(MpTableError::NoCpus);
-    }
-    if count > MAX_CPUS {
-        return Err(MpTableError::TooManyCpus { count });
-    }
-    let mut seen: [Option<usize>; 256] = [None; 256];
-    for (index, &id) in spec.cpus.iter().enumerate() {
-        if id == ALL_LAPICS {
-            return Err(MpTableError::BroadcastApicId { index });
-        }
-        if let Some(slot) = seen.get_mut(usize::from(id)) {
-            if let Some(first) = *slot {
-                return Err(MpTableError::DuplicateApicId {
-                    id,
-                    first,
-                    second: index,
-                });
+impl From<ApicIdError> for MpTableError {
+    fn from(e: ApicIdError) -> Self {
+        match e {
+            ApicIdError::Empty => MpTableError::NoCpus,
+            ApicIdError::TooMany { count } => MpTableError::TooManyCpus { count },
+            ApicIdError::Broadcast { index } => MpTableError::BroadcastApicId { index },
+            ApicIdError::Duplicate { id, first, second } => {
+                MpTableError::DuplicateApicId { id, first, second }
             }
-            *slot = Some(index);
         }
     }
+}
+
+fn validate(spec: &MpTableSpec) -> Result<(), MpTableError> {
+    check_apic_ids(&spec.cpus, MAX_CPUS)?;
     if spec.ioapic_pins < ISA_IRQS {
         return Err(MpTableError::TooFewIoapicPins {
             pins: spec.ioapic_pins,

@@ -64,6 +64,7 @@
 //! ```
 
 use crate::arch::x86_64::tables::set_checksum;
+use crate::arch::x86_64::{check_apic_ids, ApicIdError};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use super::layout::{COM1_GSI, COM1_LEN, COM1_PORT};
@@ -199,8 +200,6 @@ const INTI_ACTIVE_HIGH_LEVEL: u16 = 0x000d;
 const INTI_CONFORMING: u16 = 0;
 /// ACPI processor UID meaning "every processor".
 const ALL_PROCESSORS: u8 = 0xff;
-/// Local APIC ID that is the broadcast ID.
-const BROADCAST_APIC_ID: u8 = 0xff;
 const NMI_LINT: u8 = 1;
 
 // AML opcodes and prefixes (ACPI 6.4 §20.3).
@@ -414,30 +413,19 @@ where
         })
 }
 
+impl From<ApicIdError> for AcpiError {
+    fn from(e: ApicIdError) -> Self {
+        match e {
+            ApicIdError::Empty => AcpiError::NoCpus,
+            ApicIdError::TooMany { count } => AcpiError::TooManyCpus { count },
+            ApicIdError::Broadcast { index } => AcpiError::BroadcastApicId { index },
+            ApicIdError::Duplicate { id, first, second } => AcpiError::DuplicateApicId { id, first, second },
+        }
+    }
+}
+
 fn validate(spec: &AcpiSpec) -> Result<(), AcpiError> {
-    let count = spec.cpus.len();
-    if count == 0 {
-        return Err(AcpiError::NoCpus);
-    }
-    if count > MAX_CPUS {
-        return Err(AcpiError::TooManyCpus { count });
-    }
-    let mut seen: [Option<usize>; 256] = [None; 256];
-    for (index, &id) in spec.cpus.iter().enumerate() {
-        if id == BROADCAST_APIC_ID {
-            return Err(AcpiError::BroadcastApicId { index });
-        }
-        if let Some(slot) = seen.get_mut(usize::from(id)) {
-            if let Some(first) = *slot {
-                return Err(AcpiError::DuplicateApicId {
-                    id,
-                    first,
-                    second: index,
-                });
-            }
-            *slot = Some(index);
-        }
-    }
+    check_apic_ids(&spec.cpus, MAX_CPUS)?;
 
     let blocks = [
         ("PM1a event block", spec.pm1a_evt_port, PM1_EVT_LEN),
