@@ -59,17 +59,7 @@ fn boot_timed(
         let _ = std::io::Read::read_to_string(&mut err, &mut s);
         s
     });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("berth did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_with_limit(&mut child, start, limit);
     (status.code(), lines.join().unwrap(), errs.join().unwrap())
 }
 
