@@ -4,7 +4,8 @@
 //!
 //! The machine is the split-irqchip one of configs/irq-split-2.toml: COM1,
 //! debug-exit, irq-lines (GSI n < 24 drives IOAPIC pin n, as berth's
-//! `SplitLines` does), PIO and MMIO recorders, a doorbell and the IOAPIC,
+//! `SplitLines` does), PIO and MMIO recorders, a doorbell, a boot timer (on
+//! a fixed clock), PIO and MMIO null devices and the IOAPIC,
 //! with a checking (otherwise no-op) `MsiSink`; plus the i8042 (both ports),
 //! the CMOS/RTC (on a fuzzed clock and memory size) and the ACPI PM1a event
 //! and control blocks and reset register. A few extra recorder ranges at
@@ -18,7 +19,8 @@
 //! reset or power-off do, ranges the bus accepted never overlap, the
 //! IOAPIC's MSIs and routes are well formed and only reported when they
 //! change, edge-triggered RTEs never show Remote IRR, and the device counters
-//! agree with the bus's.
+//! agree with the bus's (the boot timer's signals and other writes add up to
+//! its bus writes).
 //!
 //! Input format (fuzz/fixtures/make_bus_seeds.py writes the checked-in
 //! seeds): byte 0 = header: bits 0-1 number of extra ranges, each 17 bytes
@@ -45,15 +47,18 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth::bus::{AddressSpace, Bus, BusDevice, VmEvent};
 use berth::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg, PM1_CNT_LEN, PM1_EVT_LEN, RESET_REG_LEN};
+use berth::devices::boot_timer::{BootTimer, BootTimes, WINDOW as BOOT_TIMER_WINDOW};
 use berth::devices::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
 use berth::devices::i8042::{insert_i8042, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN};
 use berth::devices::ioapic::{
     Ioapic, MsiRoute, MsiSink, IOAPIC_MMIO_BASE, IOAPIC_MMIO_SIZE, IOAPIC_NUM_PINS, IOAPIC_STORM_THRESHOLD,
 };
 use berth::devices::irq_lines::{IrqLines, LineSink};
+use berth::devices::null::Null;
 use berth::devices::recorder::{Recorder, RecorderLog};
 use berth::devices::serial::SERIAL_REGS_LEN;
 use berth::devices::{doorbell::Doorbell, DebugExit, SerialDevice, SerialOutput};
@@ -142,6 +147,7 @@ struct Rig {
     msi: Arc<Mutex<MsiLog>>,
     recorders: Vec<Arc<Mutex<RecorderLog>>>,
     doorbell: Arc<AtomicU64>,
+    boot_timer: Arc<Mutex<BootTimes>>,
     pm_evt: Arc<Mutex<AcpiPmEvt>>,
     i8042: Arc<Mutex<I8042>>,
     clock: Arc<AtomicI64>,
@@ -155,6 +161,9 @@ const IRQ_LINES: u32 = 64;
 const PIO_RECORDER: u64 = 0x80;
 const MMIO_RECORDER: u64 = 0xd000_0000;
 const DOORBELL: u64 = 0xd000_1000;
+const BOOT_TIMER: u64 = 0xd000_2000;
+const PIO_NULL: u64 = 0x84;
+const MMIO_NULL: u64 = 0xd000_3000;
 const PM1_EVT: u64 = 0x600;
 const PM1_CNT: u64 = 0x604;
 const RESET_REG: u64 = 0xcf9;
@@ -210,6 +219,14 @@ impl Rig {
         let doorbell = db.unmatched();
         bus.insert(Mmio, DOORBELL, 4, "doorbell", dev(db)).unwrap();
 
+        // A fixed clock: the two machines must record the same times.
+        let timer = BootTimer::with_clock(|| (Duration::from_micros(1500), Duration::from_micros(700)));
+        let boot_timer = timer.times();
+        bus.insert(Mmio, BOOT_TIMER, BOOT_TIMER_WINDOW, "boot-timer", dev(timer))
+            .unwrap();
+        bus.insert(Pio, PIO_NULL, 2, "null", dev(Null)).unwrap();
+        bus.insert(Mmio, MMIO_NULL, 0x1000, "null", dev(Null)).unwrap();
+
         let i8042 = Arc::new(Mutex::new(I8042::new()));
         insert_i8042(&mut bus, &i8042).unwrap();
 
@@ -239,6 +256,7 @@ impl Rig {
             msi,
             recorders,
             doorbell,
+            boot_timer,
             pm_evt,
             i8042,
             clock,
@@ -268,6 +286,12 @@ const TARGETS: &[(AddressSpace, u64, u64)] = &[
     (AddressSpace::Pio, 0xfff8, 0x10),
     (AddressSpace::Mmio, 0, 0x10),
     (AddressSpace::Mmio, u64::MAX - 7, 0x10),
+    // Devices added later, kept after the older entries so the seeds'
+    // target indices (fuzz/fixtures/make_bus_seeds.py) stay put.
+    (AddressSpace::Mmio, BOOT_TIMER, BOOT_TIMER_WINDOW),
+    (AddressSpace::Mmio, BOOT_TIMER, 8),
+    (AddressSpace::Pio, PIO_NULL, 2),
+    (AddressSpace::Mmio, MMIO_NULL, 0x1000),
 ];
 
 /// A cursor over the input; runs dry as zeros.
@@ -392,6 +416,18 @@ fn check_final(a: &Rig, b: &Rig) {
             .map(|s| s.writes)
             .sum();
         assert_eq!(doorbell_writes, rig.doorbell.load(Ordering::Relaxed));
+        let timer_writes: u64 = stats
+            .iter()
+            .filter(|s| s.name == "boot-timer")
+            .map(|s| s.writes)
+            .sum();
+        let t = *rig.boot_timer.lock().unwrap();
+        assert_eq!(
+            timer_writes,
+            t.signals + t.other_writes,
+            "boot-timer counts disagree with the bus"
+        );
+        assert_eq!(t.first.is_some(), t.signals > 0);
     }
     // The two machines agree on everything.
     assert_eq!(a.bus.stats(), b.bus.stats());
@@ -406,6 +442,7 @@ fn check_final(a: &Rig, b: &Rig) {
         assert_eq!((ra.count, ra.digest()), (rb.count, rb.digest()));
         assert_eq!(ra.records, rb.records);
     }
+    assert_eq!(*a.boot_timer.lock().unwrap(), *b.boot_timer.lock().unwrap());
     let (pa, pb) = (a.pm_evt.lock().unwrap(), b.pm_evt.lock().unwrap());
     assert_eq!(
         (pa.status(), pa.enable(), pa.sci_level()),
