@@ -450,7 +450,7 @@ fn generate(input: &mut Input) -> String {
     }
 
     let devices: Vec<Value> = (0..input.u8() % 6)
-        .map(|_| match input.pick(&[0, 1, 2, 3], &[4]) {
+        .map(|_| match input.pick(&[0, 1, 2, 3, 5, 6], &[4]) {
             0 => {
                 let mut d = vec![("kind", Value::String("debug-exit".into()))];
                 if input.bool() {
@@ -471,8 +471,10 @@ fn generate(input: &mut Input) -> String {
                 }
                 table(d)
             }
-            2 => {
-                let mut d = vec![("kind", Value::String("recorder".into()))];
+            k @ (2 | 5) => {
+                // recorder and null take the same fields.
+                let kind = if k == 2 { "recorder" } else { "null" };
+                let mut d = vec![("kind", Value::String(kind.into()))];
                 if input.bool() {
                     d.push(("size", size(input)));
                     d.push(("guest_addr", input.int(DEV_ADDRS, BAD_ADDRS)));
@@ -482,6 +484,13 @@ fn generate(input: &mut Input) -> String {
                 }
                 if input.pick(&[false], &[true]) {
                     d.push(("port", Value::Integer(0x80)));
+                }
+                table(d)
+            }
+            6 => {
+                let mut d = vec![("kind", Value::String("boot-timer".into()))];
+                if input.bool() {
+                    d.push(("guest_addr", input.int(DEV_ADDRS, BAD_ADDRS)));
                 }
                 table(d)
             }
