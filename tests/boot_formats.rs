@@ -58,8 +58,19 @@ fn check_report(file: &std::path::Path, protocol: &str) -> (Value, String) {
         p => p,
     };
     assert!(out.contains(&format!("probe: protocol {short}\n")), "{out}");
+    // Multiboot: `<kernel path as written> <cmdline>` (QEMU's convention).
     let cmdline = plan["kernel"]["cmdline"].as_str().unwrap();
-    assert!(out.contains(&format!("probe: cmdline \"{cmdline}\"\n")), "{out}");
+    let guest_cmdline = match protocol {
+        "multiboot" => format!("{} {cmdline}", plan["kernel"]["path"].as_str().unwrap()),
+        _ => cmdline.to_string(),
+    };
+    if protocol == "multiboot" {
+        assert_eq!(plan["kernel"]["guest_cmdline"], guest_cmdline.as_str());
+    }
+    assert!(
+        out.contains(&format!("probe: cmdline \"{guest_cmdline}\"\n")),
+        "{out}"
+    );
     let want: Vec<String> = plan["e820"]
         .as_array()
         .unwrap()

@@ -1,7 +1,7 @@
 # test.mk - berth integration-test guests (guests/test/*.S -> guests/<name>.elf).
 # Included by guests/Makefile (paths relative to guests/, i.e. make -C guests).
-# It only adds variables and pattern rules, so the Makefile's `all` stays the
-# default goal. Each guest links its own <name>.o with the shared lib.o using
+# It adds variables, pattern rules and the explicit rules of the guests linked
+# without a script; .DEFAULT_GOAL keeps the Makefile's `all` the default goal. Each guest links its own <name>.o with the shared lib.o using
 # the probe's linker script (entry _start at 0x100000, p_vaddr == p_paddr).
 #
 #   make -C guests                               -> all guests incl. these
@@ -30,3 +30,18 @@ test/%.o: test/%.S test/lib.h test/test.mk
 
 # Keep the objects (make would otherwise delete them as intermediates).
 .SECONDARY: $(TEST_OBJS)
+
+# Guests linked without a linker script, the way issue 10's users link them
+# (GNU ld then adds a header-only PT_LOAD below the text):
+#   pvh-gcc.elf  PVH ELF64, text at 0x100000, header-only segment at 0xff000
+#   mb-low.elf   multiboot ELF32 at 0x8000 (realmode.flat's address), header-only
+#                segment at 0x7000
+.DEFAULT_GOAL := all
+PLAIN_ELFS := pvh-gcc.elf mb-low.elf
+TEST_ELFS  += $(PLAIN_ELFS)
+
+pvh-gcc.elf: test/pvh-gcc.S test/test.mk
+	$(CC) -m64 -nostdlib -static -Wl,-Ttext=0x100000 -o $@ $<
+
+mb-low.elf: test/mb-low.S test/test.mk
+	$(CC) -m32 -nostdlib -static -Wl,--build-id=none -Wl,-Ttext=0x8000 -o $@ $<

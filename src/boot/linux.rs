@@ -39,7 +39,6 @@ pub(super) fn load_elf64<F: ImageFile>(
     plan: &Plan,
     mem: &GuestMemoryMmap,
 ) -> Result<Placed, KernelError> {
-    let min = plan.boot.kernel_min_addr.0;
     let image = elf::parse(f, len).map_err(|m| image_err(path, m))?;
     if !image.is64 {
         return Err(image_err(
@@ -47,10 +46,9 @@ pub(super) fn load_elf64<F: ImageFile>(
             "format \"elf\" boots ELF64 images at their 64-bit entry; this is ELF32 (a multiboot or PVH kernel?)",
         ));
     }
-    check_fits(path, mem, &image, min)?;
-    let r = Elf::load(mem, None, f, Some(GuestAddress(min))).map_err(|source| KernelError::Load {
+    check_fits(path, mem, &image, plan)?;
+    let r = Elf::load(mem, None, f, None).map_err(|source| KernelError::Load {
         path: path.to_path_buf(),
-        min,
         source,
     })?;
     for s in &image.segments {
@@ -130,6 +128,17 @@ fn check_setup_header(hdr: &setup_header, len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a bzImage's protected-mode kernel lands (at 1 MiB, as
+/// [`load_bzimage`] puts it), from the setup header at the file's start.
+pub(super) fn payload_range<F: ImageFile>(f: &mut F, len: u64) -> Option<(u64, u64)> {
+    let mut hdr = setup_header::default();
+    f.seek(SeekFrom::Start(SETUP_HEADER_OFFSET)).ok()?;
+    f.read_exact(hdr.as_mut_slice()).ok()?;
+    let payload = len.checked_sub(setup_size(&hdr))?;
+    let start = crate::arch::x86_64::layout::HIMEM_START;
+    Some((start, start.checked_add(payload)?))
+}
+
 /// Bytes of boot sector + setup code before the protected-mode kernel.
 fn setup_size(hdr: &setup_header) -> u64 {
     let sects = match hdr.setup_sects {
@@ -169,7 +178,6 @@ pub(super) fn load_bzimage<F: ImageFile>(
     })?;
     let r = BzImage::load(mem, Some(GuestAddress(min)), f, None).map_err(|source| KernelError::Load {
         path: path.to_path_buf(),
-        min,
         source,
     })?;
     let hdr = r.setup_header.unwrap_or(hdr);

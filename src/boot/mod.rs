@@ -18,6 +18,7 @@ mod elf;
 pub mod format;
 mod linux;
 mod multiboot;
+pub mod placement;
 mod pvh;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -27,7 +28,7 @@ pub use linux::zero_page;
 pub use linux_loader::loader::bootparam::setup_header;
 pub use multiboot::MULTIBOOT_BOOTLOADER_MAGIC;
 
-use crate::config::Config;
+use crate::config::{Config, KernelFormat};
 use crate::plan::Plan;
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -46,12 +47,10 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// linux-loader refused the image or it does not fit the memory map.
-    #[error("kernel image {path}: {source} (does it fit the memory map, at or above {min:#x}?)")]
+    #[error("kernel image {path}: {source} (does it fit the memory map?)")]
     Load {
         /// The image.
         path: PathBuf,
-        /// Lowest load address allowed.
-        min: u64,
         /// Loader error.
         source: linux_loader::loader::Error,
     },
@@ -84,15 +83,52 @@ fn image_err(path: &Path, message: impl Into<String>) -> KernelError {
 }
 
 /// [`elf::check_segments`] for the image at `path`, as a kernel error that
-/// asks whether it fits the memory map.
+/// asks whether it fits the memory map; then [`check_clear`].
 fn check_fits(
     path: &Path,
     mem: &GuestMemoryMmap,
     image: &elf::ElfImage,
-    min: u64,
+    plan: &Plan,
 ) -> Result<(), KernelError> {
-    elf::check_segments(mem, image, min)
-        .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))
+    elf::check_segments(mem, image, 0)
+        .map_err(|m| image_err(path, format!("{m} (does it fit the memory map?)")))?;
+    let segments: Vec<(u64, u64)> = image
+        .segments
+        .iter()
+        .map(|s| (s.paddr, s.paddr + s.memsz))
+        .collect();
+    check_clear(path, &segments, plan)
+}
+
+/// Refuses segments over anything the plan's boot section places (the
+/// plan placed the structures around the segments read at config time;
+/// this holds against the image as loaded).
+fn check_clear(path: &Path, segments: &[(u64, u64)], plan: &Plan) -> Result<(), KernelError> {
+    placement::check_clear(segments, &crate::plan::boot::areas(plan))
+        .map_err(|o| image_err(path, o.to_string()))
+}
+
+/// Where the image `f` (of the resolved `format`) loads: its ELF PT_LOAD
+/// segments, a multiboot a.out-kludge image's load..bss_end, or a bzImage's
+/// protected-mode kernel at 1 MiB. Best effort, for the plan: empty when
+/// the headers do not parse (loading the image reports why).
+pub fn image_segments(f: &mut File, format: KernelFormat) -> Vec<(u64, u64)> {
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let elf = |f: &mut File| {
+        elf::parse(f, len)
+            .map(|i| i.segments.iter().map(|s| (s.paddr, s.paddr + s.memsz)).collect())
+            .unwrap_or_default()
+    };
+    match format {
+        KernelFormat::Bzimage => linux::payload_range(f, len).into_iter().collect(),
+        KernelFormat::Multiboot => match multiboot::aout_range(f, len) {
+            Some(r) => vec![r],
+            None => elf(f),
+        },
+        KernelFormat::Pvh | KernelFormat::Elf | KernelFormat::Auto => elf(f),
+    }
 }
 
 /// Where the kernel (and initrd) went and how the BSP enters it.
@@ -234,7 +270,13 @@ pub fn write_boot_structures(
     mem: &GuestMemoryMmap,
     kernel: &LoadedKernel,
 ) -> Result<(), KernelError> {
-    let mut cmdline = plan.kernel.cmdline.as_bytes().to_vec();
+    let mut cmdline = plan
+        .kernel
+        .guest_cmdline
+        .as_ref()
+        .unwrap_or(&plan.kernel.cmdline)
+        .as_bytes()
+        .to_vec();
     cmdline.push(0);
     if cmdline.len() as u64 > plan.boot.cmdline_max.0 {
         return Err(KernelError::BootParams(format!(
@@ -325,6 +367,57 @@ mod tests {
         let e = load_kernel(&m.config, &m.plan, &mem).unwrap_err();
         assert!(matches!(e, KernelError::Initrd { .. }), "{e}");
         assert!(e.to_string().contains("do not fit"), "{e}");
+    }
+
+    #[test]
+    fn a_segment_over_a_planned_structure_is_refused_at_load() {
+        // Planned for an image at 1 MiB; the file then changes to one with
+        // a segment over the boot page tables (0x9000..0xc000).
+        let m = Machine::new(
+            "overlap",
+            &testutil::image_for("multiboot"),
+            "multiboot",
+            "8MiB",
+            None,
+            "",
+        );
+        assert_eq!(m.plan.boot.pml4.0, 0x9000);
+        let low = elf::tests::elf32(
+            0x9810,
+            &[(0x10_0000, b"high", 0x10), (0x9800, &[0x90; 0x20], 0x1200)],
+            &testutil::multiboot_header(0x3, &[]),
+        );
+        std::fs::write(m.dir.join("kernel"), low).unwrap();
+        let e = load_kernel(&m.config, &m.plan, &m.memory()).unwrap_err();
+        assert!(matches!(e, KernelError::Image { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with(": segment 1: 0x9800..0xaa00 overlaps the boot page tables 0x9000..0xc000"),
+            "{e}"
+        );
+        // Planned with that image, the structures make way and it loads.
+        let m = Machine::new(
+            "overlap2",
+            &std::fs::read(m.dir.join("kernel")).unwrap(),
+            "multiboot",
+            "8MiB",
+            None,
+            "",
+        );
+        assert_eq!(
+            m.config.kernel_segments,
+            vec![(0x10_0000, 0x10_0010), (0x9800, 0xaa00)]
+        );
+        assert_eq!(
+            (m.plan.boot.pml4.0, m.plan.boot.stack_pointer.0),
+            (0x1000, 0x8ff0)
+        );
+        let mem = m.memory();
+        let k = load_kernel(&m.config, &m.plan, &mem).unwrap();
+        write_boot_structures(&m.plan, &mem, &k).unwrap();
+        let mut code = [0u8; 0x20];
+        mem.read_slice(&mut code, GuestAddress(0x9800)).unwrap();
+        assert_eq!(code, [0x90; 0x20]);
     }
 
     #[test]

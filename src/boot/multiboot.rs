@@ -4,8 +4,8 @@
 //! eax = 0x2BADB002 and ebx = the multiboot information structure.
 
 use super::{
-    addr32, check_fits, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError, LoadedKernel,
-    Placed,
+    addr32, check_clear, check_fits, elf, format, image_err, plan_addr, ImageFile, ImageFormat, KernelError,
+    LoadedKernel, Placed,
 };
 use crate::plan::{E820Entry, E820Kind, Plan};
 use std::io::SeekFrom;
@@ -114,7 +114,6 @@ pub(super) fn load<F: ImageFile>(
     plan: &Plan,
     mem: &GuestMemoryMmap,
 ) -> Result<Placed, KernelError> {
-    let min = plan.boot.kernel_min_addr.0;
     let h = read_header(path, f)?;
     let unknown = h.flags & HDR_REQUIRED_MASK & !(HDR_PAGE_ALIGN | HDR_MEMORY_INFO | HDR_VIDEO_MODE);
     if unknown != 0 {
@@ -127,7 +126,11 @@ pub(super) fn load<F: ImageFile>(
         ));
     }
     let (lo, hi, entry) = if h.flags & HDR_AOUT_KLUDGE != 0 {
-        load_aout(&h, f, len, min, mem).map_err(|m| image_err(path, m))?
+        let (load, bss_end, _, _) = aout_layout(&h, len).map_err(|m| image_err(path, m))?;
+        elf::check_range(mem, load, bss_end - load, 0)
+            .map_err(|m| image_err(path, format!("image {m} (does it fit the memory map?)")))?;
+        check_clear(path, &[(load, bss_end)], plan)?;
+        load_aout(&h, f, len, mem).map_err(|m| image_err(path, m))?
     } else {
         let image = elf::parse(f, len).map_err(|m| {
             image_err(
@@ -135,7 +138,7 @@ pub(super) fn load<F: ImageFile>(
                 format!("multiboot header without address fields (flags bit 16), so the image must be an ELF: {m}"),
             )
         })?;
-        check_fits(path, mem, &image, min)?;
+        check_fits(path, mem, &image, plan)?;
         let (lo, hi) = image.span().unwrap_or((0, 0));
         if hi > 1 << 32 {
             return Err(image_err(path, format!("segments reach {hi:#x}, above 4 GiB")));
@@ -152,10 +155,10 @@ pub(super) fn load<F: ImageFile>(
     // The kernel must load something, and be entered inside what it loaded
     // (found by fuzzing: an empty a.out-kludge image "loaded" nothing at
     // 0xffffffff and was entered at 0, in the boot structures).
-    if hi <= lo || entry < min || entry < lo || entry >= hi {
+    if hi <= lo || entry < lo || entry >= hi {
         return Err(image_err(
             path,
-            format!("the image loads {lo:#x}..{hi:#x} and is entered at {entry:#x}: the entry must lie inside a non-empty image at or above {min:#x}"),
+            format!("the image loads {lo:#x}..{hi:#x} and is entered at {entry:#x}: the entry must lie inside a non-empty image"),
         ));
     }
     let info = plan_addr(plan.boot.boot_info, "multiboot information")?;
@@ -177,14 +180,35 @@ pub(super) fn load<F: ImageFile>(
 
 /// The a.out kludge: file bytes from `offset - (header_addr - load_addr)`
 /// go to load_addr..load_end_addr (0 = to the end of the file), zeroes up to
-/// bss_end_addr (0 = none). Returns (load, end, entry).
+/// bss_end_addr (0 = none). Returns (load, end, entry). The range must
+/// have passed the memory and overlap checks.
 fn load_aout<F: ImageFile>(
     h: &Header,
     f: &mut F,
     len: u64,
-    min: u64,
     mem: &GuestMemoryMmap,
 ) -> Result<(u64, u64, u64), String> {
+    let (load_addr, bss_end, file_off, size) = aout_layout(h, len)?;
+    elf::copy(mem, f, file_off, load_addr, size)?;
+    elf::zero(mem, load_addr + size, bss_end - load_addr - size)?;
+    Ok((load_addr, bss_end, u64::from(h.entry_addr)))
+}
+
+/// Where a multiboot image with the a.out kludge (flags bit 16) loads:
+/// `[load_addr, bss_end)`; `None` for an image without address fields or
+/// with inconsistent ones (the loader then says why).
+pub(super) fn aout_range<F: ImageFile>(f: &mut F, len: u64) -> Option<(u64, u64)> {
+    let h = read_header(Path::new(""), f).ok()?;
+    if h.flags & HDR_AOUT_KLUDGE == 0 {
+        return None;
+    }
+    aout_layout(&h, len)
+        .ok()
+        .map(|(load, bss_end, _, _)| (load, bss_end))
+}
+
+/// The a.out kludge's (load_addr, bss_end, file offset, bytes from the file).
+fn aout_layout(h: &Header, len: u64) -> Result<(u64, u64, u64, u64), String> {
     let (header_addr, load_addr) = (u64::from(h.header_addr), u64::from(h.load_addr));
     if load_addr > header_addr {
         return Err(format!(
@@ -220,11 +244,7 @@ fn load_aout<F: ImageFile>(
             "multiboot bss_end_addr {bss_end:#x} is below load_end_addr {load_end:#x}"
         ));
     }
-    elf::check_range(mem, load_addr, bss_end - load_addr, min)
-        .map_err(|m| format!("image {m} (does it fit the memory map?)"))?;
-    elf::copy(mem, f, file_off, load_addr, size)?;
-    elf::zero(mem, load_end, bss_end - load_end)?;
-    Ok((load_addr, bss_end, u64::from(h.entry_addr)))
+    Ok((load_addr, bss_end, file_off, size))
 }
 
 /// KiB of RAM the e820 map has contiguously from `from`.
@@ -288,12 +308,8 @@ pub fn info(plan: &Plan, kernel: &LoadedKernel) -> Result<Info, KernelError> {
         let name = b.initrd.as_ref().map(|i| i.path.as_str()).unwrap_or("");
         let mut s = name.as_bytes().to_vec();
         s.push(0);
-        // The strings must end before the next structure the plan places.
-        let room = [info_addr, mods_addr, mmap_addr, b.cmdline.0]
-            .into_iter()
-            .filter(|&a| a > strings)
-            .min()
-            .map_or(u64::MAX, |next| next - strings);
+        // The room the plan placed for them.
+        let room = super::placement::MODULE_STRINGS_SIZE;
         if s.len() as u64 > room {
             return Err(KernelError::BootParams(format!(
                 "the initrd path is {} bytes; {} fit in the module strings",
@@ -416,7 +432,9 @@ mod tests {
         assert_eq!((k.load, k.end), (0x10_0000, 0x10_3000));
         assert_eq!(k.initrd, Some(((64 << 20) - 0x1000, 6)));
         write_boot_structures(&m.plan, &mem, &k).unwrap();
-        check_info(&mem, &k, "initrd.img", b"a b=c\0");
+        // QEMU's convention: the kernel path as written, then the command line.
+        check_info(&mem, &k, "initrd.img", b"kernel a b=c\0");
+        assert_eq!(m.plan.kernel.guest_cmdline.as_deref(), Some("kernel a b=c"));
         let mut code = [0u8; 4];
         mem.read_slice(&mut code, GuestAddress(0x10_0000)).unwrap();
         assert_eq!(&code, b"MB32");
@@ -437,7 +455,7 @@ mod tests {
         assert_eq!(u32_at(&mem, 0x20_0400), 0); // bss
         assert_eq!(k.initrd, Some(((64 << 20) - 0x2000, 0x1001)));
         write_boot_structures(&m.plan, &mem, &k).unwrap();
-        check_info(&mem, &k, "initrd.img", b"\0");
+        check_info(&mem, &k, "initrd.img", b"kernel \0");
     }
 
     #[test]

@@ -29,14 +29,12 @@ pub(super) fn load<F: ImageFile>(
     plan: &Plan,
     mem: &GuestMemoryMmap,
 ) -> Result<Placed, KernelError> {
-    let min = plan.boot.kernel_min_addr.0;
     let image = elf::parse(f, len).map_err(|m| image_err(path, m))?;
-    check_fits(path, mem, &image, min)?;
+    check_fits(path, mem, &image, plan)?;
     let mut entry = None;
     if image.is64 {
         let r = Elf::load(mem, None, f, None).map_err(|source| KernelError::Load {
             path: path.to_path_buf(),
-            min,
             source,
         })?;
         if let PvhBootCapability::PvhEntryPresent(a) = r.pvh_boot_cap {

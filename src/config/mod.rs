@@ -69,6 +69,11 @@ pub struct Config {
     pub machine: MachineFile,
     /// The kernel format, resolved from the image when the file says "auto".
     pub kernel_format: KernelFormat,
+    /// Where the image's loadable segments land, `[start, end)` in image
+    /// order, read from the image with its format (empty when its headers
+    /// are unreadable: the loader then says why). The plan places the boot
+    /// structures around them.
+    pub kernel_segments: Vec<(u64, u64)>,
     /// The file's text (to locate fields in later messages).
     pub text: String,
 }
@@ -190,12 +195,26 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         dir,
         kernel_format: machine.kernel.format,
+        kernel_segments: Vec::new(),
         machine,
         text: text.to_string(),
     };
-    config.kernel_format = validate::validate(&config).map_err(|v| {
+    let locate_invalid = |v: validate::Invalid| {
         let span = doc().and_then(|doc| locate::span_of(&doc, &v.field));
         located(span, v.field, v.message, v.kind)
+    };
+    (config.kernel_format, config.kernel_segments) = validate::validate(&config).map_err(locate_invalid)?;
+    // The image must leave the tables that cannot move alone, and room for
+    // the structures it displaces (crate::boot::placement).
+    crate::plan::boot::layout_of(&config).map_err(|o| {
+        locate_invalid(validate::Invalid {
+            field: FieldPath::of("kernel", None, Some("path")),
+            message: format!(
+                "kernel image {}: {o}",
+                config.resolve(&config.machine.kernel.path).display()
+            ),
+            kind: ConfigErrorKind::KernelImage,
+        })
     })?;
     Ok(config)
 }

@@ -28,8 +28,9 @@ pub(super) fn invalid(field: FieldPath, message: String) -> Invalid {
 
 const PAGE: u64 = 4096;
 
-/// Runs every check; the first failure wins. Returns the resolved kernel format.
-pub(super) fn validate(c: &Config) -> Result<KernelFormat, Invalid> {
+/// Runs every check; the first failure wins. Returns the resolved kernel
+/// format and where the image's segments land.
+pub(super) fn validate(c: &Config) -> Result<(KernelFormat, Vec<(u64, u64)>), Invalid> {
     let m = &c.machine;
     let vcpus = m.machine.vcpus;
     if !(1..=MAX_VCPUS).contains(&vcpus) {
@@ -172,8 +173,9 @@ fn check_memory(c: &Config) -> Result<(), Invalid> {
     }
 }
 
-/// Checks the kernel section and resolves `format = "auto"` from the image.
-fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
+/// Checks the kernel section, resolves `format = "auto"` from the image and
+/// reads where its segments land.
+fn check_kernel(c: &Config) -> Result<(KernelFormat, Vec<(u64, u64)>), Invalid> {
     let k = &c.machine.kernel;
     let cmdline_room = layout::CMDLINE_MAX - 1;
     if k.cmdline.len() as u64 > cmdline_room {
@@ -195,9 +197,12 @@ fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
         kind: ConfigErrorKind::KernelImage,
     };
     // One open and one read of the image's head serve every check below.
+    let mut file = None;
     let probed = std::fs::File::open(&path).and_then(|mut f| {
         if f.metadata()?.is_file() {
-            probe(&mut f)
+            let p = probe(&mut f);
+            file = Some(f);
+            p
         } else {
             Err(std::io::Error::other("not a regular file"))
         }
@@ -242,6 +247,22 @@ fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
             want
         }
     };
+    if resolved == KernelFormat::Multiboot {
+        // The guest receives `<path> <cmdline>` (QEMU's convention).
+        let len = k.path.display().to_string().len() + 1 + k.cmdline.len();
+        if len as u64 > cmdline_room {
+            return Err(invalid(
+                FieldPath::of("kernel", None, Some("cmdline")),
+                format!(
+                    "a multiboot kernel receives \"<path> <cmdline>\": {len} bytes; at most {cmdline_room} fit"
+                ),
+            ));
+        }
+    }
+    let segments = file
+        .as_mut()
+        .map(|f| crate::boot::image_segments(f, resolved))
+        .unwrap_or_default();
     if let Some(initrd) = &k.initrd {
         let p = c.resolve(initrd);
         std::fs::File::open(&p).map_err(|e| Invalid {
@@ -250,7 +271,7 @@ fn check_kernel(c: &Config) -> Result<KernelFormat, Invalid> {
             kind: ConfigErrorKind::KernelImage,
         })?;
     }
-    Ok(resolved)
+    Ok((resolved, segments))
 }
 
 fn from_image(f: ImageFormat) -> KernelFormat {

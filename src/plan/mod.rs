@@ -3,6 +3,7 @@
 //! host-derived values: the same machine file gives a byte-identical plan
 //! (and digest) on any host. [`dump`] renders it canonically.
 
+pub mod boot;
 pub mod dump;
 pub mod irq;
 
@@ -260,6 +261,10 @@ pub struct KernelPlan {
     pub format: String,
     /// Command line, verbatim.
     pub cmdline: String,
+    /// The string the guest receives, when it is not `cmdline`: multiboot
+    /// passes `<path> <cmdline>` (QEMU's convention: argv[0] first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_cmdline: Option<String>,
 }
 
 /// Where an initrd may go: the highest RAM below 4 GiB. The exact address
@@ -315,7 +320,8 @@ pub struct BootPlan {
     pub identity_mapped: Hex,
     /// Initial rsp of the BSP.
     pub stack_pointer: Hex,
-    /// Lowest address a kernel segment may load at.
+    /// Where a bzImage's protected-mode kernel loads. ELF and multiboot
+    /// segments load where they say, anywhere that overlaps nothing above.
     pub kernel_min_addr: Hex,
     /// Initrd placement window.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -501,11 +507,18 @@ pub fn plan(c: &Config) -> Plan {
             path: m.kernel.path.display().to_string(),
             format: c.kernel_format.name().into(),
             cmdline: m.kernel.cmdline.clone(),
+            guest_cmdline: (c.kernel_format == KernelFormat::Multiboot)
+                .then(|| format!("{} {}", m.kernel.path.display(), m.kernel.cmdline)),
         },
         boot,
     };
     if m.machine.tables.mptable() {
         p.boot.mptable = Some(Hex(mptable::place(&p.mptable_spec())));
+    }
+    // Structures move out of the image's way; `config::parse` refused
+    // images that leave no placement.
+    if let Ok(placed) = boot::layout_of(c) {
+        boot::apply(&mut p.boot, &placed);
     }
     p
 }

@@ -32,7 +32,7 @@ pub const CMDLINE_ADDR: u64 = 0x20000;
 pub const CMDLINE_MAX: u64 = 0x1000;
 /// Start of the extended BIOS data area; the e820 RAM map stops here.
 pub const EBDA_START: u64 = 0x9fc00;
-/// First byte of high memory: kernels load at or above it.
+/// First byte of high memory: a bzImage loads here; the e820 RAM map resumes here.
 pub const HIMEM_START: u64 = 0x10_0000;
 /// RAM that must exist, starting at 0, for the boot structures.
 pub const LOW_RAM_REQUIRED: u64 = HIMEM_START;
