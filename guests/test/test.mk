@@ -36,8 +36,9 @@ test/%.o: test/%.S test/lib.h test/test.mk
 #   pvh-gcc.elf  PVH ELF64, text at 0x100000, header-only segment at 0xff000
 #   mb-low.elf   multiboot ELF32 at 0x8000 (realmode.flat's address), header-only
 #                segment at 0x7000
+#   mb-acpi.elf  the same at 0xe8000, over the ACPI tables: berth refuses it
 .DEFAULT_GOAL := all
-PLAIN_ELFS := pvh-gcc.elf mb-low.elf
+PLAIN_ELFS := pvh-gcc.elf mb-low.elf mb-acpi.elf
 TEST_ELFS  += $(PLAIN_ELFS)
 
 pvh-gcc.elf: test/pvh-gcc.S test/test.mk
@@ -45,3 +46,6 @@ pvh-gcc.elf: test/pvh-gcc.S test/test.mk
 
 mb-low.elf: test/mb-low.S test/test.mk
 	$(CC) -m32 -nostdlib -static -Wl,--build-id=none -Wl,-Ttext=0x8000 -o $@ $<
+
+mb-acpi.elf: test/mb-low.S test/test.mk
+	$(CC) -m32 -nostdlib -static -Wl,--build-id=none -Wl,-Ttext=0xe8000 -o $@ $<
