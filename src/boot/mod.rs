@@ -421,6 +421,29 @@ mod tests {
     }
 
     #[test]
+    fn multiboot_path_and_cmdline_must_fit_together() {
+        let m = Machine::new(
+            "mb-cmdline",
+            &testutil::image_for("multiboot"),
+            "multiboot",
+            "8MiB",
+            None,
+            "",
+        );
+        let text = |cmdline: &str| {
+            m.config
+                .text
+                .replace("cmdline = \"\"", &format!("cmdline = \"{cmdline}\""))
+        };
+        // "kernel" + " " + 4088 bytes = 4095: fits.
+        let ok = crate::config::parse(&m.config.file, &text(&"x".repeat(4088))).unwrap();
+        assert_eq!(crate::plan::plan(&ok).kernel.guest_cmdline.unwrap().len(), 4095);
+        let e = crate::config::parse(&m.config.file, &text(&"x".repeat(4089))).unwrap_err();
+        assert_eq!(e.field.to_string(), "kernel.cmdline");
+        assert!(e.message.contains("4096 bytes; at most 4095 fit"), "{e}");
+    }
+
+    #[test]
     fn unreadable_kernel_is_a_kernel_error() {
         let m = Machine::new("unreadable", &testutil::image_for("elf"), "elf", "8MiB", None, "");
         std::fs::remove_file(m.dir.join("kernel")).unwrap();
