@@ -362,7 +362,7 @@ fn check_window(
     let mine = if part.is_empty() {
         String::new()
     } else {
-        format!(" of the {} {part} window", d.kind())
+        format!(" ({} {part})", d.kind())
     };
     let end = base.checked_add(len);
     match (space, end) {
