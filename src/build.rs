@@ -11,7 +11,7 @@ use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
 use crate::devices::boot_timer::{BootTimer, BootTimes};
 use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
-use crate::devices::fw_cfg::{FwCfg, FwCfgDma, FwCfgPorts};
+use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{I8042Command, I8042Data, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
@@ -332,10 +332,27 @@ fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
         pm1a_cnt_port: pm.0 as u16 + 4,
         reset_port: layout::RESET_PORT,
         legacy_pic: plan.irqchip.mode == "kernel",
+        fw_cfg: fw_cfg_ports(plan),
     };
     acpi::write(&spec, mem, rsdp.0).map_err(|e| BuildError::Device {
         name: "acpi".into(),
         message: e.to_string(),
+    })
+}
+
+/// The fw_cfg device's I/O range for the DSDT: selector and data, plus the
+/// DMA register when there is one (QEMU's 0x510, 12 ports).
+fn fw_cfg_ports(plan: &Plan) -> Option<(u16, u8)> {
+    plan.devices.iter().find_map(|d| match &d.kind {
+        DeviceKind::FwCfg { dma, .. } => {
+            let len = if *dma {
+                fw_cfg::DMA_OFFSET + fw_cfg::DMA_LEN
+            } else {
+                fw_cfg::CTL_LEN
+            };
+            Some((d.base.0 as u16, len as u8))
+        }
+        _ => None,
     })
 }
 
