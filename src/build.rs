@@ -18,6 +18,7 @@ use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::null::Null;
 use crate::devices::pc_testdev::{DataPort, FlushPage, Iomem};
 use crate::devices::pci::{PciAddress, PciConfig, PciData};
+use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::irq::{IrqError, KvmIrq};
@@ -529,7 +530,16 @@ fn build_bus(
         _ => None,
     });
     let testdev_data = Arc::new(Mutex::new(0u32));
-    let pci = Arc::new(Mutex::new(PciConfig::new()));
+    let testdev_bar = |io: bool| {
+        plan.devices.iter().find_map(|d| match d.kind {
+            DeviceKind::PciTestdevBar { io: i } if i == io => Some(d.base.0 as u32),
+            _ => None,
+        })
+    };
+    let pci = Arc::new(Mutex::new(PciConfig::new(
+        testdev_bar(false).zip(testdev_bar(true)),
+    )));
+    let pci_testdev = Arc::new(Mutex::new(PciTestdev::new()));
     for d in &plan.devices {
         let space = match d.space {
             Space::Pio => AddressSpace::Pio,
@@ -602,6 +612,9 @@ fn build_bus(
                 Arc::new(Mutex::new(PciAddress::new(pci.clone(), reset)))
             }
             DeviceKind::PciData { .. } => Arc::new(Mutex::new(PciData(pci.clone()))),
+            DeviceKind::PciTestdevBar { io } => {
+                Arc::new(Mutex::new(PciTestdevBar::new(pci_testdev.clone(), *io)))
+            }
         };
         bus.insert(space, d.base.0, d.len.0, &d.name, dev)?;
     }

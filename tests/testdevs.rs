@@ -67,6 +67,19 @@ fn without_the_devices_every_check_fails() {
 }
 
 #[test]
+fn pci_testdev_answers_at_00_01_0() {
+    let dir = TempDir::new("testdevs-pci");
+    let (code, out) = run(&dir, &format!("{DEVICES}testdev = true\n"));
+    // The guest expects 00:01.0 to be absent: with pci-testdev it reads 1b36:0005.
+    assert!(
+        out.contains("testdev: pci-absent FAIL got=0x0000000000051b36\n"),
+        "{out}"
+    );
+    assert!(out.contains("testdev: failures=1\n"), "{out}");
+    assert_eq!(code, Some(3), "{out}");
+}
+
+#[test]
 fn plan_lists_every_window_and_fw_cfg_item() {
     guests();
     let mut cmd = berth();
@@ -85,6 +98,9 @@ fn plan_lists_every_window_and_fw_cfg_item() {
         "\"fw-cfg.dma@0x514\"",
         "\"pci.address@0xcf8\"",
         "\"pci.data@0xcfc\"",
+        "\"pci.testdev-mmio@0xfea00000\"",
+        "\"pci.testdev-pio@0xc000\"",
+        "00:01.0 1b36:0005 pci-testdev",
         "name = \"etc/e820\"",
         "name = \"file_dir\"",
     ] {

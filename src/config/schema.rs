@@ -455,7 +455,11 @@ pub enum DeviceConfig {
     PcTestdev {},
     /// PCI host bridge (configuration mechanism #1 at 0xcf8/0xcfc) with an
     /// i440FX host bridge at 00:00.0.
-    Pci {},
+    Pci {
+        /// QEMU's pci-testdev at 00:01.0 (default false).
+        #[serde(default)]
+        testdev: bool,
+    },
 }
 
 fn default_true() -> bool {
@@ -507,7 +511,7 @@ impl DeviceConfig {
             DeviceConfig::Doorbell { .. } => "doorbell",
             DeviceConfig::FwCfg { .. } => "fw-cfg",
             DeviceConfig::PcTestdev {} => "pc-testdev",
-            DeviceConfig::Pci {} => "pci",
+            DeviceConfig::Pci { .. } => "pci",
         }
     }
 
@@ -537,10 +541,24 @@ impl DeviceConfig {
                     (w.part, space, w.base, w.len, "kind")
                 })
                 .collect(),
-            DeviceConfig::Pci {} => vec![
-                pio("address", pci::ADDRESS_PORT, 4, "kind"),
-                pio("data", pci::DATA_PORT, 4, "kind"),
-            ],
+            DeviceConfig::Pci { testdev } => {
+                let mut w = vec![
+                    pio("address", pci::ADDRESS_PORT, 4, "kind"),
+                    pio("data", pci::DATA_PORT, 4, "kind"),
+                ];
+                if *testdev {
+                    use crate::devices::pci_testdev as t;
+                    w.push((
+                        "testdev-mmio",
+                        WindowSpace::Mmio,
+                        pci::TESTDEV_MMIO_ADDR,
+                        t::MMIO_LEN,
+                        "testdev",
+                    ));
+                    w.push(pio("testdev-pio", pci::TESTDEV_PIO_PORT, t::PIO_LEN, "testdev"));
+                }
+                w
+            }
             _ => self
                 .window()
                 .map(|(s, b, l, f)| ("", s, b, l, f))
@@ -582,7 +600,7 @@ impl DeviceConfig {
                 crate::devices::boot_timer::WINDOW,
                 "guest_addr",
             )),
-            DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci {} => {
+            DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci { .. } => {
                 self.windows().first().map(|&(_, s, b, l, f)| (s, b, l, f))
             }
         }

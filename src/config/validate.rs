@@ -407,7 +407,7 @@ fn check_window(
     }
     // The PCI address register (0xcf8, 4 ports) holds the reset register
     // (0xcf9) as on a PC; the device forwards byte accesses there to it.
-    let shares_reset = |who: &str| matches!(d, DeviceConfig::Pci {}) && who == RESET_REGISTER;
+    let shares_reset = |who: &str| matches!(d, DeviceConfig::Pci { .. }) && who == RESET_REGISTER;
     if let Some((_, b, l, who)) = used
         .iter()
         .find(|(s, b, l, who)| *s == space && overlaps(base, len, *b, *l) && !shares_reset(who))

@@ -10,6 +10,7 @@
 //! - [`fw_cfg`]: QEMU's firmware configuration device (I/O interface + DMA).
 //! - [`pc_testdev`]: QEMU's pc-testdev (data port, flush page, iomem window).
 //! - [`pci`]: PCI host bridge, configuration mechanism #1, i440FX at 00:00.0.
+//! - [`pci_testdev`]: QEMU's pci-testdev behind the host bridge (00:01.0).
 
 use std::io;
 
@@ -27,6 +28,7 @@ pub mod irq_lines;
 pub mod null;
 pub mod pc_testdev;
 pub mod pci;
+pub mod pci_testdev;
 pub mod recorder;
 pub mod serial;
 

@@ -254,6 +254,11 @@ pub enum DeviceKind {
         /// Whether byte accesses at 0xcf9 are the reset register.
         reset: bool,
     },
+    /// A BAR of pci-testdev (memory BAR 0, or I/O BAR 1 when `io`).
+    PciTestdevBar {
+        /// The I/O BAR.
+        io: bool,
+    },
     /// PCI configuration data window (0xcfc).
     PciData {
         /// The functions on bus 0, as "bus:dev.fn vendor:device".
@@ -418,7 +423,7 @@ pub fn plan(c: &Config) -> Plan {
         len: Hex(len.into()),
         kind,
     };
-    let has_pci = m.device.iter().any(|d| matches!(d, DeviceConfig::Pci {}));
+    let has_pci = m.device.iter().any(|d| matches!(d, DeviceConfig::Pci { .. }));
     let mut platform = vec![
         pio("i8042-data", layout::I8042_DATA_PORT, 1, DeviceKind::I8042 {}),
         pio("i8042-command", layout::I8042_CMD_PORT, 1, DeviceKind::I8042 {}),
@@ -485,12 +490,22 @@ pub fn plan(c: &Config) -> Plan {
                 (DeviceConfig::PcTestdev {}, "flush") => DeviceKind::TestdevFlushPage {},
                 (DeviceConfig::PcTestdev {}, "iomem") => DeviceKind::TestdevIomem {},
                 (DeviceConfig::PcTestdev {}, _) => DeviceKind::TestdevData {},
-                (DeviceConfig::Pci {}, "address") => DeviceKind::PciAddress {
+                (DeviceConfig::Pci { .. }, "address") => DeviceKind::PciAddress {
                     reset: m.machine.tables.acpi(),
                 },
-                (DeviceConfig::Pci {}, _) => DeviceKind::PciData {
-                    functions: vec!["00:00.0 8086:1237 i440fx host bridge".into()],
-                },
+                (DeviceConfig::Pci { .. }, "testdev-mmio") => DeviceKind::PciTestdevBar { io: false },
+                (DeviceConfig::Pci { .. }, "testdev-pio") => DeviceKind::PciTestdevBar { io: true },
+                (DeviceConfig::Pci { testdev }, _) => {
+                    let mut functions = vec!["00:00.0 8086:1237 i440fx host bridge".to_string()];
+                    if *testdev {
+                        functions.push(format!(
+                            "00:01.0 1b36:0005 pci-testdev bar0 mmio {:#x} bar1 pio {:#x}",
+                            crate::devices::pci::TESTDEV_MMIO_ADDR,
+                            crate::devices::pci::TESTDEV_PIO_PORT
+                        ));
+                    }
+                    DeviceKind::PciData { functions }
+                }
                 _ => single_window_kind(d, &mut doorbell_gsis),
             };
             let name = if part.is_empty() {
@@ -656,7 +671,9 @@ fn single_window_kind(d: &DeviceConfig, doorbell_gsis: &mut impl Iterator<Item =
             vector: Hex8(*vector),
         },
         // Multi-window kinds are planned by the caller.
-        DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci {} => DeviceKind::Null {},
+        DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci { .. } => {
+            DeviceKind::Null {}
+        }
     }
 }
 
