@@ -11,10 +11,14 @@ use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
 use crate::devices::boot_timer::{BootTimer, BootTimes};
 use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
+use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{I8042Command, I8042Data, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::null::Null;
+use crate::devices::pc_testdev::{DataPort, FlushPage, Iomem};
+use crate::devices::pci::{PciAddress, PciConfig, PciData};
+use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::irq::{IrqError, KvmIrq};
@@ -195,7 +199,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     irq.commit()?;
     tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
-    let mut parts = build_bus(plan, serial_out, &irq)?;
+    let mut parts = build_bus(plan, serial_out, &irq, &mem)?;
     // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
     parts.irq_fds.extend(bind_eventfds(&fd, plan, &parts.serial_irq)?);
     // 14. Coalesced MMIO/PIO zones (writes queue in the shared ring).
@@ -329,10 +333,27 @@ fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
         pm1a_cnt_port: pm.0 as u16 + 4,
         reset_port: layout::RESET_PORT,
         legacy_pic: plan.irqchip.mode == "kernel",
+        fw_cfg: fw_cfg_ports(plan),
     };
     acpi::write(&spec, mem, rsdp.0).map_err(|e| BuildError::Device {
         name: "acpi".into(),
         message: e.to_string(),
+    })
+}
+
+/// The fw_cfg device's I/O range for the DSDT: selector and data, plus the
+/// DMA register when there is one (QEMU's 0x510, 12 ports).
+fn fw_cfg_ports(plan: &Plan) -> Option<(u16, u8)> {
+    plan.devices.iter().find_map(|d| match &d.kind {
+        DeviceKind::FwCfg { dma, .. } => {
+            let len = if *dma {
+                fw_cfg::DMA_OFFSET + fw_cfg::DMA_LEN
+            } else {
+                fw_cfg::CTL_LEN
+            };
+            Some((d.base.0 as u16, len as u8))
+        }
+        _ => None,
     })
 }
 
@@ -450,7 +471,12 @@ struct BusParts {
 }
 
 /// Step 12: a back-end for every planned device, inserted at its window.
-fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result<BusParts, BuildError> {
+fn build_bus(
+    plan: &Plan,
+    serial_out: SerialOutput,
+    irq: &Arc<KvmIrq>,
+    mem: &GuestMemoryMmap,
+) -> Result<BusParts, BuildError> {
     let mut bus = Bus::new();
     let dev_err = |name: &str, message: String| BuildError::Device {
         name: name.to_string(),
@@ -495,6 +521,25 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
     let mut boot_timer = None;
     let mut doorbells = Vec::new();
     let mut i8042: Option<Arc<Mutex<I8042>>> = None;
+    // State shared by the windows of one device.
+    let fw_cfg = plan.devices.iter().find_map(|d| match &d.kind {
+        DeviceKind::FwCfg { items, .. } => Some(Arc::new(Mutex::new(FwCfg::new(
+            items.iter().map(|i| (i.key.0 as u16, i.data.clone())),
+            mem.clone(),
+        )))),
+        _ => None,
+    });
+    let testdev_data = Arc::new(Mutex::new(0u32));
+    let testdev_bar = |io: bool| {
+        plan.devices.iter().find_map(|d| match d.kind {
+            DeviceKind::PciTestdevBar { io: i } if i == io => Some(d.base.0 as u32),
+            _ => None,
+        })
+    };
+    let pci = Arc::new(Mutex::new(PciConfig::new(
+        testdev_bar(false).zip(testdev_bar(true)),
+    )));
+    let pci_testdev = Arc::new(Mutex::new(PciTestdev::new()));
     for d in &plan.devices {
         let space = match d.space {
             Space::Pio => AddressSpace::Pio,
@@ -549,6 +594,26 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
                 let b = Doorbell::new();
                 doorbells.push((d.name.clone(), b.unmatched()));
                 Arc::new(Mutex::new(b))
+            }
+            DeviceKind::FwCfg { .. } | DeviceKind::FwCfgDma {} => {
+                let state = fw_cfg
+                    .clone()
+                    .ok_or_else(|| dev_err(&d.name, "fw_cfg DMA without its fw-cfg window".into()))?;
+                match d.kind {
+                    DeviceKind::FwCfg { .. } => Arc::new(Mutex::new(FwCfgPorts(state))),
+                    _ => Arc::new(Mutex::new(FwCfgDma(state))),
+                }
+            }
+            DeviceKind::TestdevData {} => Arc::new(Mutex::new(DataPort::new(testdev_data.clone()))),
+            DeviceKind::TestdevFlushPage {} => Arc::new(Mutex::new(FlushPage::new(mem.clone()))),
+            DeviceKind::TestdevIomem {} => Arc::new(Mutex::new(Iomem::new())),
+            DeviceKind::PciAddress { reset } => {
+                let reset: Option<Box<dyn BusDevice>> = reset.then(|| Box::new(ResetReg::new()) as _);
+                Arc::new(Mutex::new(PciAddress::new(pci.clone(), reset)))
+            }
+            DeviceKind::PciData { .. } => Arc::new(Mutex::new(PciData(pci.clone()))),
+            DeviceKind::PciTestdevBar { io } => {
+                Arc::new(Mutex::new(PciTestdevBar::new(pci_testdev.clone(), *io)))
             }
         };
         bus.insert(space, d.base.0, d.len.0, &d.name, dev)?;

@@ -438,6 +438,36 @@ pub enum DeviceConfig {
         /// Vector 0x10..=0xfe.
         vector: u32,
     },
+    /// QEMU fw_cfg, I/O interface: selector at `port` (16-bit), data at
+    /// `port + 1` (8-bit), DMA address at `port + 4` (two big-endian 32-bit
+    /// halves) unless `dma = false`.
+    FwCfg {
+        /// Selector port (default 0x510).
+        #[serde(default = "default_fw_cfg_port")]
+        port: u16,
+        /// The DMA interface (default true, as QEMU).
+        #[serde(default = "default_true")]
+        dma: bool,
+    },
+    /// QEMU pc-testdev at QEMU's fixed places: irq lines at 0x2000 (24),
+    /// data register 0xe0 (and byte-wise at 0xe8), flush page 0xe4, and a
+    /// 64 KiB memory window at 0xff00_0000.
+    PcTestdev {},
+    /// PCI host bridge (configuration mechanism #1 at 0xcf8/0xcfc) with an
+    /// i440FX host bridge at 00:00.0.
+    Pci {
+        /// QEMU's pci-testdev at 00:01.0 (default false).
+        #[serde(default)]
+        testdev: bool,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_fw_cfg_port() -> u16 {
+    crate::devices::fw_cfg::DEFAULT_PORT
 }
 
 fn default_boot_timer_addr() -> u64 {
@@ -479,6 +509,61 @@ impl DeviceConfig {
             DeviceConfig::Null { .. } => "null",
             DeviceConfig::BootTimer { .. } => "boot-timer",
             DeviceConfig::Doorbell { .. } => "doorbell",
+            DeviceConfig::FwCfg { .. } => "fw-cfg",
+            DeviceConfig::PcTestdev {} => "pc-testdev",
+            DeviceConfig::Pci { .. } => "pci",
+        }
+    }
+
+    /// Every bus window of the device: (part, space, base, length, field).
+    /// `part` is empty for single-window devices; the field is the one that
+    /// places the window ("kind" when the place is fixed).
+    pub fn windows(&self) -> Vec<(&'static str, WindowSpace, u64, u64, &'static str)> {
+        use crate::devices::{fw_cfg, pc_testdev, pci};
+        let pio = |part, base: u16, len: u64, field| (part, WindowSpace::Pio, u64::from(base), len, field);
+        match self {
+            DeviceConfig::FwCfg { port, dma } => {
+                let mut w = vec![pio("", *port, fw_cfg::CTL_LEN, "port")];
+                if *dma {
+                    let at = u64::from(*port) + fw_cfg::DMA_OFFSET;
+                    w.push(("dma", WindowSpace::Pio, at, fw_cfg::DMA_LEN, "port"));
+                }
+                w
+            }
+            DeviceConfig::PcTestdev {} => pc_testdev::WINDOWS
+                .iter()
+                .map(|w| {
+                    let space = if w.mmio {
+                        WindowSpace::Mmio
+                    } else {
+                        WindowSpace::Pio
+                    };
+                    (w.part, space, w.base, w.len, "kind")
+                })
+                .collect(),
+            DeviceConfig::Pci { testdev } => {
+                let mut w = vec![
+                    pio("address", pci::ADDRESS_PORT, 4, "kind"),
+                    pio("data", pci::DATA_PORT, 4, "kind"),
+                ];
+                if *testdev {
+                    use crate::devices::pci_testdev as t;
+                    w.push((
+                        "testdev-mmio",
+                        WindowSpace::Mmio,
+                        pci::TESTDEV_MMIO_ADDR,
+                        t::MMIO_LEN,
+                        "testdev",
+                    ));
+                    w.push(pio("testdev-pio", pci::TESTDEV_PIO_PORT, t::PIO_LEN, "testdev"));
+                }
+                w
+            }
+            _ => self
+                .window()
+                .map(|(s, b, l, f)| ("", s, b, l, f))
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -515,6 +600,9 @@ impl DeviceConfig {
                 crate::devices::boot_timer::WINDOW,
                 "guest_addr",
             )),
+            DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci { .. } => {
+                self.windows().first().map(|&(_, s, b, l, f)| (s, b, l, f))
+            }
         }
     }
 

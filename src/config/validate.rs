@@ -294,7 +294,7 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
         WindowSpace::Pio,
         layout::RESET_PORT.into(),
         1,
-        "reset register".into(),
+        RESET_REGISTER.into(),
     ));
     let mut boot_timer = None;
     for (i, d) in c.machine.device.iter().enumerate() {
@@ -357,69 +357,106 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
             }
             _ => {}
         }
-        let Some((space, base, len, field)) = d.window() else {
-            continue;
-        };
-        let end = base.checked_add(len);
-        match (space, end) {
-            (WindowSpace::Pio, Some(e)) if e <= 0x1_0000 => {}
-            (WindowSpace::Pio, _) => {
-                return Err(invalid(
-                    at(field),
-                    format!("{base:#x} + {len:#x} runs past the last I/O port 0xffff"),
-                ))
-            }
-            (WindowSpace::Mmio, Some(e)) if e <= 1u64 << layout::MAX_PHYS_ADDR_BITS => {
-                if let Some(r) = c
-                    .machine
-                    .memory
-                    .iter()
-                    .find(|r| overlaps(base, len, r.guest_addr, r.size.bytes()))
-                {
-                    return Err(invalid(
-                        at(field),
-                        format!("window {base:#x}..{e:#x} overlaps RAM at {:#x}", r.guest_addr),
-                    ));
-                }
-                if let Some(w) = layout::PLATFORM_WINDOWS
-                    .iter()
-                    .find(|w| overlaps(base, len, w.base, w.len))
-                {
-                    return Err(invalid(
-                        at(field),
-                        format!("window {base:#x}..{e:#x} overlaps the {} window", w.name),
-                    ));
-                }
-            }
-            (WindowSpace::Mmio, _) => {
-                return Err(invalid(
-                    at(field),
-                    format!("window {base:#x} + {len:#x} is beyond the physical address space"),
-                ))
-            }
+        for (part, space, base, len, field) in d.windows() {
+            check_window(c, &mut used, i, d, part, (space, base, len), field)?;
         }
-        if let Some((_, b, l, who)) = used
-            .iter()
-            .find(|(s, b, l, _)| *s == space && overlaps(base, len, *b, *l))
-        {
-            let what = if space == WindowSpace::Pio {
-                "ports"
-            } else {
-                "addresses"
-            };
-            return Err(invalid(
-                at(field),
-                format!(
-                    "{what} {base:#x}..{:#x} collide with {who} at {b:#x}..{:#x}",
-                    base + len,
-                    b + l
-                ),
-            ));
-        }
-        used.push((space, base, len, format!("device[{i}] ({})", d.kind())));
     }
     Ok(())
 }
+
+/// A reserved window: (space, base, length, who).
+type Used = (WindowSpace, u64, u64, String);
+
+/// One device window: inside its address space, off RAM and the platform
+/// windows, and clear of every window already placed.
+fn check_window(
+    c: &Config,
+    used: &mut Vec<Used>,
+    i: usize,
+    d: &DeviceConfig,
+    part: &str,
+    (space, base, len): (WindowSpace, u64, u64),
+    field: &str,
+) -> Result<(), Invalid> {
+    let at = |f: &str| FieldPath::of("device", Some(i), Some(f));
+    // Which window, for devices with several.
+    let mine = if part.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} {part})", d.kind())
+    };
+    let end = base.checked_add(len);
+    match (space, end) {
+        (WindowSpace::Pio, Some(e)) if e <= 0x1_0000 => {}
+        (WindowSpace::Pio, _) => {
+            return Err(invalid(
+                at(field),
+                format!("{base:#x} + {len:#x} runs past the last I/O port 0xffff"),
+            ))
+        }
+        (WindowSpace::Mmio, Some(e)) if e <= 1u64 << layout::MAX_PHYS_ADDR_BITS => {
+            if let Some(r) = c
+                .machine
+                .memory
+                .iter()
+                .find(|r| overlaps(base, len, r.guest_addr, r.size.bytes()))
+            {
+                return Err(invalid(
+                    at(field),
+                    format!(
+                        "window {base:#x}..{e:#x}{mine} overlaps RAM at {:#x}",
+                        r.guest_addr
+                    ),
+                ));
+            }
+            if let Some(w) = layout::PLATFORM_WINDOWS
+                .iter()
+                .find(|w| overlaps(base, len, w.base, w.len))
+            {
+                return Err(invalid(
+                    at(field),
+                    format!("window {base:#x}..{e:#x}{mine} overlaps the {} window", w.name),
+                ));
+            }
+        }
+        (WindowSpace::Mmio, _) => {
+            return Err(invalid(
+                at(field),
+                format!("window {base:#x} + {len:#x} is beyond the physical address space"),
+            ))
+        }
+    }
+    // The PCI address register (0xcf8, 4 ports) holds the reset register
+    // (0xcf9) as on a PC; the device forwards byte accesses there to it.
+    let shares_reset = |who: &str| matches!(d, DeviceConfig::Pci { .. }) && who == RESET_REGISTER;
+    if let Some((_, b, l, who)) = used
+        .iter()
+        .find(|(s, b, l, who)| *s == space && overlaps(base, len, *b, *l) && !shares_reset(who))
+    {
+        let what = if space == WindowSpace::Pio {
+            "ports"
+        } else {
+            "addresses"
+        };
+        return Err(invalid(
+            at(field),
+            format!(
+                "{what} {base:#x}..{:#x}{mine} collide with {who} at {b:#x}..{:#x}",
+                base + len,
+                b + l
+            ),
+        ));
+    }
+    let who = if part.is_empty() {
+        format!("device[{i}] ({})", d.kind())
+    } else {
+        format!("device[{i}] ({} {part})", d.kind())
+    };
+    used.push((space, base, len, who));
+    Ok(())
+}
+
+const RESET_REGISTER: &str = "reset register";
 
 /// An MSI vector a guest can receive.
 pub(super) fn check_vector(vector: u32, field: FieldPath) -> Result<(), Invalid> {

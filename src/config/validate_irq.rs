@@ -239,7 +239,7 @@ pub(super) fn check_zones(c: &Config) -> Result<(), Invalid> {
             ));
         }
         let host = m.device.iter().find(|d| {
-            d.window().is_some_and(|(s, b, l, _)| {
+            d.windows().into_iter().any(|(_, s, b, l, _)| {
                 s == *space && b <= *base && base.saturating_add(*len) <= b.saturating_add(l)
             })
         });

@@ -7,6 +7,10 @@
 //! - [`doorbell`]: ioeventfd + irqfd doorbell.
 //! - [`boot_timer`]: the guest writes 123 when booted; berth prints the time.
 //! - [`null`]: drops writes, reads zeros.
+//! - [`fw_cfg`]: QEMU's firmware configuration device (I/O interface + DMA).
+//! - [`pc_testdev`]: QEMU's pc-testdev (data port, flush page, iomem window).
+//! - [`pci`]: PCI host bridge, configuration mechanism #1, i440FX at 00:00.0.
+//! - [`pci_testdev`]: QEMU's pci-testdev behind the host bridge (00:01.0).
 
 use std::io;
 
@@ -17,10 +21,14 @@ pub mod boot_timer;
 pub mod cmos;
 pub mod debug_exit;
 pub mod doorbell;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod irq_lines;
 pub mod null;
+pub mod pc_testdev;
+pub mod pci;
+pub mod pci_testdev;
 pub mod recorder;
 pub mod serial;
 

@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod dump;
+mod fw_cfg;
 pub mod irq;
 
 pub use irq::{RoutePlan, RouteTarget, ZonePlan};
@@ -234,6 +235,54 @@ pub enum DeviceKind {
         /// MSI vector.
         vector: Hex8,
     },
+    /// fw_cfg selector and data ports, with every item the guest can select.
+    FwCfg {
+        /// Whether the DMA interface exists.
+        dma: bool,
+        /// The items, by key.
+        items: Vec<FwCfgItemPlan>,
+    },
+    /// fw_cfg DMA address register (the items are on the `fw-cfg` window).
+    FwCfgDma {},
+    /// pc-testdev data register (0xe0, and byte-wise at 0xe8).
+    TestdevData {},
+    /// pc-testdev flush page (0xe4).
+    TestdevFlushPage {},
+    /// pc-testdev 64 KiB memory window.
+    TestdevIomem {},
+    /// PCI configuration address register (0xcf8).
+    PciAddress {
+        /// Whether byte accesses at 0xcf9 are the reset register.
+        reset: bool,
+    },
+    /// A BAR of pci-testdev (memory BAR 0, or I/O BAR 1 when `io`).
+    PciTestdevBar {
+        /// The I/O BAR.
+        io: bool,
+    },
+    /// PCI configuration data window (0xcfc).
+    PciData {
+        /// The functions on bus 0, as "bus:dev.fn vendor:device".
+        functions: Vec<String>,
+    },
+}
+
+/// One fw_cfg item.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FwCfgItemPlan {
+    /// Selector key.
+    pub key: Hex8,
+    /// Item or file name.
+    pub name: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// Contents, as hex.
+    #[serde(serialize_with = "hex_bytes")]
+    pub data: Vec<u8>,
+}
+
+fn hex_bytes<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
 /// One device window on the bus.
@@ -380,6 +429,7 @@ pub fn plan(c: &Config) -> Plan {
         len: Hex(len.into()),
         kind,
     };
+    let has_pci = m.device.iter().any(|d| matches!(d, DeviceConfig::Pci { .. }));
     let mut platform = vec![
         pio("i8042-data", layout::I8042_DATA_PORT, 1, DeviceKind::I8042 {}),
         pio("i8042-command", layout::I8042_CMD_PORT, 1, DeviceKind::I8042 {}),
@@ -398,7 +448,10 @@ pub fn plan(c: &Config) -> Plan {
             2,
             DeviceKind::AcpiPmControl {},
         ));
-        platform.push(pio("reset", layout::RESET_PORT, 1, DeviceKind::ResetControl {}));
+        // With a PCI host bridge, 0xcf9 is inside its address register.
+        if !has_pci {
+            platform.push(pio("reset", layout::RESET_PORT, 1, DeviceKind::ResetControl {}));
+        }
     }
     let mut devices = vec![DevicePlan {
         name: "com1".into(),
@@ -430,37 +483,53 @@ pub fn plan(c: &Config) -> Plan {
     let (routes, doorbell_gsis) = irq::routes(c, &doorbells);
     let mut doorbell_gsis = doorbell_gsis.into_iter();
     for d in &m.device {
-        let Some((space, base, len, _)) = d.window() else {
-            continue;
-        };
-        let kind = match d {
-            DeviceConfig::DebugExit { size, .. } => DeviceKind::DebugExit { width: *size },
-            DeviceConfig::IrqLines { lines, .. } => DeviceKind::IrqLines { lines: *lines },
-            DeviceConfig::Recorder { .. } => DeviceKind::Recorder {},
-            DeviceConfig::Null { .. } => DeviceKind::Null {},
-            DeviceConfig::BootTimer { .. } => DeviceKind::BootTimer {},
-            DeviceConfig::Doorbell {
-                value,
-                dest_apic_id,
-                vector,
-                ..
-            } => DeviceKind::Doorbell {
-                value: Hex((*value).into()),
-                gsi: doorbell_gsis.next().unwrap_or(u32::MAX),
-                dest_apic_id: *dest_apic_id,
-                vector: Hex8(*vector),
-            },
-        };
-        devices.push(DevicePlan {
-            name: device_name(d, base),
-            space: match space {
-                WindowSpace::Pio => Space::Pio,
-                WindowSpace::Mmio => Space::Mmio,
-            },
-            base: Hex(base),
-            len: Hex(len),
-            kind,
-        });
+        for (part, space, base, len, _) in d.windows() {
+            let kind = match (d, part) {
+                (DeviceConfig::FwCfg { dma, .. }, "") => DeviceKind::FwCfg {
+                    dma: *dma,
+                    items: fw_cfg::items(*dma, vcpus, &memslots, &e820, &m.kernel.cmdline),
+                },
+                (DeviceConfig::FwCfg { .. }, _) => DeviceKind::FwCfgDma {},
+                (DeviceConfig::PcTestdev {}, "irq") => DeviceKind::IrqLines {
+                    lines: crate::devices::pc_testdev::IRQ_LINES,
+                },
+                (DeviceConfig::PcTestdev {}, "flush") => DeviceKind::TestdevFlushPage {},
+                (DeviceConfig::PcTestdev {}, "iomem") => DeviceKind::TestdevIomem {},
+                (DeviceConfig::PcTestdev {}, _) => DeviceKind::TestdevData {},
+                (DeviceConfig::Pci { .. }, "address") => DeviceKind::PciAddress {
+                    reset: m.machine.tables.acpi(),
+                },
+                (DeviceConfig::Pci { .. }, "testdev-mmio") => DeviceKind::PciTestdevBar { io: false },
+                (DeviceConfig::Pci { .. }, "testdev-pio") => DeviceKind::PciTestdevBar { io: true },
+                (DeviceConfig::Pci { testdev }, _) => {
+                    let mut functions = vec!["00:00.0 8086:1237 i440fx host bridge".to_string()];
+                    if *testdev {
+                        functions.push(format!(
+                            "00:01.0 1b36:0005 pci-testdev bar0 mmio {:#x} bar1 pio {:#x}",
+                            crate::devices::pci::TESTDEV_MMIO_ADDR,
+                            crate::devices::pci::TESTDEV_PIO_PORT
+                        ));
+                    }
+                    DeviceKind::PciData { functions }
+                }
+                _ => single_window_kind(d, &mut doorbell_gsis),
+            };
+            let name = if part.is_empty() {
+                device_name(d, base)
+            } else {
+                format!("{}.{part}@{base:#x}", d.kind())
+            };
+            devices.push(DevicePlan {
+                name,
+                space: match space {
+                    WindowSpace::Pio => Space::Pio,
+                    WindowSpace::Mmio => Space::Mmio,
+                },
+                base: Hex(base),
+                len: Hex(len),
+                kind,
+            });
+        }
     }
     devices.extend(platform);
     devices.sort_by_key(|d| (d.space, d.base));
@@ -591,6 +660,32 @@ impl Plan {
             ioapic_addr: self.irqchip.ioapic_addr.0 as u32,
             lapic_addr: self.irqchip.lapic_addr.0 as u32,
             ioapic_pins: self.irqchip.ioapic_pins as u8,
+        }
+    }
+}
+
+/// The plan data of a device with one window.
+fn single_window_kind(d: &DeviceConfig, doorbell_gsis: &mut impl Iterator<Item = u32>) -> DeviceKind {
+    match d {
+        DeviceConfig::DebugExit { size, .. } => DeviceKind::DebugExit { width: *size },
+        DeviceConfig::IrqLines { lines, .. } => DeviceKind::IrqLines { lines: *lines },
+        DeviceConfig::Recorder { .. } => DeviceKind::Recorder {},
+        DeviceConfig::Null { .. } => DeviceKind::Null {},
+        DeviceConfig::BootTimer { .. } => DeviceKind::BootTimer {},
+        DeviceConfig::Doorbell {
+            value,
+            dest_apic_id,
+            vector,
+            ..
+        } => DeviceKind::Doorbell {
+            value: Hex((*value).into()),
+            gsi: doorbell_gsis.next().unwrap_or(u32::MAX),
+            dest_apic_id: *dest_apic_id,
+            vector: Hex8(*vector),
+        },
+        // Multi-window kinds are planned by the caller.
+        DeviceConfig::FwCfg { .. } | DeviceConfig::PcTestdev {} | DeviceConfig::Pci { .. } => {
+            DeviceKind::Null {}
         }
     }
 }

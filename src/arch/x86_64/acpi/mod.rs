@@ -210,6 +210,7 @@ const AML_BYTE_PREFIX: u8 = 0x0a;
 const AML_WORD_PREFIX: u8 = 0x0b;
 const AML_DWORD_PREFIX: u8 = 0x0c;
 const AML_QWORD_PREFIX: u8 = 0x0e;
+const AML_STRING_PREFIX: u8 = 0x0d;
 const AML_SCOPE_OP: u8 = 0x10;
 const AML_BUFFER_OP: u8 = 0x11;
 const AML_PACKAGE_OP: u8 = 0x12;
@@ -250,6 +251,9 @@ pub struct AcpiSpec {
     /// Whether dual 8259 PICs exist ("kernel" irqchip mode): sets the MADT's
     /// PCAT_COMPAT flag and the FADT's LEGACY_DEVICES and 8042 boot flags.
     pub legacy_pic: bool,
+    /// QEMU fw_cfg (port, number of ports), described by a `QEMU0002`
+    /// device in `\_SB` so Linux's qemu_fw_cfg driver finds it.
+    pub fw_cfg: Option<(u16, u8)>,
 }
 
 /// Why ACPI tables cannot be built or written.
@@ -352,7 +356,7 @@ pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
         return Err(AcpiError::Misaligned { addr: rsdp_addr });
     }
 
-    let dsdt = dsdt()?;
+    let dsdt = dsdt(spec)?;
     let madt = madt(spec)?;
 
     let xsdt_off = align_up(RSDP_LEN, TABLE_ALIGN);
@@ -644,17 +648,34 @@ fn facs() -> Vec<u8> {
     f
 }
 
-fn dsdt() -> Result<Vec<u8>, AcpiError> {
+fn dsdt(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
     let mut t = header(b"DSDT", DSDT_REVISION);
-    t.extend_from_slice(&dsdt_aml()?);
+    t.extend_from_slice(&dsdt_aml(spec)?);
     finish_table(t, "DSDT")
 }
 
 /// The DSDT's definition block body.
-fn dsdt_aml() -> Result<Vec<u8>, AcpiError> {
+fn dsdt_aml(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
     let mut aml = aml_s5()?;
-    aml.extend_from_slice(&aml_scope(b"_SB_", &aml_com1()?)?);
+    let mut sb = aml_com1()?;
+    if let Some((port, len)) = spec.fw_cfg {
+        sb.extend_from_slice(&aml_fw_cfg(port, len)?);
+    }
+    aml.extend_from_slice(&aml_scope(b"_SB_", &sb)?);
     Ok(aml)
+}
+
+/// `Device (FWCF)`, as QEMU writes it: `_HID "QEMU0002"`, `_STA 0x0B`,
+/// `_CRS { IO (Decode16, port, port, 1, len) }`.
+fn aml_fw_cfg(port: u16, len: u8) -> Result<Vec<u8>, AcpiError> {
+    let mut hid = vec![AML_STRING_PREFIX];
+    hid.extend_from_slice(b"QEMU0002\0");
+    let mut body = aml_name(b"_HID", &hid);
+    body.extend_from_slice(&aml_name(b"_STA", &aml_integer(0x0b)));
+    let [lo, hi] = port.to_le_bytes();
+    let resources = [RES_IO, RES_IO_DECODE16, lo, hi, lo, hi, 1, len, RES_END_TAG, 0];
+    body.extend_from_slice(&aml_name(b"_CRS", &aml_buffer(&resources)?));
+    aml_device(b"FWCF", &body)
 }
 
 /// `Name (_S5, Package (4) { 5, 5, 0, 0 })`: SLP_TYPa, SLP_TYPb, reserved.

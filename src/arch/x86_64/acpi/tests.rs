@@ -12,6 +12,7 @@ fn spec(n: usize) -> AcpiSpec {
         pm1a_cnt_port: 0x604,
         reset_port: 0xcf9,
         legacy_pic: true,
+        fw_cfg: None,
     }
 }
 
@@ -314,7 +315,7 @@ fn acpi_s5_bytes() {
 
 #[test]
 fn acpi_dsdt_matches_iasl() {
-    assert_eq!(dsdt_aml().unwrap(), IASL_DSDT_BODY);
+    assert_eq!(dsdt_aml(&spec(1)).unwrap(), IASL_DSDT_BODY);
     let blob = build(&spec(1), RSDP_ADDR).unwrap();
     let d = parse(&blob, RSDP_ADDR).dsdt;
     assert_eq!(d[8], 2, "DSDT revision");
@@ -457,4 +458,36 @@ fn acpi_write_outside_memory_fails() {
         write(&spec(1), &mem, RSDP_ADDR),
         Err(AcpiError::Memory { addr: RSDP_ADDR, .. })
     ));
+}
+
+#[test]
+fn acpi_dsdt_fw_cfg_device() {
+    // Device (FWCF) { Name (_HID, "QEMU0002") Name (_STA, 0x0B)
+    //   Name (_CRS, ResourceTemplate () { IO (Decode16, 0x0510, 0x0510, 0x01, 0x0C) }) }
+    // hand-assembled from ACPI 6.4 §20 (DeviceOp 5B 82, PkgLength 0x2E).
+    let want: Vec<u8> = [
+        &[0x5b, 0x82, 0x2e][..],
+        b"FWCF",
+        &[0x08],
+        b"_HID",
+        &[0x0d],
+        b"QEMU0002\0",
+        &[0x08],
+        b"_STA",
+        &[0x0a, 0x0b, 0x08],
+        b"_CRS",
+        &[
+            0x11, 0x0d, 0x0a, 0x0a, 0x47, 0x01, 0x10, 0x05, 0x10, 0x05, 0x01, 0x0c, 0x79, 0x00,
+        ],
+    ]
+    .concat();
+    assert_eq!(aml_fw_cfg(0x510, 0x0c).unwrap(), want);
+    let mut s = spec(1);
+    let without = dsdt(&s).unwrap();
+    s.fw_cfg = Some((0x510, 0x0c));
+    let with = dsdt(&s).unwrap();
+    assert!(with.len() >= without.len() + want.len());
+    assert!(with.windows(want.len()).any(|w| w == want.as_slice()));
+    assert!(!without.windows(8).any(|w| w == b"QEMU0002"));
+    assert_eq!(sum(&with), 0, "checksum");
 }
