@@ -6,7 +6,7 @@
 #
 #   make -C guests                               -> all guests incl. these
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
-#                                                   (default 4 MiB)
+#                                                   (default 512 KiB)
 
 TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
