@@ -82,6 +82,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether a PC would reset here: the guest asked for a reset (i8042,
+    /// reset register, KVM's reset system event), or it triple-faulted. A
+    /// triple fault drives the CPU's shutdown cycle, which the PC chipset
+    /// turns into a reset; QEMU does the same unless told `-no-reboot`
+    /// (`-action reboot=shutdown`). With `on_reboot = "restart"` berth
+    /// rebuilds the machine for both; with `on_reboot = "exit"` a reset
+    /// request ends with 0 and a triple fault stays a guest fault (4).
+    pub fn resets_the_machine(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Reset
+                | Outcome::Fault {
+                    kind: FaultKind::TripleFault,
+                    ..
+                }
+        )
+    }
+
     /// The process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -155,5 +173,20 @@ mod tests {
         assert_eq!(f.exit_code(), 4);
         assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
         assert_eq!(Outcome::Timeout(1).exit_code(), 6);
+    }
+
+    #[test]
+    fn triple_faults_and_reset_requests_reset_the_machine() {
+        let fault = |kind| Outcome::Fault {
+            vcpu: 1,
+            kind,
+            detail: String::new(),
+        };
+        assert!(Outcome::Reset.resets_the_machine());
+        assert!(fault(FaultKind::TripleFault).resets_the_machine());
+        assert!(!fault(FaultKind::InternalError).resets_the_machine());
+        assert!(!fault(FaultKind::FailEntry).resets_the_machine());
+        assert!(!Outcome::PowerOff.resets_the_machine());
+        assert!(!Outcome::DebugExit(1).resets_the_machine());
     }
 }
