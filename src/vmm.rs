@@ -289,6 +289,9 @@ pub fn stats_text(r: &RunReport) -> String {
     for (k, v) in &totals {
         let _ = writeln!(s, "stats: exit {k} {v}");
     }
+    for v in &r.vcpu_states {
+        let _ = writeln!(s, "stats: state {v}");
+    }
     for d in &r.devices {
         let _ = writeln!(
             s,
