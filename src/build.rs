@@ -11,7 +11,7 @@ use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
 use crate::devices::boot_timer::{BootTimer, BootTimes};
 use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
-use crate::devices::i8042::{I8042Command, I8042Data, I8042};
+use crate::devices::i8042::{insert_i8042, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::null::Null;
@@ -513,14 +513,13 @@ fn build_bus(plan: &Plan, serial_out: SerialOutput, irq: &Arc<KvmIrq>) -> Result
                 s
             }
             DeviceKind::I8042 {} => {
-                let kbd = i8042
-                    .get_or_insert_with(|| Arc::new(Mutex::new(I8042::new())))
-                    .clone();
-                if d.base.0 == u64::from(layout::I8042_CMD_PORT) {
-                    Arc::new(Mutex::new(I8042Command::new(kbd)))
-                } else {
-                    Arc::new(Mutex::new(I8042Data::new(kbd)))
+                // One controller at both its ports (the plan lists each port).
+                if i8042.is_none() {
+                    let kbd = Arc::new(Mutex::new(I8042::new()));
+                    insert_i8042(&mut bus, &kbd)?;
+                    i8042 = Some(kbd);
                 }
+                continue;
             }
             DeviceKind::Cmos {} => {
                 let (below, above) = ram_split(plan);
