@@ -17,7 +17,7 @@ use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::null::Null;
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
-use crate::kvm::irq::{IrqError, KvmIrq};
+use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
@@ -186,12 +186,12 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         settle_slot(&host, plan).and_then(|(slot, at)| memory::settle_in_background(&fd, &mem, slot, at));
     tl.mark("10 irqchip");
     // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
-    let irq = Arc::new(KvmIrq::new(
-        fd.clone(),
-        plan,
-        host.has(Cap::SignalMsi),
-        host_gsis,
-    )?);
+    let host_irq = HostIrq {
+        signal_msi: host.has(Cap::SignalMsi),
+        inject_status: host.has(Cap::IrqInjectStatus),
+        gsis: host_gsis,
+    };
+    let irq = Arc::new(KvmIrq::new(fd.clone(), plan, host_irq)?);
     irq.commit()?;
     tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).

@@ -234,6 +234,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         ("line-delivered", ld(&st.line_delivered)),
         ("line-coalesced", ld(&st.line_coalesced)),
         ("line-masked", ld(&st.line_masked)),
+        ("line-raised-no-status", ld(&st.line_raised_no_status)),
         ("line-lowered", ld(&st.line_lowered)),
         ("msi-signaled", ld(&st.msi_signaled)),
         ("msi-via-route", ld(&st.msi_via_route)),

@@ -290,6 +290,47 @@ fn split_irqchip_without_signal_msi_uses_cached_routes() {
 }
 
 #[test]
+fn without_irq_inject_status_lines_use_plain_kvm_irq_line() {
+    for name in ["irq-kernel-2", "irq-split-2"] {
+        let r = check_config(name, &["--disable-cap", "IRQ_INJECT_STATUS"]);
+        // No KVM_IRQ_LINE_STATUS answers were counted: every raise went
+        // through KVM_IRQ_LINE, and the guest still saw each route.
+        for k in ["line-delivered", "line-coalesced", "line-masked"] {
+            assert_eq!(
+                stat(&r.err, &format!("stats: irq {k} ")),
+                0,
+                "{name}: {k}\n{}",
+                r.err
+            );
+        }
+        assert!(
+            stat(&r.err, "stats: irq line-raised-no-status ") >= 3,
+            "{name}\n{}",
+            r.err
+        );
+    }
+    // With the capability, the status is counted and the fallback unused.
+    let r = check_config("irq-kernel-2", &[]);
+    assert_eq!(stat(&r.err, "stats: irq line-raised-no-status "), 0, "{}", r.err);
+    assert!(stat(&r.err, "stats: irq line-delivered ") >= 3, "{}", r.err);
+}
+
+#[test]
+fn disabling_a_required_capability_is_refused() {
+    guests();
+    let mut c = berth();
+    c.args(["run", "--disable-cap", "IRQFD", "configs/irq-kernel-1.toml"]);
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("berth: --disable-cap IRQFD: KVM_CAP_IRQFD is required"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "the guest never ran: {}", stdout(&o));
+}
+
+#[test]
 fn removing_a_route_makes_the_guest_report_it_missing() {
     guests();
     let dir = TempDir::new("noroute");
