@@ -21,6 +21,7 @@ use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
+use crate::ram_loss;
 use kvm_bindings::{kvm_enable_cap, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
@@ -145,6 +146,8 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     tl.mark("1-2 host");
     // 3. Guest RAM, mapped in this process (no KVM object yet).
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
+    //    Lost backing (a truncated file) is reported by region from here on.
+    ram_loss::register(&plan.memslots, &mem, |p| config.resolve(p));
     tl.mark("3 ram");
     // 4. Kernel into RAM: image errors end here, before any VM exists.
     let kernel = boot::load_kernel(config, plan, &mem)?;

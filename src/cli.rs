@@ -195,7 +195,10 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                         eprintln!("berth: {why}; rebuilding the machine (on_reboot = \"restart\")");
                         continue;
                     }
-                    o @ (Outcome::Fault { .. } | Outcome::Host(_) | Outcome::Panic(_)) => {
+                    o @ (Outcome::Fault { .. }
+                    | Outcome::Host(_)
+                    | Outcome::Panic(_)
+                    | Outcome::MemoryLost(_)) => {
                         eprintln!("berth: {o}")
                     }
                     o @ Outcome::Timeout(_) => {

@@ -79,6 +79,9 @@ pub enum Outcome {
     Host(String),
     /// A berth thread panicked (a bug).
     Panic(String),
+    /// Guest RAM lost its backing (a file truncated, huge pages gone): an
+    /// access to planned RAM reached berth as an exit (`ram_loss`).
+    MemoryLost(String),
 }
 
 impl Outcome {
@@ -111,6 +114,7 @@ impl Outcome {
             Outcome::Timeout(_) => exit_code::TIMEOUT,
             Outcome::Host(_) => exit_code::HOST,
             Outcome::Panic(_) => exit_code::PANIC,
+            Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
         }
     }
 }
@@ -134,6 +138,7 @@ impl fmt::Display for Outcome {
             Outcome::Timeout(ms) => write!(f, "timeout: the VM ran longer than {ms} ms"),
             Outcome::Host(m) => write!(f, "host error while running: {m}"),
             Outcome::Panic(m) => write!(f, "internal error: {m}"),
+            Outcome::MemoryLost(m) => write!(f, "guest memory lost its backing: {m}"),
         }
     }
 }
@@ -152,6 +157,11 @@ pub mod exit_code {
     pub const TIMEOUT: i32 = 6;
     /// berth itself failed: a thread panicked (a bug; the message says where).
     pub const PANIC: i32 = 70;
+    /// Guest RAM lost its backing (a file truncated under the guest): a vCPU
+    /// exit on planned RAM, or SIGBUS in a berth thread. 128 + SIGBUS, as a
+    /// process killed by SIGBUS would report, but after a message naming the
+    /// region and its file.
+    pub const MEMORY_LOST: i32 = 128 + libc::SIGBUS;
 }
 
 #[cfg(test)]
@@ -173,6 +183,7 @@ mod tests {
         assert_eq!(f.exit_code(), 4);
         assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
         assert_eq!(Outcome::Timeout(1).exit_code(), 6);
+        assert_eq!(Outcome::MemoryLost(String::new()).exit_code(), 135);
     }
 
     #[test]

@@ -488,3 +488,85 @@ fn restarts_leave_no_threads_behind() {
         "threads grew from {early} to {late} across restarts"
     );
 }
+
+/// The memread guest with its second region backed by a shared file
+/// (`data`, 1 MiB at 0x20000000) whose first bytes are "ABCDEFGH".
+fn memread_with_file(dir: &TempDir, extra_region: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let img = dir.0.join("data.img");
+    let mut bytes = b"ABCDEFGH".to_vec();
+    bytes.resize(1 << 20, 0);
+    std::fs::write(&img, &bytes).unwrap();
+    let text = machine(&guest("memread"), 1, "").replace(
+        "\n[kernel]",
+        &format!(
+            "\n[[memory]]\nname = \"data\"\nguest_addr = 0x2000_0000\nsize = \"1MiB\"\nfile = \"{}\"\n{extra_region}\n[kernel]",
+            img.display()
+        ),
+    );
+    (dir.write("memread.toml", &text), img)
+}
+
+#[test]
+fn truncating_a_running_guests_backing_file_stops_it_naming_the_file() {
+    guests();
+    let dir = TempDir::new("lostram");
+    let (f, img) = memread_with_file(&dir, "shared = true");
+    let mut child = spawn(&["--stats"], &f, &[]);
+    let (lines, _rest) = wait_for_line(&mut child, "memread: ready", Duration::from_secs(30));
+    assert!(
+        lines.contains(&"memread: value=4847464544434241".to_string()),
+        "{lines:?}"
+    );
+    // The guest reads that RAM in a loop: take the file away under it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(30));
+    let err = stderr_of(&mut child);
+    assert_eq!(code, Some(135), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("berth: guest memory lost its backing: vcpu0: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let region = format!(
+        "region \"data\" (memslot 1, 0x20000000..0x20100000, file {})",
+        img.display()
+    );
+    assert!(line.contains(&region), "{line}");
+    // No device saw the RAM access: it was never turned into all-ones reads.
+    assert!(
+        err.contains("stats: unhandled pio-reads 0 pio-writes 0 mmio-reads 0 mmio-writes 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigbus_in_a_berth_thread_is_reported_with_the_region() {
+    // BERTH_TEST_LOSE_RAM truncates the backing file right after berth
+    // mapped it; the boot digest (main thread) then reads the lost pages.
+    guests();
+    let dir = TempDir::new("sigbus");
+    let (f, img) = memread_with_file(&dir, "");
+    let mut c = berth();
+    c.env("BERTH_TEST_LOSE_RAM", "1")
+        .args(["run", "--boot-digest"])
+        .arg(&f);
+    let o = run_with_limit(c, Duration::from_secs(20));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(135), "{err}");
+    let want = format!(
+        ", guest address 0x20000000 in region \"data\" (memslot 1, 0x20000000..0x20100000, file {}) (was its file truncated?)",
+        img.display()
+    );
+    assert!(
+        err.lines().any(|l| l
+            .starts_with("berth: guest memory lost its backing: thread main got SIGBUS at host address 0x")
+            && l.ends_with(&want)),
+        "{err}"
+    );
+    assert!(!err.contains("boot-sha256:"), "{err}");
+}
