@@ -1,7 +1,7 @@
 # berth — the two set-up commands are `make run` and `make test`.
 #   make         build berth (release) and the guests
 #   make run     boot configs/default.toml with the probe guest
-#   make test    every test: lint, unit, integration (real KVM), golden plans,
+#   make test    every test: lint, unit, integration (real KVM), doctests, golden plans,
 #                the Linux smoke test (fetches Debian's kernel once, cached)
 #   make linux-smoke  just the Linux smoke test
 #   make fuzz    run every fuzz target for FUZZ_SECONDS (default 60) each
@@ -26,8 +26,9 @@ BERTH := target/$(HOST_TARGET)/release/berth
 
 FUZZ_SECONDS ?= 60
 
-# The real-kernel unit tests (bzImage zero page, PVH start_info) read these.
-LINUX_ENV := BERTH_LINUX_BZIMAGE=$(CURDIR)/target/linux/vmlinuz BERTH_LINUX_VMLINUX=$(CURDIR)/target/linux/vmlinux
+# The real-kernel unit tests (bzImage zero page, PVH start_info) read these;
+# with BERTH_REQUIRE_INPUTS a missing input fails a test instead of skipping it.
+LINUX_ENV := BERTH_REQUIRE_INPUTS=1 BERTH_LINUX_BZIMAGE=$(CURDIR)/target/linux/vmlinuz BERTH_LINUX_VMLINUX=$(CURDIR)/target/linux/vmlinux
 
 all: guests berth
 
@@ -48,6 +49,7 @@ check:
 
 test: guests linux-fetch check
 	$(LINUX_ENV) $(CARGO) test --all-targets
+	$(LINUX_ENV) $(CARGO) test --doc
 	$(MAKE) fuzz-smoke
 
 fuzz: guests

@@ -12,7 +12,7 @@ use crate::devices::boot_timer::{BootTimer, BootTimes};
 use crate::devices::cmos::{host_wall_clock, Cmos};
 use crate::devices::doorbell::Doorbell;
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
-use crate::devices::i8042::{I8042Command, I8042Data, I8042};
+use crate::devices::i8042::{insert_i8042, I8042};
 use crate::devices::ioapic::{Ioapic, MsiRoute, MsiSink};
 use crate::devices::irq_lines::{IrqLines, LineSink};
 use crate::devices::null::Null;
@@ -21,10 +21,11 @@ use crate::devices::pci::{PciAddress, PciConfig, PciData};
 use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
-use crate::kvm::irq::{IrqError, KvmIrq};
+use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
+use crate::ram_loss;
 use kvm_bindings::{kvm_enable_cap, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
@@ -149,6 +150,8 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     tl.mark("1-2 host");
     // 3. Guest RAM, mapped in this process (no KVM object yet).
     let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
+    //    Lost backing (a truncated file) is reported by region from here on.
+    ram_loss::register(&plan.memslots, &mem, |p| config.resolve(p));
     tl.mark("3 ram");
     // 4. Kernel into RAM: image errors end here, before any VM exists.
     let kernel = boot::load_kernel(config, plan, &mem)?;
@@ -190,12 +193,12 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         settle_slot(&host, plan).and_then(|(slot, at)| memory::settle_in_background(&fd, &mem, slot, at));
     tl.mark("10 irqchip");
     // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
-    let irq = Arc::new(KvmIrq::new(
-        fd.clone(),
-        plan,
-        host.has(Cap::SignalMsi),
-        host_gsis,
-    )?);
+    let host_irq = HostIrq {
+        signal_msi: host.has(Cap::SignalMsi),
+        inject_status: host.has(Cap::IrqInjectStatus),
+        gsis: host_gsis,
+    };
+    let irq = Arc::new(KvmIrq::new(fd.clone(), plan, host_irq)?);
     irq.commit()?;
     tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
@@ -558,14 +561,13 @@ fn build_bus(
                 s
             }
             DeviceKind::I8042 {} => {
-                let kbd = i8042
-                    .get_or_insert_with(|| Arc::new(Mutex::new(I8042::new())))
-                    .clone();
-                if d.base.0 == u64::from(layout::I8042_CMD_PORT) {
-                    Arc::new(Mutex::new(I8042Command::new(kbd)))
-                } else {
-                    Arc::new(Mutex::new(I8042Data::new(kbd)))
+                // One controller at both its ports (the plan lists each port).
+                if i8042.is_none() {
+                    let kbd = Arc::new(Mutex::new(I8042::new()));
+                    insert_i8042(&mut bus, &kbd)?;
+                    i8042 = Some(kbd);
                 }
+                continue;
             }
             DeviceKind::Cmos {} => {
                 let (below, above) = ram_split(plan);

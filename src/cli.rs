@@ -188,11 +188,17 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                     );
                 }
                 match &report.outcome {
-                    Outcome::Reset if p.machine.on_reboot == "restart" => {
-                        eprintln!("berth: guest reset; rebuilding the machine (on_reboot = \"restart\")");
+                    o if o.resets_the_machine() && p.machine.on_reboot == "restart" => {
+                        // The first line: a triple fault's register dump stays out.
+                        let text = o.to_string();
+                        let why = text.lines().next().unwrap_or_default();
+                        eprintln!("berth: {why}; rebuilding the machine (on_reboot = \"restart\")");
                         continue;
                     }
-                    o @ (Outcome::Fault { .. } | Outcome::Host(_) | Outcome::Panic(_)) => {
+                    o @ (Outcome::Fault { .. }
+                    | Outcome::Host(_)
+                    | Outcome::Panic(_)
+                    | Outcome::MemoryLost(_)) => {
                         eprintln!("berth: {o}")
                     }
                     o @ Outcome::Timeout(_) => {

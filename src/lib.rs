@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod memory;
 pub mod outcome;
 pub mod plan;
+pub mod ram_loss;
 pub mod seccomp;
 pub mod vcpu;
 pub mod vmm;

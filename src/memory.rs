@@ -69,7 +69,14 @@ pub fn create(
             slot: s.slot,
             size: s.size.0,
         })?;
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // A read-only file region is opened read-only and so mapped
+        // read-only (PROT_WRITE on a shared read-only file is EACCES, and
+        // nothing of berth's may write a file the user called read-only).
+        let prot = if s.readonly && s.file.is_some() {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         let mut flags = libc::MAP_NORESERVE;
         flags |= if s.shared {
             libc::MAP_SHARED

@@ -79,9 +79,30 @@ pub enum Outcome {
     Host(String),
     /// A berth thread panicked (a bug).
     Panic(String),
+    /// Guest RAM lost its backing (a file truncated, huge pages gone): an
+    /// access to planned RAM reached berth as an exit (`ram_loss`).
+    MemoryLost(String),
 }
 
 impl Outcome {
+    /// Whether a PC would reset here: the guest asked for a reset (i8042,
+    /// reset register, KVM's reset system event), or it triple-faulted. A
+    /// triple fault drives the CPU's shutdown cycle, which the PC chipset
+    /// turns into a reset; QEMU does the same unless told `-no-reboot`
+    /// (`-action reboot=shutdown`). With `on_reboot = "restart"` berth
+    /// rebuilds the machine for both; with `on_reboot = "exit"` a reset
+    /// request ends with 0 and a triple fault stays a guest fault (4).
+    pub fn resets_the_machine(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Reset
+                | Outcome::Fault {
+                    kind: FaultKind::TripleFault,
+                    ..
+                }
+        )
+    }
+
     /// The process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -93,6 +114,7 @@ impl Outcome {
             Outcome::Timeout(_) => exit_code::TIMEOUT,
             Outcome::Host(_) => exit_code::HOST,
             Outcome::Panic(_) => exit_code::PANIC,
+            Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
         }
     }
 }
@@ -116,6 +138,7 @@ impl fmt::Display for Outcome {
             Outcome::Timeout(ms) => write!(f, "timeout: the VM ran longer than {ms} ms"),
             Outcome::Host(m) => write!(f, "host error while running: {m}"),
             Outcome::Panic(m) => write!(f, "internal error: {m}"),
+            Outcome::MemoryLost(m) => write!(f, "guest memory lost its backing: {m}"),
         }
     }
 }
@@ -134,6 +157,11 @@ pub mod exit_code {
     pub const TIMEOUT: i32 = 6;
     /// berth itself failed: a thread panicked (a bug; the message says where).
     pub const PANIC: i32 = 70;
+    /// Guest RAM lost its backing (a file truncated under the guest): a vCPU
+    /// exit on planned RAM, or SIGBUS in a berth thread. 128 + SIGBUS, as a
+    /// process killed by SIGBUS would report, but after a message naming the
+    /// region and its file.
+    pub const MEMORY_LOST: i32 = 128 + libc::SIGBUS;
 }
 
 #[cfg(test)]
@@ -155,5 +183,21 @@ mod tests {
         assert_eq!(f.exit_code(), 4);
         assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
         assert_eq!(Outcome::Timeout(1).exit_code(), 6);
+        assert_eq!(Outcome::MemoryLost(String::new()).exit_code(), 135);
+    }
+
+    #[test]
+    fn triple_faults_and_reset_requests_reset_the_machine() {
+        let fault = |kind| Outcome::Fault {
+            vcpu: 1,
+            kind,
+            detail: String::new(),
+        };
+        assert!(Outcome::Reset.resets_the_machine());
+        assert!(fault(FaultKind::TripleFault).resets_the_machine());
+        assert!(!fault(FaultKind::InternalError).resets_the_machine());
+        assert!(!fault(FaultKind::FailEntry).resets_the_machine());
+        assert!(!Outcome::PowerOff.resets_the_machine());
+        assert!(!Outcome::DebugExit(1).resets_the_machine());
     }
 }

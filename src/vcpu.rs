@@ -7,6 +7,7 @@ use crate::build::ZoneCounter;
 use crate::bus::{AddressSpace, Bus, VmEvent};
 use crate::devices::ioapic::Ioapic;
 use crate::outcome::{FaultKind, Outcome};
+use crate::ram_loss;
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::cell::Cell;
@@ -310,6 +311,7 @@ impl Vcpu {
                 self.count("interrupted");
                 return Next::Continue;
             }
+            Err(e) if e.errno() == libc::EFAULT => return Next::Stop(ram_loss::efault_outcome(self.index)),
             Err(e) => return Next::Stop(Outcome::Host(format!("vcpu{}: KVM_RUN failed: {e}", self.index))),
         };
         let bus = self.shared.bus.clone();
@@ -320,6 +322,9 @@ impl Vcpu {
             }
             Exit::MmioRead { addr, len } => {
                 self.count("mmio-read");
+                if let Some(o) = ram_loss::exit_outcome(self.index, addr, false) {
+                    return Next::Stop(o);
+                }
                 let mut buf = [0u8; 8];
                 let len = len.min(8);
                 bus.read(AddressSpace::Mmio, addr, &mut buf[..len]);
@@ -330,6 +335,9 @@ impl Vcpu {
             }
             Exit::MmioWrite { addr, data, len } => {
                 self.count("mmio-write");
+                if let Some(o) = ram_loss::exit_outcome(self.index, addr, true) {
+                    return Next::Stop(o);
+                }
                 let (_, ev) = bus.write(AddressSpace::Mmio, addr, &data[..len.min(8)]);
                 if let Some(ev) = ev {
                     return Next::Stop(event_outcome(ev));

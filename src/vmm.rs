@@ -234,6 +234,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         ("line-delivered", ld(&st.line_delivered)),
         ("line-coalesced", ld(&st.line_coalesced)),
         ("line-masked", ld(&st.line_masked)),
+        ("line-raised-no-status", ld(&st.line_raised_no_status)),
         ("line-lowered", ld(&st.line_lowered)),
         ("msi-signaled", ld(&st.msi_signaled)),
         ("msi-via-route", ld(&st.msi_via_route)),
@@ -288,6 +289,9 @@ pub fn stats_text(r: &RunReport) -> String {
     }
     for (k, v) in &totals {
         let _ = writeln!(s, "stats: exit {k} {v}");
+    }
+    for v in &r.vcpu_states {
+        let _ = writeln!(s, "stats: state {v}");
     }
     for d in &r.devices {
         let _ = writeln!(

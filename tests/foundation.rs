@@ -339,6 +339,30 @@ fn smp_machine_boots_with_parked_aps() {
         // Every vCPU thread reported its counters: all were joined.
         let err = stderr(&o);
         assert!(!err.contains("did not stop"), "{err}");
+        // Every AP came online, then parked: halted with interrupts on, all
+        // in the same `hlt` loop, when the BSP ended the run.
+        let out = stdout(&o);
+        for apic in 0..n {
+            assert!(
+                out.lines().any(|l| l == format!("probe: cpu apic={apic} online")),
+                "{out}"
+            );
+        }
+        assert!(
+            out.lines().any(|l| l == format!("probe: smp online={n}")),
+            "{out}"
+        );
+        let mut ap_rips = std::collections::BTreeSet::new();
+        for v in 1..n {
+            let state = err
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("stats: state vcpu{v}: rip ")))
+                .unwrap_or_else(|| panic!("no state for vcpu{v}\n{err}"));
+            assert!(state.ends_with(", halted, interrupts on"), "vcpu{v}: {state}");
+            ap_rips.insert(state.split(',').next().unwrap().to_string());
+        }
+        assert!(ap_rips.len() <= 1, "APs parked in different places: {ap_rips:?}");
+        assert_eq!(err.matches("stats: state vcpu").count(), n as usize, "{err}");
     }
 }
 

@@ -7,14 +7,16 @@
  * exits via debug-exit with value 0 (status 1). Used to test a blocked
  * stdout pipe.
  *
- * FLOOD_BYTES defaults to 4 MiB (each byte is a userspace exit plus ~3
- * instructions); build with e.g. `make -C guests -B flood.elf
+ * FLOOD_BYTES defaults to 512 KiB: more than a 64 KiB pipe plus berth's
+ * 256 KiB output buffer, so bytes must be dropped, yet few enough to finish
+ * in seconds on a loaded PVM host (each byte is a userspace exit plus ~3
+ * instructions). Build with e.g. `make -C guests -B flood.elf
  * FLOOD_BYTES=67108864` for 64 MiB. Must be at least 1 and below 2^31.
  */
 #include "lib.h"
 
 #ifndef FLOOD_BYTES
-#define FLOOD_BYTES (4 * 1024 * 1024)
+#define FLOOD_BYTES (512 * 1024)
 #endif
 
 #define FLOOD_LINES (FLOOD_BYTES / 64)

@@ -45,4 +45,12 @@
  */
 #define GUEST_PROLOGUE  cli; lea stack_top(%rip), %rsp; xor %ebp, %ebp
 
+/*
+ * The whole entry: 64-bit code in .text.start, the global `_start` symbol and
+ * the prologue. A guest starts with `GUEST_START` and its first instruction.
+ */
+#define GUEST_START     .code64; .section .text.start, "ax", @progbits; \
+                        .globl _start; .type _start, @function; \
+                        _start: GUEST_PROLOGUE
+
 #endif /* BERTH_TEST_LIB_H */

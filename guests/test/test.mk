@@ -6,9 +6,9 @@
 #
 #   make -C guests                               -> all guests incl. these
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
-#                                                   (default 4 MiB)
+#                                                   (default 512 KiB)
 
-TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev
+TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)

@@ -468,7 +468,10 @@ pub(crate) mod tests {
     #[test]
     fn real_bzimage_from_env() {
         let Some(path) = std::env::var_os("BERTH_LINUX_BZIMAGE") else {
-            eprintln!("real_bzimage_from_env: skipped: BERTH_LINUX_BZIMAGE is not set (point it at a Linux bzImage)");
+            crate::boot::testutil::missing_input(
+                "real_bzimage_from_env",
+                "BERTH_LINUX_BZIMAGE is not set (point it at a Linux bzImage)",
+            );
             return;
         };
         let path = std::path::PathBuf::from(path);

@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn real_pvh_vmlinux_from_env() {
         let Some(path) = std::env::var_os("BERTH_LINUX_VMLINUX") else {
-            eprintln!("real_pvh_vmlinux_from_env: skipped: BERTH_LINUX_VMLINUX is not set (point it at an ELF vmlinux)");
+            crate::boot::testutil::missing_input(
+                "real_pvh_vmlinux_from_env",
+                "BERTH_LINUX_VMLINUX is not set (point it at an ELF vmlinux)",
+            );
             return;
         };
         let path = std::path::PathBuf::from(path);

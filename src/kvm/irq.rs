@@ -1,5 +1,6 @@
 //! Interrupt delivery at run time: the KVM GSI routing table (committed whole
-//! with KVM_SET_GSI_ROUTING), line assertion with KVM_IRQ_LINE_STATUS, and
+//! with KVM_SET_GSI_ROUTING), line assertion with KVM_IRQ_LINE_STATUS (plain
+//! KVM_IRQ_LINE when the host lacks KVM_CAP_IRQ_INJECT_STATUS), and
 //! MSIs with KVM_SIGNAL_MSI or, when the host lacks it, a bounded cache of
 //! dynamic MSI routes (flushed when GSIs run out).
 
@@ -52,6 +53,9 @@ pub struct IrqStats {
     pub line_coalesced: AtomicU64,
     /// Raises that went nowhere (masked pin, no route).
     pub line_masked: AtomicU64,
+    /// Raises with plain KVM_IRQ_LINE (no KVM_CAP_IRQ_INJECT_STATUS), whose
+    /// result KVM does not report.
+    pub line_raised_no_status: AtomicU64,
     /// Line lowerings.
     pub line_lowered: AtomicU64,
     /// MSIs sent with KVM_SIGNAL_MSI.
@@ -76,10 +80,22 @@ struct Table {
     alloc: Option<GsiAllocator>,
 }
 
+/// What the host offers for interrupt delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct HostIrq {
+    /// KVM_CAP_SIGNAL_MSI: MSIs directly, else through cached routes.
+    pub signal_msi: bool,
+    /// KVM_CAP_IRQ_INJECT_STATUS: KVM_IRQ_LINE_STATUS, else KVM_IRQ_LINE.
+    pub inject_status: bool,
+    /// KVM_CAP_IRQ_ROUTING: the host's GSI count.
+    pub gsis: u32,
+}
+
 /// The VM's interrupt delivery.
 pub struct KvmIrq {
     vm: Arc<VmFd>,
     signal_msi: bool,
+    inject_status: bool,
     table: Mutex<Table>,
     /// Counters.
     pub stats: IrqStats,
@@ -116,9 +132,14 @@ fn irqchip_entry(gsi: u32, chip: &str, pin: u32) -> Result<kvm_irq_routing_entry
 }
 
 impl KvmIrq {
-    /// The fixed part of the plan's routing table; `signal_msi` says whether
-    /// the host has KVM_CAP_SIGNAL_MSI; `host_gsis` is KVM_CAP_IRQ_ROUTING.
-    pub fn new(vm: Arc<VmFd>, plan: &Plan, signal_msi: bool, host_gsis: u32) -> Result<Self, IrqError> {
+    /// The fixed part of the plan's routing table; `host` says which
+    /// delivery ioctls the host has.
+    pub fn new(vm: Arc<VmFd>, plan: &Plan, host: HostIrq) -> Result<Self, IrqError> {
+        let HostIrq {
+            signal_msi,
+            inject_status,
+            gsis: host_gsis,
+        } = host;
         let mut fixed = Vec::new();
         let mut alloc = GsiAllocator::new(host_gsis);
         for r in &plan.irqchip.routes {
@@ -135,6 +156,7 @@ impl KvmIrq {
         Ok(KvmIrq {
             vm,
             signal_msi,
+            inject_status,
             table: Mutex::new(Table {
                 fixed,
                 alloc: Some(alloc),
@@ -186,9 +208,23 @@ impl KvmIrq {
         Ok(())
     }
 
-    /// Asserts (`true`) or lowers a GSI with KVM_IRQ_LINE_STATUS; returns
+    /// Asserts (`true`) or lowers a GSI with KVM_IRQ_LINE_STATUS, or with
+    /// KVM_IRQ_LINE when the host lacks KVM_CAP_IRQ_INJECT_STATUS; returns
     /// whether KVM accepted the ioctl.
     pub fn set_line(&self, gsi: u32, level: bool) -> bool {
+        if !self.inject_status {
+            if let Err(e) = self.vm.set_irq_line(gsi, level) {
+                log::debug!("KVM_IRQ_LINE gsi {gsi} level {level}: {e}");
+                return false;
+            }
+            let counter = if level {
+                &self.stats.line_raised_no_status
+            } else {
+                &self.stats.line_lowered
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         let mut irq = kvm_irq_level {
             level: u32::from(level),
             ..Default::default()

@@ -220,31 +220,7 @@ pub const CAPS: &[CapInfo] = &[
         "KVM_IRQ_LINE_STATUS",
         "2.6.25",
         false,
-        "for --stats"
-    ),
-    cap!(
-        SetGuestDebug,
-        "SET_GUEST_DEBUG",
-        "guest debug",
-        "2.6.26",
-        false,
-        "for breakpoints"
-    ),
-    cap!(
-        TscDeadlineTimer,
-        "TSC_DEADLINE_TIMER",
-        "TSC deadline timer",
-        "3.6",
-        false,
-        "for CPUID"
-    ),
-    cap!(
-        X2ApicApi,
-        "X2APIC_API",
-        "x2APIC API",
-        "4.7",
-        false,
-        "for > 255 APIC IDs"
+        "for line delivery status in --stats (else plain KVM_IRQ_LINE)"
     ),
 ];
 
@@ -327,24 +303,46 @@ impl HostKvm {
         !self.disabled.contains(&cap) && self.kvm.check_extension(cap)
     }
 
-    /// Treats the named capabilities (KVM_CAP_ suffixes, e.g. `SIGNAL_MSI`) as
-    /// absent; unknown names are an error naming the known ones.
+    /// Treats the named capabilities (`--disable-cap`) as absent (see
+    /// [`optional_caps_named`]).
     pub fn disable(&mut self, names: &[String]) -> Result<(), String> {
-        for n in names {
-            let want = n.trim_start_matches("KVM_CAP_").to_ascii_uppercase();
-            match CAPS.iter().find(|c| c.id == want) {
-                Some(c) => self.disabled.push(c.cap),
-                None => {
-                    let known: Vec<&str> = CAPS.iter().map(|c| c.id).collect();
-                    return Err(format!(
-                        "--disable-cap {n}: unknown capability; known: {}",
-                        known.join(", ")
-                    ));
-                }
-            }
-        }
+        self.disabled.extend(optional_caps_named(names)?);
         Ok(())
     }
+}
+
+/// The capabilities `names` (KVM_CAP_ suffixes, e.g. `SIGNAL_MSI`, with or
+/// without the prefix, any case) name. Only optional ones can be switched
+/// off: an unknown or a required name is an error naming the ones that can.
+pub fn optional_caps_named(names: &[String]) -> Result<Vec<Cap>, String> {
+    let optional = || {
+        let names: Vec<&str> = CAPS.iter().filter(|c| !c.required).map(|c| c.id).collect();
+        names.join(", ")
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let upper = n.to_ascii_uppercase();
+        let want = upper.trim_start_matches("KVM_CAP_");
+        match CAPS.iter().find(|c| c.id == want) {
+            Some(c) if c.required => {
+                return Err(format!(
+                    "--disable-cap {n}: KVM_CAP_{} is required ({}); berth cannot run without it \
+                     (optional capabilities: {})",
+                    c.id,
+                    c.why,
+                    optional()
+                ))
+            }
+            Some(c) => out.push(c.cap),
+            None => {
+                return Err(format!(
+                    "--disable-cap {n}: unknown capability (optional capabilities: {})",
+                    optional()
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Guest physical address width the host CPU supports (CPUID 0x80000008 EAX[7:0]).
@@ -396,4 +394,43 @@ pub fn caps_report(host: &HostKvm) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_optional_caps_can_be_disabled() {
+        assert_eq!(
+            optional_caps_named(&names(&["SIGNAL_MSI", "kvm_cap_irq_inject_status"])).unwrap(),
+            vec![Cap::SignalMsi, Cap::IrqInjectStatus]
+        );
+        let e = optional_caps_named(&names(&["IRQFD"])).unwrap_err();
+        assert!(
+            e.starts_with("--disable-cap IRQFD: KVM_CAP_IRQFD is required (for device interrupts)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("optional capabilities: READONLY_MEM, SIGNAL_MSI"),
+            "{e}"
+        );
+        let e = optional_caps_named(&names(&["FROB"])).unwrap_err();
+        assert!(e.starts_with("--disable-cap FROB: unknown capability"), "{e}");
+    }
+
+    #[test]
+    fn every_listed_cap_has_a_user() {
+        // `berth caps` lists what berth uses: nothing unused stays listed.
+        for c in CAPS {
+            assert!(!c.why.is_empty(), "{}", c.id);
+        }
+        for gone in ["SET_GUEST_DEBUG", "TSC_DEADLINE_TIMER", "X2APIC_API"] {
+            assert!(CAPS.iter().all(|c| c.id != gone), "{gone} is listed but unused");
+        }
+    }
 }

@@ -49,7 +49,7 @@ use std::fmt;
 mod sigsys;
 
 pub use sigsys::install_sigsys_handler;
-use sigsys::remember_thread_name;
+pub(crate) use sigsys::{remember_thread_name, thread_name, Line, NAME_LEN};
 
 /// `&[Sys]` from `libc::SYS_*` constant names.
 macro_rules! sys {
@@ -373,11 +373,12 @@ pub fn disable() {
 /// the first `install`, or a forbidden call kills the process with the
 /// default SIGSYS action (a core dump and no message).
 pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
+    // The signal reporters (SIGSYS, SIGBUS) name the thread, filter or not.
+    remember_thread_name(kind);
     if DISABLED.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
     let prog = program(kind, std::process::id())?;
-    remember_thread_name(kind);
     seccompiler::apply_filter(&prog).map_err(|source| SeccompError::Install { kind, source })
 }
 

@@ -6,7 +6,7 @@ use super::{named_calls, SeccompError, Sys, ThreadKind, EXIT_CODE};
 use std::cell::Cell;
 
 /// Bytes of the thread name the SIGSYS line shows (Linux itself keeps 15).
-pub(super) const NAME_LEN: usize = 16;
+pub(crate) const NAME_LEN: usize = 16;
 
 thread_local! {
     /// This thread's name, for the SIGSYS handler (which may not allocate).
@@ -14,7 +14,13 @@ thread_local! {
     static THREAD_NAME: Cell<([u8; NAME_LEN], usize)> = const { Cell::new(([0; NAME_LEN], 0)) };
 }
 
-pub(super) fn remember_thread_name(kind: ThreadKind) {
+/// This thread's name as remembered for the signal reporters (empty if the
+/// thread never installed a filter); safe to call in a signal handler.
+pub(crate) fn thread_name() -> ([u8; NAME_LEN], usize) {
+    THREAD_NAME.with(|n| n.get())
+}
+
+pub(crate) fn remember_thread_name(kind: ThreadKind) {
     let current = std::thread::current();
     let name = current.name().unwrap_or(kind.name()).as_bytes();
     let mut buf = [0u8; NAME_LEN];
@@ -42,13 +48,21 @@ pub(super) struct SigsysInfo {
 const _: () = assert!(std::mem::size_of::<SigsysInfo>() <= std::mem::size_of::<libc::siginfo_t>());
 
 /// A fixed buffer the handler formats into without allocating.
-pub(super) struct Line {
-    pub(super) buf: [u8; 192],
-    pub(super) len: usize,
+pub(crate) struct Line {
+    pub(crate) buf: [u8; 512],
+    pub(crate) len: usize,
 }
 
 impl Line {
-    pub(super) fn push(&mut self, s: &[u8]) {
+    /// An empty line.
+    pub(crate) const fn new() -> Line {
+        Line {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: &[u8]) {
         for &b in s {
             if self.len < self.buf.len() {
                 self.buf[self.len] = b;
@@ -57,7 +71,31 @@ impl Line {
         }
     }
 
-    pub(super) fn push_decimal(&mut self, n: i64) {
+    /// `0x` and `n` in lowercase hex.
+    pub(crate) fn push_hex(&mut self, n: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[i..]);
+    }
+
+    /// Writes the line to stderr (async-signal-safe).
+    pub(crate) fn write_stderr(&self) {
+        // SAFETY: write(2) is async-signal-safe and in every filter; the
+        // buffer lives in `self` and `len` is within it.
+        unsafe { libc::write(2, self.buf.as_ptr() as *const libc::c_void, self.len) };
+    }
+
+    pub(crate) fn push_decimal(&mut self, n: i64) {
         if n < 0 {
             self.push(b"-");
         }
@@ -83,10 +121,7 @@ pub(super) fn syscall_name(nr: i64) -> Option<&'static [u8]> {
 
 /// The SIGSYS line for thread `thread` and syscall `nr`.
 pub(super) fn message(thread: &[u8], nr: i64) -> Line {
-    let mut line = Line {
-        buf: [0; 192],
-        len: 0,
-    };
+    let mut line = Line::new();
     line.push(b"berth: seccomp: thread ");
     line.push(if thread.is_empty() { b"?" } else { thread });
     line.push(b" made a forbidden system call ");
@@ -106,14 +141,10 @@ extern "C" fn sigsys_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx
         // is no larger than siginfo_t.
         i64::from(unsafe { (*(info as *const SigsysInfo)).syscall })
     };
-    let (name, len) = THREAD_NAME.with(|n| n.get());
-    let line = message(&name[..len.min(NAME_LEN)], nr);
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer lives on
-    // this stack frame and `len` is within it. Both calls are in every filter.
-    unsafe {
-        libc::write(2, line.buf.as_ptr() as *const libc::c_void, line.len);
-        libc::_exit(EXIT_CODE);
-    }
+    let (name, len) = thread_name();
+    message(&name[..len.min(NAME_LEN)], nr).write_stderr();
+    // SAFETY: _exit(2) is async-signal-safe and in every filter.
+    unsafe { libc::_exit(EXIT_CODE) }
 }
 
 /// Installs the process-wide SIGSYS handler: it prints

@@ -129,10 +129,7 @@ fn message_format() {
         std::str::from_utf8(&l.buf[..l.len]).unwrap(),
         "berth: seccomp: thread ? made a forbidden system call 4095 (unknown)\n"
     );
-    let mut l = Line {
-        buf: [0; 192],
-        len: 0,
-    };
+    let mut l = Line::new();
     for n in [0, 7, -12, i64::MAX, i64::MIN] {
         l.len = 0;
         l.push_decimal(n);
@@ -140,8 +137,16 @@ fn message_format() {
     }
     // An overlong line is cut, never overrun.
     l.len = 0;
-    l.push(&[b'x'; 500]);
-    assert_eq!(l.len, 192);
+    l.push(&[b'x'; 600]);
+    assert_eq!(l.len, l.buf.len());
+    l.len = 0;
+    l.push_hex(0);
+    l.push(b" ");
+    l.push_hex(0xdead_beef_0000_0001);
+    assert_eq!(
+        std::str::from_utf8(&l.buf[..l.len]).unwrap(),
+        "0x0 0xdeadbeef00000001"
+    );
 }
 
 #[test]
