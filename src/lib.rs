@@ -17,5 +17,6 @@ pub mod memory;
 pub mod outcome;
 pub mod plan;
 pub mod seccomp;
+pub mod teardown;
 pub mod vcpu;
 pub mod vmm;
