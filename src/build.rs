@@ -26,10 +26,12 @@ use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
 use crate::ram_loss;
+use crate::teardown::Reaper;
 use kvm_bindings::{kvm_enable_cap, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
@@ -129,6 +131,9 @@ pub struct Vm {
     pub kernel: LoadedKernel,
     /// The memslot-settle thread (joined before the VM is closed).
     pub settle: Option<std::thread::JoinHandle<()>>,
+    /// The teardown helper: holds the VM and vCPU fds so that KVM's teardown
+    /// runs there, off berth's exit path. Last field: dropped after `fd`.
+    pub reaper: Option<Reaper>,
 }
 
 /// Build options that are not part of the machine (debugging switches).
@@ -213,6 +218,13 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     let supported = kvm("KVM_GET_SUPPORTED_CPUID", supported_cpuid.wait(&host))?;
     let vcpus = create_vcpus(&fd, plan, &kernel, &supported, !zones.is_empty())?;
     tl.mark("15 vcpus");
+    // 16. The teardown helper takes its own reference to the VM and vCPU
+    //     fds (after step 15, so it has them all): KVM's teardown then runs
+    //     there, not in berth's last close() or exit (teardown.rs).
+    let reaper = Reaper::spawn(fd.as_raw_fd(), vcpus.iter().map(|v| v.as_raw_fd()))
+        .map_err(|e| log::warn!("no teardown helper ({e}); the VM is torn down in-process"))
+        .ok();
+    tl.mark("16 reaper");
     let serial_counters = parts.serial.lock().unwrap_or_else(|e| e.into_inner()).counters();
     Ok(Vm {
         host,
@@ -231,6 +243,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         zones: Arc::new(zones),
         kernel,
         settle,
+        reaper,
     })
 }
 

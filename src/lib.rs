@@ -18,5 +18,6 @@ pub mod outcome;
 pub mod plan;
 pub mod ram_loss;
 pub mod seccomp;
+pub mod teardown;
 pub mod vcpu;
 pub mod vmm;
