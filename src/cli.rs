@@ -178,7 +178,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 }
                 let report = vmm::run(vm, &run_opts).map_err(Error::Run)?;
                 if stats {
-                    tl.mark_at("16 vcpus-started", report.vcpus_started);
+                    tl.mark_at("17 vcpus-started", report.vcpus_started);
                     eprint!("{}{}", vmm::stats_text(&report), tl.stats_text());
                 }
                 if !report.stuck_vcpus.is_empty() {

@@ -432,7 +432,7 @@ fn boot_timer_reports_time_since_start_and_the_start_path() {
         let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["config", "plan", "1-2", "3", "4", "5", "6-7", "8-9", "10", "11", "12-14", "15", "16"],
+            ["config", "plan", "1-2", "3", "4", "5", "6-7", "8-9", "10", "11", "12-14", "15", "16", "17"],
             "{err}"
         );
         assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1), "{steps:?}");
