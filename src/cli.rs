@@ -41,11 +41,17 @@ pub enum Command {
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
         #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
         timeout: Option<u64>,
+        /// Overrides of the machine file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Parse and validate the machine file only.
     Check {
         /// Machine file.
         file: PathBuf,
+        /// Overrides of the machine file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Print the fully resolved plan, then plan-sha256:<hex>.
     Plan {
@@ -54,9 +60,46 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Toml)]
         format: PlanFormat,
+        /// Overrides of the machine file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Report the host's KVM: API version, capabilities, limits.
     Caps,
+}
+
+/// Command-line overrides of the machine file (QEMU's `-kernel`, `-append`,
+/// `-initrd`, `-smp`, `-m`), applied before planning. Paths are relative to
+/// the current directory.
+#[derive(clap::Args, Debug, Default)]
+pub struct OverrideArgs {
+    /// Boot this kernel image instead of [kernel] path.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Use this kernel command line instead of [kernel] cmdline.
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
+    /// Use this initrd (multiboot, PVH: module 0) instead of [kernel] initrd.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Number of vCPUs, instead of [machine] vcpus.
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u32>,
+    /// RAM size (e.g. 256MiB) of the machine's one memory region.
+    #[arg(long, value_name = "SIZE", value_parser = config::size::parse_size)]
+    pub memory: Option<u64>,
+}
+
+impl From<OverrideArgs> for config::Overrides {
+    fn from(a: OverrideArgs) -> Self {
+        config::Overrides {
+            kernel: a.kernel,
+            append: a.append,
+            initrd: a.initrd,
+            vcpus: a.vcpus,
+            memory: a.memory,
+        }
+    }
 }
 
 /// `berth plan --format`.
@@ -88,13 +131,17 @@ pub fn main() -> i32 {
 
 fn dispatch(cmd: Command) -> Result<i32, Error> {
     match cmd {
-        Command::Check { file } => {
-            config::load(&file)?;
+        Command::Check { file, overrides } => {
+            config::load_with(&file, &overrides.into())?;
             println!("{}: ok", file.display());
             Ok(0)
         }
-        Command::Plan { file, format } => {
-            let c = config::load(&file)?;
+        Command::Plan {
+            file,
+            format,
+            overrides,
+        } => {
+            let c = config::load_with(&file, &overrides.into())?;
             let p = plan::plan(&c);
             let canonical = dump::render(&p, Format::Toml)?;
             match format {
@@ -117,12 +164,13 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             disable_cap,
             timeout,
             no_seccomp,
+            overrides,
         } => {
             if no_seccomp {
                 crate::seccomp::disable();
             }
             let mut start_path = crate::clock::Timeline::default();
-            let c = config::load(&file)?;
+            let c = config::load_with(&file, &overrides.into())?;
             start_path.mark("config");
             let p = plan::plan(&c);
             start_path.mark("plan");

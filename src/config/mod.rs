@@ -3,6 +3,7 @@
 //! column, and the field path. Nothing here touches /dev/kvm.
 
 pub mod locate;
+pub mod overrides;
 pub mod schema;
 pub mod size;
 mod validate;
@@ -11,6 +12,7 @@ mod validate_irq;
 pub use validate_irq::{standard_routes, MAX_GSI, PC_GSIS};
 
 pub use locate::FieldPath;
+pub use overrides::Overrides;
 pub use schema::*;
 pub use size::{parse_duration, Millis, Size};
 
@@ -37,19 +39,25 @@ pub struct ConfigError {
     /// The machine file, as given on the command line.
     pub file: PathBuf,
     /// 1-based line, when known.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// 1-based column, when known.
-    pub col: Option<usize>,
+    pub col: Option<u32>,
     /// The field, e.g. `memory[1].size`.
     pub field: FieldPath,
     /// What is wrong.
     pub message: String,
     /// Which class of error.
     pub kind: ConfigErrorKind,
+    /// The command-line option (`--vcpus`…) that set the field, when one
+    /// did: the message then names it instead of a place in the file.
+    pub option: Option<&'static str>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(option) = self.option {
+            return write!(f, "{option}: {}", self.message);
+        }
         write!(f, "{}", self.file.display())?;
         if let (Some(l), Some(c)) = (self.line, self.col) {
             write!(f, ":{l}:{c}")?;
@@ -76,6 +84,8 @@ pub struct Config {
     pub kernel_segments: Vec<(u64, u64)>,
     /// The file's text (to locate fields in later messages).
     pub text: String,
+    /// Command-line overrides applied to the file.
+    pub overrides: Overrides,
 }
 
 impl Config {
@@ -85,6 +95,9 @@ impl Config {
         let mut path = FieldPath::root();
         for k in dotted.split('.') {
             path = path.key(k);
+        }
+        if let Some(option) = self.overrides.option_for(&path) {
+            return option.to_string();
         }
         let pos = DeTable::parse(&self.text)
             .ok()
@@ -96,9 +109,10 @@ impl Config {
         }
     }
 
-    /// Resolves a path written in the machine file against its directory.
+    /// Resolves a path written in the machine file against its directory
+    /// (a path given on the command line stays relative to the current one).
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+        if p.is_absolute() || self.overrides.from_command_line(p) {
             p.to_path_buf()
         } else {
             self.dir.join(p)
@@ -108,6 +122,11 @@ impl Config {
 
 /// Reads, parses and validates a machine file.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    load_with(file, &Overrides::default())
+}
+
+/// [`load`], with command-line overrides applied before validation.
+pub fn load_with(file: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: None,
@@ -115,18 +134,24 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         field: FieldPath::root(),
         message: format!("cannot read machine file: {e}"),
         kind: ConfigErrorKind::Unreadable,
+        option: None,
     })?;
-    parse(file, &text)
+    parse_with(file, &text, overrides)
 }
 
 /// Parses and validates machine-file text; `file` is used for messages and
 /// to resolve relative paths.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(file, text, &Overrides::default())
+}
+
+/// [`parse`], with command-line overrides applied before validation.
+pub fn parse_with(file: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
     let located = |span: Option<std::ops::Range<usize>>, field: FieldPath, message: String, kind| {
         let (line, col) = match span {
             Some(s) => {
                 let (l, c) = locate::line_col(text, s.start);
-                (Some(l), Some(c))
+                (Some(l as u32), Some(c as u32))
             }
             None => (None, None),
         };
@@ -134,6 +159,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             file: file.to_path_buf(),
             line,
             col,
+            option: None,
             field,
             message,
             kind,
@@ -152,7 +178,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             ConfigErrorKind::Syntax,
         )
     })?;
-    let machine: MachineFile = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut machine: MachineFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let mut field = FieldPath::root();
         for seg in e.path().iter() {
             match seg {
@@ -186,6 +212,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         });
         located(span.or(inner.span()), field, message, ConfigErrorKind::Syntax)
     })?;
+    overrides.apply(&mut machine).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        col: None,
+        field: FieldPath::root(),
+        message: e.message,
+        kind: ConfigErrorKind::Invalid,
+        option: Some(e.option),
+    })?;
     let dir = file
         .parent()
         .map(Path::to_path_buf)
@@ -198,10 +233,19 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         kernel_segments: Vec::new(),
         machine,
         text: text.to_string(),
+        overrides: overrides.clone(),
     };
     let locate_invalid = |v: validate::Invalid| {
-        let span = doc().and_then(|doc| locate::span_of(&doc, &v.field));
-        located(span, v.field, v.message, v.kind)
+        // A field set on the command line is named by its option.
+        let option = overrides.option_for(&v.field);
+        let span = match option {
+            Some(_) => None,
+            None => doc().and_then(|doc| locate::span_of(&doc, &v.field)),
+        };
+        ConfigError {
+            option,
+            ..located(span, v.field, v.message, v.kind)
+        }
     };
     (config.kernel_format, config.kernel_segments) = validate::validate(&config).map_err(locate_invalid)?;
     // The image must leave the tables that cannot move alone, and room for
@@ -246,6 +290,15 @@ pub(crate) mod test_support {
     /// `config::parse` with `@KERNEL@` replaced by the fake kernel's path.
     pub fn parse(file: &std::path::Path, text: &str) -> Result<super::Config, super::ConfigError> {
         super::parse(file, &text.replace("@KERNEL@", kernel()))
+    }
+
+    /// [`parse`] with command-line overrides.
+    pub fn parse_with(
+        file: &std::path::Path,
+        text: &str,
+        o: &super::Overrides,
+    ) -> Result<super::Config, super::ConfigError> {
+        super::parse_with(file, &text.replace("@KERNEL@", kernel()), o)
     }
 }
 
