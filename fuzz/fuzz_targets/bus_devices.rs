@@ -62,6 +62,8 @@ use berth::devices::null::Null;
 use berth::devices::recorder::{Recorder, RecorderLog};
 use berth::devices::serial::SERIAL_REGS_LEN;
 use berth::devices::{doorbell::Doorbell, DebugExit, SerialDevice, SerialOutput};
+use berth::devices::{fw_cfg, pc_testdev, pci, pci_testdev};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 const MAX_OPS: usize = 4096;
@@ -167,6 +169,20 @@ const MMIO_NULL: u64 = 0xd000_3000;
 const PM1_EVT: u64 = 0x600;
 const PM1_CNT: u64 = 0x604;
 const RESET_REG: u64 = 0xcf9;
+const TESTDEV_DATA: u64 = 0xe0;
+const TESTDEV_FLUSH: u64 = 0xe4;
+const TESTDEV_BYTE: u64 = 0xe8;
+const TESTDEV_IOMEM: u64 = 0xff00_0000;
+const FW_CFG: u64 = 0x510;
+const FW_CFG_DMA: u64 = 0x514;
+/// The PCI address and data registers, away from the reset register here
+/// (the device does not care where it sits).
+const PCI_ADDRESS: u64 = 0xcf0;
+const PCI_DATA: u64 = 0xcf4;
+const PCI_TESTDEV_MMIO: u64 = 0xfea0_0000;
+const PCI_TESTDEV_PIO: u64 = 0xc000;
+/// Guest RAM for fw_cfg DMA and the flush page.
+const RAM: u64 = 0x10000;
 /// The CMOS clock before any "set clock" operation: 2026-01-01T00:00:00Z.
 const CLOCK_START: i64 = 1_767_225_600;
 const KIB: u64 = 1 << 10;
@@ -246,6 +262,103 @@ impl Rig {
         bus.insert(Pio, RESET_REG, RESET_REG_LEN, "reset", dev(ResetReg::new()))
             .unwrap();
 
+        // QEMU's test devices: pc-testdev, fw_cfg (DMA into a little RAM), PCI.
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).expect("ram");
+        let data = Arc::new(Mutex::new(0u32));
+        bus.insert(
+            Pio,
+            TESTDEV_DATA,
+            4,
+            "testdev-data",
+            dev(pc_testdev::DataPort::new(data.clone())),
+        )
+        .unwrap();
+        bus.insert(
+            Pio,
+            TESTDEV_BYTE,
+            4,
+            "testdev-byte",
+            dev(pc_testdev::DataPort::new(data)),
+        )
+        .unwrap();
+        bus.insert(
+            Pio,
+            TESTDEV_FLUSH,
+            4,
+            "testdev-flush",
+            dev(pc_testdev::FlushPage::new(ram.clone())),
+        )
+        .unwrap();
+        bus.insert(
+            Mmio,
+            TESTDEV_IOMEM,
+            pc_testdev::IOMEM_LEN,
+            "testdev-iomem",
+            dev(pc_testdev::Iomem::new()),
+        )
+        .unwrap();
+        let e820 = [(0, RAM, 1)];
+        let items = fw_cfg::items(&fw_cfg::Inputs {
+            ram_size: RAM,
+            cpus: 2,
+            max_cpus: 2,
+            cmdline: "console=ttyS0",
+            e820: &e820,
+            dma: true,
+        });
+        let fw = Arc::new(Mutex::new(fw_cfg::FwCfg::new(
+            items.into_iter().map(|i| (i.key, i.data)),
+            ram,
+        )));
+        bus.insert(
+            Pio,
+            FW_CFG,
+            fw_cfg::CTL_LEN,
+            "fw-cfg",
+            dev(fw_cfg::FwCfgPorts(fw.clone())),
+        )
+        .unwrap();
+        bus.insert(
+            Pio,
+            FW_CFG_DMA,
+            fw_cfg::DMA_LEN,
+            "fw-cfg-dma",
+            dev(fw_cfg::FwCfgDma(fw)),
+        )
+        .unwrap();
+        let config = Arc::new(Mutex::new(pci::PciConfig::new(Some((
+            PCI_TESTDEV_MMIO as u32,
+            PCI_TESTDEV_PIO as u32,
+        )))));
+        let reset: Box<dyn BusDevice> = Box::new(ResetReg::new());
+        bus.insert(
+            Pio,
+            PCI_ADDRESS,
+            4,
+            "pci-address",
+            dev(pci::PciAddress::new(config.clone(), Some(reset))),
+        )
+        .unwrap();
+        bus.insert(Pio, PCI_DATA, 4, "pci-data", dev(pci::PciData(config)))
+            .unwrap();
+        let td = Arc::new(Mutex::new(pci_testdev::PciTestdev::new()));
+        bus.insert(
+            Mmio,
+            PCI_TESTDEV_MMIO,
+            pci_testdev::MMIO_LEN,
+            "pci-testdev-mmio",
+            dev(pci_testdev::PciTestdevBar::new(td.clone(), false)),
+        )
+        .unwrap();
+        bus.insert(
+            Pio,
+            PCI_TESTDEV_PIO,
+            pci_testdev::PIO_LEN,
+            "pci-testdev-pio",
+            dev(pci_testdev::PciTestdevBar::new(td, true)),
+        )
+        .unwrap();
+
         // EXTEND: a new device goes here, with its ranges in TARGETS and, if
         // it asks the VM for something, its events in `check_event`.
 
@@ -292,6 +405,13 @@ const TARGETS: &[(AddressSpace, u64, u64)] = &[
     (AddressSpace::Mmio, BOOT_TIMER, 8),
     (AddressSpace::Pio, PIO_NULL, 2),
     (AddressSpace::Mmio, MMIO_NULL, 0x1000),
+    (AddressSpace::Pio, TESTDEV_DATA, 0x10),
+    (AddressSpace::Mmio, TESTDEV_IOMEM, pc_testdev::IOMEM_LEN),
+    (AddressSpace::Mmio, TESTDEV_IOMEM, 0x10),
+    (AddressSpace::Pio, FW_CFG, 0x10),
+    (AddressSpace::Pio, PCI_ADDRESS, 8),
+    (AddressSpace::Mmio, PCI_TESTDEV_MMIO, pci_testdev::MMIO_LEN),
+    (AddressSpace::Pio, PCI_TESTDEV_PIO, pci_testdev::PIO_LEN),
 ];
 
 /// A cursor over the input; runs dry as zeros.
@@ -364,7 +484,7 @@ fn check_event(bus: &Bus, space: AddressSpace, addr: u64, value: &[u8], event: V
             assert_eq!(status, DebugExit::status_for(v));
             assert_eq!(status & 1, 1);
         }
-        (VmEvent::Reset, "i8042-command" | "reset") => {}
+        (VmEvent::Reset, "i8042-command" | "reset" | "pci-address") => {}
         (VmEvent::PowerOff, "acpi-pm-cnt") => {}
         (event, name) => {
             panic!("unexpected event {event:?} from {name} ({space} write at {addr:#x}: {value:x?})")

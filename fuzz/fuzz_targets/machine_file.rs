@@ -450,7 +450,7 @@ fn generate(input: &mut Input) -> String {
     }
 
     let devices: Vec<Value> = (0..input.u8() % 6)
-        .map(|_| match input.pick(&[0, 1, 2, 3, 5, 6], &[4]) {
+        .map(|_| match input.pick(&[0, 1, 2, 3, 5, 6, 7, 8, 9], &[4]) {
             0 => {
                 let mut d = vec![("kind", Value::String("debug-exit".into()))];
                 if input.bool() {
@@ -491,6 +491,33 @@ fn generate(input: &mut Input) -> String {
                 let mut d = vec![("kind", Value::String("boot-timer".into()))];
                 if input.bool() {
                     d.push(("guest_addr", input.int(DEV_ADDRS, BAD_ADDRS)));
+                }
+                table(d)
+            }
+            7 => {
+                let mut d = vec![("kind", Value::String("fw-cfg".into()))];
+                if input.bool() {
+                    d.push((
+                        "port",
+                        input.int(&[0x510, 0x518, 0x1000], &[0xfffc, 0x3f8, 0xcf8]),
+                    ));
+                }
+                if input.bool() {
+                    d.push(("dma", Value::Boolean(input.bool())));
+                }
+                table(d)
+            }
+            8 => {
+                let mut d = vec![("kind", Value::String("pc-testdev".into()))];
+                if input.pick(&[false], &[true]) {
+                    d.push(("port", Value::Integer(0xe0)));
+                }
+                table(d)
+            }
+            9 => {
+                let mut d = vec![("kind", Value::String("pci".into()))];
+                if input.bool() {
+                    d.push(("testdev", Value::Boolean(input.bool())));
                 }
                 table(d)
             }

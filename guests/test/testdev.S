@@ -21,7 +21,9 @@
  *   dma-name    its first name: "etc/e820"
  *   dma-e820    DMA read of file 0x20: the first e820 entry's length 0x9fc00
  *   pci-host    config dword 0 of 00:00.0: 0x12378086
- *   pci-absent  config dword 0 of 00:01.0: 0xffffffff
+ *   pci-absent  config dword 0 of 00:02.0: 0xffffffff
+ * and prints config dword 0 of 00:01.0 (pci-testdev when declared) as
+ * "testdev: pci 00:01.0=0x<8 hex>".
  *
  * OUTPUT (COM1): "testdev: start", then "testdev: <check> ok" or
  * "testdev: <check> FAIL got=0x<16 hex>", then "testdev: failures=<n>".
@@ -185,11 +187,20 @@ _start:
     in      %dx, %eax
     CHECK(n_pci_host, 0x12378086)
     mov     $PCI_ADDR, %edx
-    mov     $0x80000800, %eax
+    mov     $0x80001000, %eax
     out     %eax, %dx
     mov     $PCI_DATA, %edx
     in      %dx, %eax
     CHECK(n_pci_absent, 0xffffffff)
+    mov     $PCI_ADDR, %edx
+    mov     $0x80000800, %eax
+    out     %eax, %dx
+    mov     $PCI_DATA, %edx
+    in      %dx, %eax
+    PUTS(str_pci_01)
+    mov     $8, %ecx
+    call    put_hex
+    call    newline
 
     PUTS(str_failures)
     mov     %r15, %rax
@@ -305,6 +316,7 @@ str_prefix:     .asciz "testdev: "
 str_ok:         .asciz " ok\n"
 str_fail:       .asciz " FAIL got=0x"
 str_failures:   .asciz "testdev: failures="
+str_pci_01:     .asciz "testdev: pci 00:01.0=0x"
 n_insb:         .asciz "insb"
 n_outsb:        .asciz "outsb-insl"
 n_byte:         .asciz "byte-port"

@@ -227,3 +227,44 @@ fn items_are_sorted_and_files_numbered() {
     assert_eq!(keys, [0, 1, 2, 3, 5, 0xf, 0x14, 0x15, 0x19, 0x20]);
     assert_eq!(all[9].name, "etc/e820");
 }
+
+#[test]
+fn random_accesses_never_panic() {
+    // A fixed xorshift sequence of selector, data and DMA accesses, with
+    // descriptors anywhere (in RAM, across its end, outside it).
+    let (mut p, mut dma, mem) = device(true);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let r = next();
+        let offset = r >> 8 & 7;
+        let width = [1usize, 2, 4, 8][(r >> 12 & 3) as usize];
+        let mut buf = [0u8; 8];
+        match r & 7 {
+            0 => select(&mut p, (r >> 16) as u16 & 0x3f),
+            1 => p.read(offset & 1, &mut buf[..width.min(2)]),
+            2 => {
+                let desc = (r >> 20) & 0x1f_fff0;
+                let ctl = ((r >> 16) as u32 & 0x3f) << 16 | (r >> 40) as u32 & 0x1f;
+                let mut d = ctl.to_be_bytes().to_vec();
+                d.extend_from_slice(&((r >> 44) as u32 & 0x1ffff).to_be_bytes());
+                d.extend_from_slice(&((r >> 24) & 0x1f_ffff).to_be_bytes());
+                let _ = mem.write_slice(&d, GuestAddress(desc));
+                dma.write(0, &0u32.to_be_bytes());
+                dma.write(4, &(desc as u32).to_be_bytes());
+            }
+            3 => dma.read(offset.min(8 - width as u64), &mut buf[..width]),
+            4 => {
+                dma.write(offset & 4, &buf[..width.min(8 - (offset & 4) as usize)]);
+            }
+            _ => {
+                p.write(offset & 1, &buf[..width.min(2)]);
+            }
+        }
+    }
+}

@@ -154,7 +154,9 @@ impl FlushPage {
         // life (`mem` holds it). mprotect changes only that page's access and
         // the second call restores the mapping's own protection at once; no
         // Rust reference to guest RAM exists across the two calls. As in QEMU,
-        // a vCPU that touches the page in between sees EFAULT from KVM_RUN.
+        // another vCPU that touches the page in between gets EFAULT from
+        // KVM_RUN, which ends the VM as lost memory (exit 135): the guest
+        // flushed a page it was using at that instant.
         let ok = unsafe {
             libc::mprotect(host.cast(), PAGE as usize, libc::PROT_NONE) == 0
                 && libc::mprotect(host.cast(), PAGE as usize, prot) == 0
