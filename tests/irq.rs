@@ -418,3 +418,95 @@ fn plan_shows_the_full_routing_table() {
     let bell = doorbell(&plan);
     assert_eq!(bell["gsi"], 27);
 }
+
+#[test]
+fn every_irqfd_ioeventfd_and_zone_is_deassigned_at_reset_and_teardown() {
+    // irq-kernel-2 registers 2 irqfds (COM1, the doorbell), 1 ioeventfd (the
+    // doorbell) and 2 coalesced zones per VM. With probe.exit=reset and
+    // on_reboot = "restart" it is rebuilt after every boot; SIGTERM ends the
+    // last one. Under strace each VM must show each registration twice
+    // (assign, deassign; KVM_IRQFD and KVM_IOEVENTFD use one request for
+    // both) and as many UNREGISTER as REGISTER_COALESCED_MMIO, all
+    // succeeding, with the main thread's seccomp filter on for the last.
+    guests();
+    let dir = TempDir::new("teardown");
+    let text = std::fs::read_to_string(repo().join("configs/irq-kernel-2.toml"))
+        .unwrap()
+        .replace("../guests/probe.elf", &guest("probe").display().to_string())
+        .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
+        .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
+    let f = dir.write("loop.toml", &text);
+    let trace = dir.0.join("strace.txt");
+    let mut child = std::process::Command::new("strace")
+        .current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg("run")
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    let start = std::time::Instant::now();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut done = 0;
+    while done < 3 {
+        let mut l = String::new();
+        use std::io::BufRead as _;
+        assert!(
+            out.read_line(&mut l).unwrap() > 0,
+            "berth ended after {done} boots"
+        );
+        done += usize::from(l.trim_end() == "probe: done");
+        assert!(start.elapsed() < LIMIT, "only {done} boots");
+    }
+    // berth is strace's child.
+    let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let berth_pid: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: signalling our own grandchild by pid.
+    unsafe { libc::kill(berth_pid, libc::SIGTERM) };
+    let status = wait_with_limit(&mut child, start, LIMIT);
+    assert_eq!(status.code(), Some(143));
+    let t = strace_calls(&std::fs::read_to_string(&trace).unwrap());
+    let calls = |name: &str| {
+        let lines: Vec<&String> = t.iter().filter(|l| l.contains(&format!(", {name}, "))).collect();
+        assert!(
+            lines.iter().all(|l| l.ends_with("= 0")),
+            "{name} failed:\n{lines:#?}"
+        );
+        lines.len()
+    };
+    let vms = t.iter().filter(|l| l.contains("KVM_CREATE_VM")).count();
+    assert!(vms >= 3, "{vms} VMs");
+    assert_eq!(calls("KVM_IRQFD"), 4 * vms, "irqfds assigned and deassigned");
+    assert_eq!(
+        calls("KVM_IOEVENTFD"),
+        2 * vms,
+        "ioeventfds assigned and deassigned"
+    );
+    assert_eq!(calls("KVM_REGISTER_COALESCED_MMIO"), 2 * vms);
+    assert_eq!(calls("KVM_UNREGISTER_COALESCED_MMIO"), 2 * vms);
+}
+
+/// strace -f output with each call whole: a `<unfinished ...>` line joined
+/// with its thread's `<... NAME resumed>` line.
+fn strace_calls(text: &str) -> Vec<String> {
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, out.len());
+            out.push(head.to_string());
+        } else if let Some(rest) = l.split_once(" resumed>").map(|(_, r)| r) {
+            match open.remove(&pid) {
+                Some(i) => out[i].push_str(rest),
+                None => out.push(l.to_string()),
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
