@@ -510,3 +510,42 @@ fn strace_calls(text: &str) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn doorbells_on_ports_of_every_length_and_wildcard_ring_without_an_exit() {
+    // guests/test/bell.S rings each doorbell below and counts the MSIs.
+    guests();
+    let dir = TempDir::new("bell");
+    let bell = |at: &str, size: u32, value: &str, vector: u32| {
+        format!(
+            "\n[[device]]\nkind = \"doorbell\"\n{at}\nsize = {size}\n{value}\ndest_apic_id = 0\nvector = {vector:#x}\n"
+        )
+    };
+    let devices = [
+        bell("port = 0x530", 1, "value = 0x5a", 0x60),
+        bell("port = 0x532", 2, "value = 0x1234", 0x61),
+        bell("port = 0x534", 4, "", 0x62), // any value
+        bell("guest_addr = 0x1000_0000", 8, "value = 0x1122334455667788", 0x63),
+    ]
+    .concat();
+    let f = dir.write("bell.toml", &common::machine(&guest("bell"), 1, &devices));
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    // 1-byte match, 2-byte match, two 4-byte writes of any value, 8-byte MMIO match.
+    assert!(r.out.lines().any(|l| l == "bell: counts=1,1,2,1"), "{}", r.out);
+    // Only the 1-byte doorbell's non-matching write reached berth.
+    for (name, n) in [
+        ("doorbell@0x530", 1),
+        ("doorbell@0x532", 0),
+        ("doorbell@0x534", 0),
+        ("doorbell@0x10000000", 0),
+    ] {
+        assert_eq!(
+            stat(&r.err, &format!("stats: doorbell {name} unmatched-writes ")),
+            n,
+            "{name}\n{}",
+            r.err
+        );
+        assert!(r.err.contains(&format!("stats: doorbell {name} ")), "{}", r.err);
+    }
+}
