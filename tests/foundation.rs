@@ -648,3 +648,112 @@ fn a_hugepage_region_is_ram_or_a_clear_host_error() {
         "{err}"
     );
 }
+
+#[test]
+fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
+    guests();
+    let dir = TempDir::new("hostlimits");
+    let probe = guest("probe");
+    // Guest RAM just beyond the host CPU's physical address width (as
+    // `berth caps` reports it; the machine file allows up to 52 bits).
+    let caps = run_with_limit(
+        {
+            let mut c = berth();
+            c.arg("caps");
+            c
+        },
+        LIMIT,
+    );
+    let host_bits: u32 = stdout(&caps)
+        .lines()
+        .find_map(|l| l.strip_prefix("phys-addr-bits: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        host_bits < 52,
+        "a {host_bits}-bit host leaves no room to test the limit"
+    );
+    let at = 1u64 << host_bits;
+    let bits = dir.write(
+        "bits.toml",
+        &machine(&probe, 1, "").replace(
+            "\n[kernel]",
+            &format!("\n[[memory]]\nguest_addr = {at:#x}\nsize = \"4KiB\"\n[kernel]"),
+        ),
+    );
+    let (code, err, created) = traced(&["run", bits.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!created, "{err}");
+    assert!(
+        err.contains(&format!(
+            "memory[1] ends at {:#x}, beyond this host's {host_bits}-bit guest physical address space",
+            at + 4096
+        )),
+        "{err}"
+    );
+    // Each optional capability a machine needs, switched off: the error
+    // names it, the Linux version that has it and what needs it.
+    let readonly = dir.write(
+        "ro.toml",
+        &machine(&probe, 1, "").replace(
+            "\n[kernel]",
+            "\n[[memory]]\nguest_addr = 0x2000_0000\nsize = \"4KiB\"\nreadonly = true\n[kernel]",
+        ),
+    );
+    let readonly = readonly.to_str().unwrap();
+    for (cap, file, want) in [
+        (
+            "SPLIT_IRQCHIP",
+            "configs/irq-split-1.toml",
+            "kvm does not support split irqchip (KVM_CAP_SPLIT_IRQCHIP), needs Linux >= 4.5; required by [irqchip] mode = \"split\"",
+        ),
+        (
+            "COALESCED_PIO",
+            "configs/irq-kernel-1.toml",
+            "kvm does not support coalesced PIO (KVM_CAP_COALESCED_PIO), needs Linux >= 4.20; required by [[coalesced_pio]]",
+        ),
+        (
+            "READONLY_MEM",
+            readonly,
+            "kvm does not support read-only memslots (KVM_CAP_READONLY_MEM), needs Linux >= 3.16; required by memory readonly = true",
+        ),
+    ] {
+        let (code, err, created) = traced(&["run", "--disable-cap", cap, file]);
+        assert_eq!(code, Some(3), "{cap}: {err}");
+        assert!(!created, "{cap}: {err}");
+        assert!(err.contains(&format!("berth: {want}")), "{cap}: {err}");
+    }
+}
+
+#[test]
+fn string_port_io_is_count_items_of_size_bytes() {
+    // guests/test/strio.S: rep outsb (16 x 1 byte), rep outsl (2 x 4 bytes)
+    // to recorders, rep insb (8 x 1 byte) from an unclaimed port.
+    guests();
+    let dir = TempDir::new("strio");
+    let devices = "\n[[device]]\nkind = \"recorder\"\nport = 0x80\nsize = 1\n\
+                   \n[[device]]\nkind = \"recorder\"\nport = 0x84\nsize = 4\n";
+    let f = dir.write("strio.toml", &machine(&guest("strio"), 1, devices));
+    let mut c = berth();
+    c.args(["run", "--stats"]).arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let bytes = recorder_digest(b"0123456789abcdef".iter().map(|&b| (0, 1, u64::from(b))));
+    assert!(
+        err.contains(&format!("stats: recorder recorder@0x80 writes 16 sha256 {bytes}")),
+        "{err}"
+    );
+    let dwords = recorder_digest([0x1122_3344u64, 0x5566_7788].into_iter().map(|v| (0, 4, v)));
+    assert!(
+        err.contains(&format!("stats: recorder recorder@0x84 writes 2 sha256 {dwords}")),
+        "{err}"
+    );
+    // Eight unclaimed one-byte reads, each all-ones.
+    assert!(out.lines().any(|l| l == "strio: in=ffffffffffffffff"), "{out}");
+    assert!(
+        err.contains("stats: unhandled pio-reads 8 pio-writes 0 mmio-reads 0 mmio-writes 0"),
+        "{err}"
+    );
+}

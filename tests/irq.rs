@@ -107,18 +107,6 @@ fn stat(err: &str, prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// sha256 of the recorder's write sequence, computed independently.
-fn recorder_digest(records: impl Iterator<Item = (u64, u8, u64)>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (off, size, val) in records {
-        h.update(off.to_le_bytes());
-        h.update([size]);
-        h.update(val.to_le_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Checks one configuration's whole report against its plan.
 fn check_config(name: &str, extra: &[&str]) -> Run {
     guests();
