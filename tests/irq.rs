@@ -537,3 +537,30 @@ fn doorbells_on_ports_of_every_length_and_wildcard_ring_without_an_exit() {
         assert!(r.err.contains(&format!("stats: doorbell {name} ")), "{}", r.err);
     }
 }
+
+#[test]
+fn msi_route_cache_flushes_when_full() {
+    // guests/test/msiflood.S: berth's IOAPIC (split mode) sends 40 MSIs
+    // with 40 different vectors. Without KVM_SIGNAL_MSI each one takes a
+    // cached GSI route; the cache holds 32, so the 33rd flushes it once.
+    guests();
+    let dir = TempDir::new("msiflood");
+    let text = common::machine(
+        &guest("msiflood"),
+        1,
+        "\n[[device]]\nkind = \"irq-lines\"\nport = 0x2000\n",
+    )
+    .replace("vcpus = 1\n", "vcpus = 1\n\n[irqchip]\nmode = \"split\"\n");
+    let f = dir.write("msiflood.toml", &text);
+    let r = boot(&f, &["--disable-cap", "SIGNAL_MSI"]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    assert!(r.out.contains("msiflood: sent=40"), "{}", r.out);
+    assert_eq!(stat(&r.err, "stats: irq msi-signaled "), 0, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-via-route "), 40, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-cache-flushes "), 1, "{}", r.err);
+    // With KVM_SIGNAL_MSI there is no cache to flush.
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-signaled "), 40, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-cache-flushes "), 0, "{}", r.err);
+}
