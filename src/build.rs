@@ -21,6 +21,7 @@ use crate::devices::pci::{PciAddress, PciConfig, PciData};
 use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
+use crate::kvm::eventfds::{IoEvent, Registrations};
 use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
@@ -113,8 +114,8 @@ pub struct Vm {
     pub serial: Arc<Mutex<SerialDevice>>,
     /// COM1 byte counters.
     pub serial_counters: Arc<SerialCounters>,
-    /// Eventfds bound to GSIs or doorbells (kept alive with the VM).
-    pub irq_fds: Vec<EventFd>,
+    /// irqfds, ioeventfds and coalesced zones, deassigned when dropped.
+    pub registrations: Registrations,
     /// Interrupt delivery.
     pub irq: Arc<KvmIrq>,
     /// berth's IOAPIC (split mode).
@@ -207,11 +208,13 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     irq.commit()?;
     tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
-    let mut parts = build_bus(plan, serial_out, &irq, &mem)?;
+    let parts = build_bus(plan, serial_out, &irq, &mem)?;
     // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
-    parts.irq_fds.extend(bind_eventfds(&fd, plan, &parts.serial_irq)?);
+    //     Each registration is deassigned again when the VM is torn down.
+    let mut registrations = Registrations::new(fd.clone());
+    bind_eventfds(&mut registrations, plan, &parts.serial_irq)?;
     // 14. Coalesced MMIO/PIO zones (writes queue in the shared ring).
-    let zones = register_zones(&fd, plan)?;
+    let zones = register_zones(&mut registrations, plan)?;
     tl.mark("12-14 devices");
     // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
     //     state; each maps the coalesced ring when zones exist.
@@ -234,7 +237,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         vcpus,
         serial: parts.serial,
         serial_counters,
-        irq_fds: parts.irq_fds,
+        registrations,
         irq,
         ioapic: parts.ioapic,
         recorders: parts.recorders,
@@ -479,7 +482,6 @@ struct BusParts {
     bus: Bus,
     serial: Arc<Mutex<SerialDevice>>,
     serial_irq: EventFd,
-    irq_fds: Vec<EventFd>,
     ioapic: Option<Arc<Mutex<Ioapic>>>,
     recorders: Vec<(String, Arc<Mutex<RecorderLog>>)>,
     boot_timer: Option<Arc<Mutex<BootTimes>>>,
@@ -638,7 +640,6 @@ fn build_bus(
         bus,
         serial,
         serial_irq,
-        irq_fds: Vec::new(),
         ioapic,
         recorders,
         boot_timer,
@@ -660,44 +661,56 @@ fn ram_split(plan: &Plan) -> (u64, u64) {
 }
 
 /// Step 13: COM1's irqfd, and each doorbell's eventfd as both ioeventfd
-/// (datamatch on its value) and irqfd (its planned GSI).
-fn bind_eventfds(fd: &VmFd, plan: &Plan, serial_irq: &EventFd) -> Result<Vec<EventFd>, BuildError> {
+/// (datamatch on its value, or any value) and irqfd (its planned GSI).
+fn bind_eventfds(regs: &mut Registrations, plan: &Plan, serial_irq: &EventFd) -> Result<(), BuildError> {
+    let evt = |name: &str, r: std::io::Result<EventFd>| {
+        r.map_err(|e| BuildError::Device {
+            name: name.to_string(),
+            message: format!("eventfd: {e}"),
+        })
+    };
     kvm(
         "KVM_IRQFD (com1)",
-        fd.register_irqfd(serial_irq, serial_gsi(plan)),
+        regs.irqfd(evt("com1", serial_irq.try_clone())?, serial_gsi(plan)),
     )?;
-    let mut fds = Vec::new();
     for d in &plan.devices {
         if let DeviceKind::Doorbell { value, gsi, .. } = &d.kind {
-            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::Device {
-                name: d.name.clone(),
-                message: format!("eventfd: {e}"),
-            })?;
+            let ring = evt(&d.name, EventFd::new(libc::EFD_NONBLOCK))?;
+            let at = IoEvent {
+                addr: io_event_address(d.space, d.base.0),
+                len: d.len.0 as u32,
+                datamatch: value.map(|v| v.0),
+            };
             kvm(
-                "KVM_IOEVENTFD (doorbell)",
-                fd.register_ioevent(&evt, &IoEventAddress::Mmio(d.base.0), value.0 as u32),
+                "KVM_IRQFD (doorbell)",
+                regs.irqfd(evt(&d.name, ring.try_clone())?, *gsi),
             )?;
-            kvm("KVM_IRQFD (doorbell)", fd.register_irqfd(&evt, *gsi))?;
-            fds.push(evt);
+            kvm("KVM_IOEVENTFD (doorbell)", regs.ioeventfd(ring, at))?;
         }
     }
-    Ok(fds)
+    Ok(())
+}
+
+fn io_event_address(space: Space, base: u64) -> IoEventAddress {
+    match space {
+        Space::Mmio => IoEventAddress::Mmio(base),
+        Space::Pio => IoEventAddress::Pio(base),
+    }
 }
 
 /// Step 14.
-fn register_zones(fd: &VmFd, plan: &Plan) -> Result<Vec<ZoneCounter>, BuildError> {
+fn register_zones(regs: &mut Registrations, plan: &Plan) -> Result<Vec<ZoneCounter>, BuildError> {
     let mut out = Vec::new();
     for z in &plan.coalesced {
-        let (space, addr) = match z.space {
-            Space::Mmio => (AddressSpace::Mmio, IoEventAddress::Mmio(z.base.0)),
-            Space::Pio => (AddressSpace::Pio, IoEventAddress::Pio(z.base.0)),
-        };
         kvm(
             "KVM_REGISTER_COALESCED_MMIO",
-            fd.register_coalesced_mmio(addr, z.len.0 as u32),
+            regs.zone(io_event_address(z.space, z.base.0), z.len.0 as u32),
         )?;
         out.push(ZoneCounter {
-            space,
+            space: match z.space {
+                Space::Mmio => AddressSpace::Mmio,
+                Space::Pio => AddressSpace::Pio,
+            },
             base: z.base.0,
             len: z.len.0,
             device: z.device.clone(),

@@ -77,7 +77,10 @@ pub fn create(
         } else {
             libc::PROT_READ | libc::PROT_WRITE
         };
-        let mut flags = libc::MAP_NORESERVE;
+        // Huge pages are reserved at mmap time (no MAP_NORESERVE), so a host
+        // without enough of them fails here, before any VM exists, instead of
+        // when the guest first touches a page.
+        let mut flags = if s.hugepages { 0 } else { libc::MAP_NORESERVE };
         flags |= if s.shared {
             libc::MAP_SHARED
         } else {

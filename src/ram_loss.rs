@@ -34,6 +34,8 @@ pub struct RamRegion {
     pub readonly: bool,
     /// `region "NAME" (memslot N, 0xSTART..0xEND, file PATH)`.
     pub what: String,
+    /// What probably took the memory away.
+    pub hint: &'static str,
 }
 
 impl RamRegion {
@@ -46,19 +48,27 @@ impl RamRegion {
             slot.slot,
             guest + len
         );
-        match file {
+        let hint = match file {
             Some(f) => {
                 let _ = write!(what, "file {})", f.display());
+                "was its file truncated?"
             }
-            None if slot.hugepages => what.push_str("anonymous huge pages)"),
-            None => what.push_str("anonymous memory)"),
-        }
+            None if slot.hugepages => {
+                what.push_str("anonymous huge pages)");
+                "did the host run out of huge pages?"
+            }
+            None => {
+                what.push_str("anonymous memory)");
+                "did the host take it away?"
+            }
+        };
         RamRegion {
             guest,
             len,
             host: 0,
             readonly: slot.readonly,
             what,
+            hint,
         }
     }
 
@@ -158,8 +168,8 @@ pub fn exit_outcome(vcpu: u32, gpa: u64, write: bool) -> Option<Outcome> {
     let access = if write { "write" } else { "read" };
     Some(Outcome::MemoryLost(format!(
         "vcpu{vcpu}: a guest {access} at {gpa:#x} exited as MMIO, but that is RAM: {} \
-         has no memory behind it any more (was its file truncated?)",
-        r.what
+         has no memory behind it any more ({})",
+        r.what, r.hint
     )))
 }
 
@@ -192,7 +202,9 @@ fn message(thread: &[u8], hva: u64, regions: &[RamRegion]) -> Line {
             line.push_hex(r.guest + (hva - r.host));
             line.push(b" in ");
             line.push(r.what.as_bytes());
-            line.push(b" (was its file truncated?)");
+            line.push(b" (");
+            line.push(r.hint.as_bytes());
+            line.push(b")");
         }
         None => line.push(b", outside guest RAM"),
     }

@@ -482,3 +482,278 @@ fn null_device_takes_every_write_without_an_unhandled_access() {
         );
     }
 }
+
+/// Boots guests/test/memread.S with a second region at 0x20000000 (1 MiB,
+/// the given options) until it reports, then SIGTERMs it. Returns
+/// (value, readback, stderr with --stats).
+fn memread(dir: &TempDir, region: &str) -> (String, String, String) {
+    let text = machine(&guest("memread"), 1, "").replace(
+        "\n[kernel]",
+        &format!(
+            "\n[[memory]]\nname = \"second\"\nguest_addr = 0x2000_0000\nsize = \"1MiB\"\n{region}\n[kernel]"
+        ),
+    );
+    let f = dir.write("memread.toml", &text);
+    let mut child = berth()
+        .args(["run", "--stats"])
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        use std::io::BufRead as _;
+        if out.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        let l = l.trim_end().to_string();
+        let ready = l == "memread: ready";
+        lines.push(l);
+        if ready {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        assert!(start.elapsed() < LIMIT, "{lines:?}");
+    }
+    let status = wait_with_limit(&mut child, start, LIMIT);
+    let mut err = String::new();
+    use std::io::Read as _;
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{lines:?}\n{err}");
+    let get = |k: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("memread: {k}=")))
+            .unwrap_or_else(|| panic!("no {k}: {lines:?}\n{err}"))
+            .to_string()
+    };
+    (get("value"), get("readback"), err)
+}
+
+/// A 1 MiB backing file starting with "ABCDEFGH".
+fn backing_file(dir: &TempDir) -> std::path::PathBuf {
+    let p = dir.0.join("second.img");
+    let mut b = b"ABCDEFGH".to_vec();
+    b.resize(1 << 20, 0);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+const BERTH_PATTERN: &str = "0000006874726562"; // "berth" as a little-endian qword
+const FILE_HEAD: &str = "4847464544434241"; // "ABCDEFGH"
+
+fn unhandled_mmio_writes(err: &str) -> u64 {
+    let l = err.lines().find(|l| l.starts_with("stats: unhandled ")).unwrap();
+    l.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_second_anonymous_region_is_ram_the_guest_can_use() {
+    guests();
+    let dir = TempDir::new("region-anon");
+    let (value, readback, err) = memread(&dir, "");
+    assert_eq!(value, "0000000000000000");
+    assert_eq!(readback, BERTH_PATTERN);
+    assert_eq!(unhandled_mmio_writes(&err), 0, "{err}");
+}
+
+#[test]
+fn a_shared_file_region_keeps_the_guests_writes_in_the_file() {
+    guests();
+    let dir = TempDir::new("region-shared");
+    let img = backing_file(&dir);
+    let (value, readback, _) = memread(&dir, &format!("shared = true\nfile = \"{}\"", img.display()));
+    assert_eq!(value, FILE_HEAD, "the guest sees the file");
+    assert_eq!(readback, BERTH_PATTERN);
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(
+        &bytes[..16],
+        b"ABCDEFGHberth\0\0\0",
+        "the guest's write is in the file"
+    );
+    assert_eq!(bytes.len(), 1 << 20);
+}
+
+#[test]
+fn a_private_file_region_never_writes_the_file() {
+    guests();
+    let dir = TempDir::new("region-private");
+    let img = backing_file(&dir);
+    let (value, readback, _) = memread(&dir, &format!("file = \"{}\"", img.display()));
+    assert_eq!(value, FILE_HEAD);
+    assert_eq!(readback, BERTH_PATTERN, "the guest sees its own write");
+    assert_eq!(&std::fs::read(&img).unwrap()[..16], b"ABCDEFGH\0\0\0\0\0\0\0\0");
+}
+
+#[test]
+fn a_readonly_region_sends_writes_to_the_bus_and_keeps_its_data() {
+    guests();
+    // Anonymous (berth's mapping is writable: only KVM_MEM_READONLY stops
+    // the write), and file-backed private and shared (readonly + shared +
+    // file: the file opened and mapped read-only).
+    for (file, shared) in [(false, false), (true, false), (true, true)] {
+        let dir = TempDir::new("region-ro");
+        let img = backing_file(&dir);
+        let backing = if file {
+            format!("shared = {shared}\nfile = \"{}\"", img.display())
+        } else {
+            String::new()
+        };
+        let (value, readback, err) = memread(&dir, &format!("readonly = true\n{backing}"));
+        let case = format!("file = {file}, shared = {shared}");
+        assert_eq!(value, if file { FILE_HEAD } else { "0000000000000000" }, "{case}");
+        assert_eq!(readback, "0000000000000000", "{case}: the write did not land");
+        // The write exited as MMIO and reached the bus, where nothing claims it.
+        assert_eq!(unhandled_mmio_writes(&err), 1, "{case}\n{err}");
+        assert!(err.contains("stats: exit mmio-write 1"), "{case}\n{err}");
+        assert_eq!(&std::fs::read(&img).unwrap()[..16], b"ABCDEFGH\0\0\0\0\0\0\0\0");
+    }
+}
+
+#[test]
+fn a_hugepage_region_is_ram_or_a_clear_host_error() {
+    guests();
+    let dir = TempDir::new("region-huge");
+    let free: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    if free >= 1 {
+        let text = "hugepages = true\n".replace("1MiB", "2MiB");
+        let (value, readback, _) = memread(&dir, &text);
+        assert_eq!(
+            (value.as_str(), readback.as_str()),
+            ("0000000000000000", BERTH_PATTERN)
+        );
+        return;
+    }
+    // No huge pages on this host: the mapping fails before any VM, exit 3,
+    // naming the memslot.
+    let text = machine(&guest("memread"), 1, "").replace(
+        "\n[kernel]",
+        "\n[[memory]]\nname = \"huge\"\nguest_addr = 0x2000_0000\nsize = \"2MiB\"\nhugepages = true\n[kernel]",
+    );
+    let f = dir.write("huge.toml", &text);
+    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!created, "{err}");
+    assert!(
+        err.contains("cannot map 0x200000 bytes for memslot 1 (huge)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
+    guests();
+    let dir = TempDir::new("hostlimits");
+    let probe = guest("probe");
+    // Guest RAM just beyond the host CPU's physical address width (as
+    // `berth caps` reports it; the machine file allows up to 52 bits).
+    let caps = run_with_limit(
+        {
+            let mut c = berth();
+            c.arg("caps");
+            c
+        },
+        LIMIT,
+    );
+    let host_bits: u32 = stdout(&caps)
+        .lines()
+        .find_map(|l| l.strip_prefix("phys-addr-bits: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        host_bits < 52,
+        "a {host_bits}-bit host leaves no room to test the limit"
+    );
+    let at = 1u64 << host_bits;
+    let bits = dir.write(
+        "bits.toml",
+        &machine(&probe, 1, "").replace(
+            "\n[kernel]",
+            &format!("\n[[memory]]\nguest_addr = {at:#x}\nsize = \"4KiB\"\n[kernel]"),
+        ),
+    );
+    let (code, err, created) = traced(&["run", bits.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!created, "{err}");
+    assert!(
+        err.contains(&format!(
+            "memory[1] ends at {:#x}, beyond this host's {host_bits}-bit guest physical address space",
+            at + 4096
+        )),
+        "{err}"
+    );
+    // Each optional capability a machine needs, switched off: the error
+    // names it, the Linux version that has it and what needs it.
+    let readonly = dir.write(
+        "ro.toml",
+        &machine(&probe, 1, "").replace(
+            "\n[kernel]",
+            "\n[[memory]]\nguest_addr = 0x2000_0000\nsize = \"4KiB\"\nreadonly = true\n[kernel]",
+        ),
+    );
+    let readonly = readonly.to_str().unwrap();
+    for (cap, file, want) in [
+        (
+            "SPLIT_IRQCHIP",
+            "configs/irq-split-1.toml",
+            "kvm does not support split irqchip (KVM_CAP_SPLIT_IRQCHIP), needs Linux >= 4.5; required by [irqchip] mode = \"split\"",
+        ),
+        (
+            "COALESCED_PIO",
+            "configs/irq-kernel-1.toml",
+            "kvm does not support coalesced PIO (KVM_CAP_COALESCED_PIO), needs Linux >= 4.20; required by [[coalesced_pio]]",
+        ),
+        (
+            "READONLY_MEM",
+            readonly,
+            "kvm does not support read-only memslots (KVM_CAP_READONLY_MEM), needs Linux >= 3.16; required by memory readonly = true",
+        ),
+    ] {
+        let (code, err, created) = traced(&["run", "--disable-cap", cap, file]);
+        assert_eq!(code, Some(3), "{cap}: {err}");
+        assert!(!created, "{cap}: {err}");
+        assert!(err.contains(&format!("berth: {want}")), "{cap}: {err}");
+    }
+}
+
+#[test]
+fn string_port_io_is_count_items_of_size_bytes() {
+    // guests/test/strio.S: rep outsb (16 x 1 byte), rep outsl (2 x 4 bytes)
+    // to recorders, rep insb (8 x 1 byte) from an unclaimed port.
+    guests();
+    let dir = TempDir::new("strio");
+    let devices = "\n[[device]]\nkind = \"recorder\"\nport = 0x80\nsize = 1\n\
+                   \n[[device]]\nkind = \"recorder\"\nport = 0x84\nsize = 4\n";
+    let f = dir.write("strio.toml", &machine(&guest("strio"), 1, devices));
+    let mut c = berth();
+    c.args(["run", "--stats"]).arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let bytes = recorder_digest(b"0123456789abcdef".iter().map(|&b| (0, 1, u64::from(b))));
+    assert!(
+        err.contains(&format!("stats: recorder recorder@0x80 writes 16 sha256 {bytes}")),
+        "{err}"
+    );
+    let dwords = recorder_digest([0x1122_3344u64, 0x5566_7788].into_iter().map(|v| (0, 4, v)));
+    assert!(
+        err.contains(&format!("stats: recorder recorder@0x84 writes 2 sha256 {dwords}")),
+        "{err}"
+    );
+    // Eight unclaimed one-byte reads, each all-ones.
+    assert!(out.lines().any(|l| l == "strio: in=ffffffffffffffff"), "{out}");
+    assert!(
+        err.contains("stats: unhandled pio-reads 8 pio-writes 0 mmio-reads 0 mmio-writes 0"),
+        "{err}"
+    );
+}

@@ -107,18 +107,6 @@ fn stat(err: &str, prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// sha256 of the recorder's write sequence, computed independently.
-fn recorder_digest(records: impl Iterator<Item = (u64, u8, u64)>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (off, size, val) in records {
-        h.update(off.to_le_bytes());
-        h.update([size]);
-        h.update(val.to_le_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Checks one configuration's whole report against its plan.
 fn check_config(name: &str, extra: &[&str]) -> Run {
     guests();
@@ -417,4 +405,162 @@ fn plan_shows_the_full_routing_table() {
     // The doorbell got the lowest free GSI after 0..23 and the file's 24, 25, 26.
     let bell = doorbell(&plan);
     assert_eq!(bell["gsi"], 27);
+}
+
+#[test]
+fn every_irqfd_ioeventfd_and_zone_is_deassigned_at_reset_and_teardown() {
+    // irq-kernel-2 registers 2 irqfds (COM1, the doorbell), 1 ioeventfd (the
+    // doorbell) and 2 coalesced zones per VM. With probe.exit=reset and
+    // on_reboot = "restart" it is rebuilt after every boot; SIGTERM ends the
+    // last one. Under strace each VM must show each registration twice
+    // (assign, deassign; KVM_IRQFD and KVM_IOEVENTFD use one request for
+    // both) and as many UNREGISTER as REGISTER_COALESCED_MMIO, all
+    // succeeding, with the main thread's seccomp filter on for the last.
+    guests();
+    let dir = TempDir::new("teardown");
+    let text = std::fs::read_to_string(repo().join("configs/irq-kernel-2.toml"))
+        .unwrap()
+        .replace("../guests/probe.elf", &guest("probe").display().to_string())
+        .replace("vcpus = 2", "vcpus = 2\non_reboot = \"restart\"")
+        .replace("cmdline = \"", "cmdline = \"probe.exit=reset ");
+    let f = dir.write("loop.toml", &text);
+    let trace = dir.0.join("strace.txt");
+    let mut child = std::process::Command::new("strace")
+        .current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg("run")
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace");
+    let start = std::time::Instant::now();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut done = 0;
+    while done < 3 {
+        let mut l = String::new();
+        use std::io::BufRead as _;
+        assert!(
+            out.read_line(&mut l).unwrap() > 0,
+            "berth ended after {done} boots"
+        );
+        done += usize::from(l.trim_end() == "probe: done");
+        assert!(start.elapsed() < LIMIT, "only {done} boots");
+    }
+    // berth is strace's child.
+    let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let berth_pid: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: signalling our own grandchild by pid.
+    unsafe { libc::kill(berth_pid, libc::SIGTERM) };
+    let status = wait_with_limit(&mut child, start, LIMIT);
+    assert_eq!(status.code(), Some(143));
+    let t = strace_calls(&std::fs::read_to_string(&trace).unwrap());
+    let calls = |name: &str| {
+        let lines: Vec<&String> = t.iter().filter(|l| l.contains(&format!(", {name}, "))).collect();
+        assert!(
+            lines.iter().all(|l| l.ends_with("= 0")),
+            "{name} failed:\n{lines:#?}"
+        );
+        lines.len()
+    };
+    let vms = t.iter().filter(|l| l.contains("KVM_CREATE_VM")).count();
+    assert!(vms >= 3, "{vms} VMs");
+    assert_eq!(calls("KVM_IRQFD"), 4 * vms, "irqfds assigned and deassigned");
+    assert_eq!(
+        calls("KVM_IOEVENTFD"),
+        2 * vms,
+        "ioeventfds assigned and deassigned"
+    );
+    assert_eq!(calls("KVM_REGISTER_COALESCED_MMIO"), 2 * vms);
+    assert_eq!(calls("KVM_UNREGISTER_COALESCED_MMIO"), 2 * vms);
+}
+
+/// strace -f output with each call whole: a `<unfinished ...>` line joined
+/// with its thread's `<... NAME resumed>` line.
+fn strace_calls(text: &str) -> Vec<String> {
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, out.len());
+            out.push(head.to_string());
+        } else if let Some(rest) = l.split_once(" resumed>").map(|(_, r)| r) {
+            match open.remove(&pid) {
+                Some(i) => out[i].push_str(rest),
+                None => out.push(l.to_string()),
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn doorbells_on_ports_of_every_length_and_wildcard_ring_without_an_exit() {
+    // guests/test/bell.S rings each doorbell below and counts the MSIs.
+    guests();
+    let dir = TempDir::new("bell");
+    let bell = |at: &str, size: u32, value: &str, vector: u32| {
+        format!(
+            "\n[[device]]\nkind = \"doorbell\"\n{at}\nsize = {size}\n{value}\ndest_apic_id = 0\nvector = {vector:#x}\n"
+        )
+    };
+    let devices = [
+        bell("port = 0x530", 1, "value = 0x5a", 0x60),
+        bell("port = 0x532", 2, "value = 0x1234", 0x61),
+        bell("port = 0x534", 4, "", 0x62), // any value
+        bell("guest_addr = 0x1000_0000", 8, "value = 0x1122334455667788", 0x63),
+    ]
+    .concat();
+    let f = dir.write("bell.toml", &common::machine(&guest("bell"), 1, &devices));
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    // 1-byte match, 2-byte match, two 4-byte writes of any value, 8-byte MMIO match.
+    assert!(r.out.lines().any(|l| l == "bell: counts=1,1,2,1"), "{}", r.out);
+    // Only the 1-byte doorbell's non-matching write reached berth.
+    for (name, n) in [
+        ("doorbell@0x530", 1),
+        ("doorbell@0x532", 0),
+        ("doorbell@0x534", 0),
+        ("doorbell@0x10000000", 0),
+    ] {
+        assert_eq!(
+            stat(&r.err, &format!("stats: doorbell {name} unmatched-writes ")),
+            n,
+            "{name}\n{}",
+            r.err
+        );
+        assert!(r.err.contains(&format!("stats: doorbell {name} ")), "{}", r.err);
+    }
+}
+
+#[test]
+fn msi_route_cache_flushes_when_full() {
+    // guests/test/msiflood.S: berth's IOAPIC (split mode) sends 40 MSIs
+    // with 40 different vectors. Without KVM_SIGNAL_MSI each one takes a
+    // cached GSI route; the cache holds 32, so the 33rd flushes it once.
+    guests();
+    let dir = TempDir::new("msiflood");
+    let text = common::machine(
+        &guest("msiflood"),
+        1,
+        "\n[[device]]\nkind = \"irq-lines\"\nport = 0x2000\n",
+    )
+    .replace("vcpus = 1\n", "vcpus = 1\n\n[irqchip]\nmode = \"split\"\n");
+    let f = dir.write("msiflood.toml", &text);
+    let r = boot(&f, &["--disable-cap", "SIGNAL_MSI"]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    assert!(r.out.contains("msiflood: sent=40"), "{}", r.out);
+    assert_eq!(stat(&r.err, "stats: irq msi-signaled "), 0, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-via-route "), 40, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-cache-flushes "), 1, "{}", r.err);
+    // With KVM_SIGNAL_MSI there is no cache to flush.
+    let r = boot(&f, &[]);
+    assert_eq!(r.code, Some(1), "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-signaled "), 40, "{}", r.err);
+    assert_eq!(stat(&r.err, "stats: irq msi-cache-flushes "), 0, "{}", r.err);
 }

@@ -425,14 +425,23 @@ pub enum DeviceConfig {
         #[serde(default = "default_boot_timer_addr")]
         guest_addr: u64,
     },
-    /// A 4-byte MMIO doorbell: a write of `value` is caught by an ioeventfd
-    /// (no vCPU exit) and answered with an MSI to `dest_apic_id`/`vector`
-    /// through an irqfd on a GSI the plan allocates.
+    /// An MMIO or port doorbell: a `size`-byte write of `value` (of any
+    /// value when `value` is absent) is caught by an ioeventfd (no vCPU
+    /// exit) and answered with an MSI to `dest_apic_id`/`vector` through an
+    /// irqfd on a GSI the plan allocates.
     Doorbell {
-        /// MMIO address (4-byte aligned).
-        guest_addr: u64,
-        /// The value that rings (ioeventfd datamatch).
-        value: u32,
+        /// MMIO address (give this or `port`), aligned to `size`.
+        #[serde(default)]
+        guest_addr: Option<u64>,
+        /// Port (give this or `guest_addr`), aligned to `size`.
+        #[serde(default)]
+        port: Option<u16>,
+        /// Access width in bytes: 1, 2, 4 (default) or 8 (MMIO only).
+        #[serde(default = "default_doorbell_size")]
+        size: u8,
+        /// The value that rings (ioeventfd datamatch); absent: any value.
+        #[serde(default)]
+        value: Option<u64>,
         /// Destination local APIC ID.
         dest_apic_id: u32,
         /// Vector 0x10..=0xfe.
@@ -472,6 +481,10 @@ fn default_fw_cfg_port() -> u16 {
 
 fn default_boot_timer_addr() -> u64 {
     crate::devices::boot_timer::DEFAULT_ADDR
+}
+
+fn default_doorbell_size() -> u8 {
+    4
 }
 
 fn default_irq_lines_port() -> u16 {
@@ -591,9 +604,16 @@ impl DeviceConfig {
                 (None, Some(p)) => Some((WindowSpace::Pio, (*p).into(), size.bytes(), "port")),
                 _ => None,
             },
-            DeviceConfig::Doorbell { guest_addr, .. } => {
-                Some((WindowSpace::Mmio, *guest_addr, 4, "guest_addr"))
-            }
+            DeviceConfig::Doorbell {
+                guest_addr,
+                port,
+                size,
+                ..
+            } => match (guest_addr, port) {
+                (Some(a), None) => Some((WindowSpace::Mmio, *a, (*size).into(), "guest_addr")),
+                (None, Some(p)) => Some((WindowSpace::Pio, (*p).into(), (*size).into(), "port")),
+                _ => None,
+            },
             DeviceConfig::BootTimer { guest_addr } => Some((
                 WindowSpace::Mmio,
                 *guest_addr,

@@ -342,15 +342,41 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
             }
             DeviceConfig::Doorbell {
                 guest_addr,
+                port,
+                size,
+                value,
                 vector,
                 dest_apic_id,
-                ..
             } => {
-                if guest_addr % 4 != 0 {
+                let (base, field, widths): (u64, _, &[u8]) = match (guest_addr, port) {
+                    (Some(a), None) => (*a, "guest_addr", &[1, 2, 4, 8]),
+                    (None, Some(p)) => (u64::from(*p), "port", &[1, 2, 4]),
+                    _ => {
+                        return Err(invalid(
+                            FieldPath::of("device", Some(i), None),
+                            "a doorbell device needs exactly one of guest_addr (MMIO) or port (PIO)".into(),
+                        ))
+                    }
+                };
+                if !widths.contains(size) {
                     return Err(invalid(
-                        at("guest_addr"),
-                        format!("must be 4-byte aligned, got {guest_addr:#x}"),
+                        at("size"),
+                        format!("must be one of {widths:?} for a {field} doorbell, got {size}"),
                     ));
+                }
+                if base % u64::from(*size) != 0 {
+                    return Err(invalid(
+                        at(field),
+                        format!("must be {size}-byte aligned, got {base:#x}"),
+                    ));
+                }
+                if let Some(v) = value {
+                    if *size < 8 && *v >> (8 * u32::from(*size)) != 0 {
+                        return Err(invalid(
+                            at("value"),
+                            format!("{v:#x} does not fit the doorbell's {size} bytes"),
+                        ));
+                    }
                 }
                 check_vector(*vector, at("vector"))?;
                 check_dest(c, *dest_apic_id, at("dest_apic_id"))?;

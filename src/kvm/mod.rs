@@ -2,6 +2,7 @@
 //! berth needs (naming the missing one), find the limits, and report them
 //! for `berth caps`.
 
+pub mod eventfds;
 pub mod irq;
 
 use kvm_bindings::CpuId;

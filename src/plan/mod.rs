@@ -226,8 +226,9 @@ pub enum DeviceKind {
     BootTimer {},
     /// ioeventfd doorbell answered by an MSI through irqfd.
     Doorbell {
-        /// Datamatch value.
-        value: Hex,
+        /// Datamatch value; absent: any value rings (the width is the window's length).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<Hex>,
         /// GSI from the plan's allocator.
         gsi: u32,
         /// MSI destination.
@@ -472,11 +473,8 @@ pub fn plan(c: &Config) -> Plan {
         .iter()
         .filter_map(|d| match d {
             DeviceConfig::Doorbell {
-                guest_addr,
-                dest_apic_id,
-                vector,
-                ..
-            } => Some((device_name(d, *guest_addr), *dest_apic_id, *vector)),
+                dest_apic_id, vector, ..
+            } => Some((device_name(d, d.window()?.1), *dest_apic_id, *vector)),
             _ => None,
         })
         .collect();
@@ -678,7 +676,7 @@ fn single_window_kind(d: &DeviceConfig, doorbell_gsis: &mut impl Iterator<Item =
             vector,
             ..
         } => DeviceKind::Doorbell {
-            value: Hex((*value).into()),
+            value: value.map(Hex),
             gsi: doorbell_gsis.next().unwrap_or(u32::MAX),
             dest_apic_id: *dest_apic_id,
             vector: Hex8(*vector),

@@ -30,7 +30,7 @@
 //! | --- | --- |
 //! | [`ThreadKind::Vcpu`] | `ioctl` with one of nine KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
-//! | [`ThreadKind::Main`] | none |
+//! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
 //! the main thread installs [`ThreadKind::Main`] only after it has started
@@ -282,6 +282,16 @@ mod kvm_nr {
     vmm_sys_util::ioctl_iowr_nr!(KVM_IRQ_LINE_STATUS, KVMIO, 0x67, kvm_irq_level);
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
     vmm_sys_util::ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
+    // On the VM fd, from the main thread: teardown deassigns what the build
+    // registered (kvm::eventfds::Registrations).
+    vmm_sys_util::ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_bindings::kvm_irqfd);
+    vmm_sys_util::ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_bindings::kvm_ioeventfd);
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_UNREGISTER_COALESCED_MMIO,
+        KVMIO,
+        0x68,
+        kvm_bindings::kvm_coalesced_mmio_zone
+    );
 }
 
 /// The only ioctl requests a vCPU thread may make (name, request).
@@ -296,6 +306,19 @@ fn vcpu_ioctls() -> [(&'static str, u64); 9] {
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),
         ("KVM_SIGNAL_MSI", kvm_nr::KVM_SIGNAL_MSI()),
+    ]
+}
+
+/// The only ioctl requests the main thread may make once filtered: the
+/// teardown's deassignments (name, request).
+fn main_ioctls() -> [(&'static str, u64); 3] {
+    [
+        ("KVM_IRQFD", kvm_nr::KVM_IRQFD()),
+        ("KVM_IOEVENTFD", kvm_nr::KVM_IOEVENTFD()),
+        (
+            "KVM_UNREGISTER_COALESCED_MMIO",
+            kvm_nr::KVM_UNREGISTER_COALESCED_MMIO(),
+        ),
     ]
 }
 
@@ -335,11 +358,16 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
             vec![cond(kind, 1, SeccompCmpArgLen::Dword, libc::F_GETFD as u64)?],
         )?],
     );
-    if kind == ThreadKind::Vcpu {
+    let ioctls: &[(&str, u64)] = match kind {
+        ThreadKind::Vcpu => &vcpu_ioctls(),
+        ThreadKind::Main => &main_ioctls(),
+        ThreadKind::SerialOut => &[],
+    };
+    if !ioctls.is_empty() {
         // The kernel reads the request as an unsigned int: compare 32 bits.
         let mut chain = Vec::new();
-        for (_, req) in vcpu_ioctls() {
-            chain.push(rule(kind, vec![cond(kind, 1, SeccompCmpArgLen::Dword, req)?])?);
+        for (_, req) in ioctls {
+            chain.push(rule(kind, vec![cond(kind, 1, SeccompCmpArgLen::Dword, *req)?])?);
         }
         map.insert(libc::SYS_ioctl, chain);
     }

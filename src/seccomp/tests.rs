@@ -56,9 +56,14 @@ fn lists_are_consistent() {
         ] {
             assert!(!rules.contains_key(&nr), "{kind} allows syscall {nr}");
         }
+        // ioctl: vCPUs (their nine requests) and main (the teardown's three).
         assert_eq!(
-            rules.contains_key(&libc::SYS_ioctl),
-            kind == ThreadKind::Vcpu,
+            rules.get(&libc::SYS_ioctl).map(Vec::len),
+            match kind {
+                ThreadKind::Vcpu => Some(9),
+                ThreadKind::Main => Some(3),
+                ThreadKind::SerialOut => None,
+            },
             "{kind}: ioctl"
         );
         assert!(!rules.contains_key(&libc::SYS_sendto), "{kind}: sendto");
@@ -108,8 +113,20 @@ fn kvm_request_numbers_match_linux_headers() {
     ];
     #[cfg(target_arch = "x86_64")]
     assert_eq!(vcpu_ioctls(), want);
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        main_ioctls(),
+        [
+            ("KVM_IRQFD", 0x4020_ae76),
+            ("KVM_IOEVENTFD", 0x4040_ae79),
+            ("KVM_UNREGISTER_COALESCED_MMIO", 0x4010_ae68),
+        ]
+    );
     // Every request fits the 32 bits the filter compares.
-    assert!(vcpu_ioctls().iter().all(|(_, r)| *r <= u64::from(u32::MAX)));
+    assert!(vcpu_ioctls()
+        .iter()
+        .chain(&main_ioctls())
+        .all(|(_, r)| *r <= u64::from(u32::MAX)));
 }
 
 #[test]

@@ -162,3 +162,15 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// sha256 of the recorder's write sequence, computed independently.
+pub fn recorder_digest(records: impl Iterator<Item = (u64, u8, u64)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (off, size, val) in records {
+        h.update(off.to_le_bytes());
+        h.update([size]);
+        h.update(val.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
