@@ -19,6 +19,7 @@ use crate::devices::null::Null;
 use crate::devices::pc_testdev::{DataPort, FlushPage, Iomem};
 use crate::devices::pci::{PciAddress, PciConfig, PciData};
 use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
+use crate::devices::pm_timer::{host_monotonic_ns, PmTimer};
 use crate::devices::recorder::{Recorder, RecorderLog};
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
@@ -347,6 +348,7 @@ fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
         lapic_addr: plan.irqchip.lapic_addr.0 as u32,
         pm1a_evt_port: pm.0 as u16,
         pm1a_cnt_port: pm.0 as u16 + 4,
+        pm_tmr_port: layout::ACPI_PM_TMR_PORT,
         reset_port: layout::RESET_PORT,
         legacy_pic: plan.irqchip.mode == "kernel",
         fw_cfg: fw_cfg_ports(plan),
@@ -582,12 +584,13 @@ fn build_bus(
                 }
                 continue;
             }
-            DeviceKind::Cmos {} => {
+            DeviceKind::Cmos { .. } => {
                 let (below, above) = ram_split(plan);
                 Arc::new(Mutex::new(Cmos::new(below, above, Box::new(host_wall_clock))))
             }
             DeviceKind::AcpiPmEvent {} => Arc::new(Mutex::new(AcpiPmEvt::new())),
             DeviceKind::AcpiPmControl {} => Arc::new(Mutex::new(AcpiPmCnt::new())),
+            DeviceKind::AcpiPmTimer {} => Arc::new(Mutex::new(PmTimer::new(Box::new(host_monotonic_ns)))),
             DeviceKind::ResetControl {} => Arc::new(Mutex::new(ResetReg::new())),
             DeviceKind::DebugExit { width } => {
                 let de = DebugExit::new(*width).map_err(|e| dev_err(&d.name, e.to_string()))?;

@@ -70,6 +70,8 @@ pub const PM1_CNT_SLP_EN: u16 = 1 << 13;
 
 /// The SLP_TYP of S5 (soft off), as the DSDT's `\_S5` package gives it.
 pub const S5_SLP_TYP: u16 = 5;
+/// The SLP_TYP of S3 (suspend to RAM), as the DSDT's `\_S3` package gives it.
+pub const S3_SLP_TYP: u16 = 1;
 
 /// Reset register: the bit that resets the VM ("reset CPU" in a PC's
 /// port 0xcf9).
