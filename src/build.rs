@@ -9,7 +9,7 @@ use crate::clock::Timeline;
 use crate::config::Config;
 use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
 use crate::devices::boot_timer::{BootTimer, BootTimes};
-use crate::devices::cmos::{host_wall_clock, Cmos};
+use crate::devices::cmos::{host_wall_clock_ns, Cmos};
 use crate::devices::doorbell::Doorbell;
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{insert_i8042, I8042};
@@ -21,6 +21,7 @@ use crate::devices::pci::{PciAddress, PciConfig, PciData};
 use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
 use crate::devices::pm_timer::{host_monotonic_ns, PmTimer};
 use crate::devices::recorder::{Recorder, RecorderLog};
+use crate::devices::rtc::Rtc;
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
 use crate::kvm::{self, HostError, HostKvm};
@@ -584,9 +585,12 @@ fn build_bus(
                 }
                 continue;
             }
-            DeviceKind::Cmos { .. } => {
+            DeviceKind::Cmos { gsi } => {
                 let (below, above) = ram_split(plan);
-                Arc::new(Mutex::new(Cmos::new(below, above, Box::new(host_wall_clock))))
+                let mut cmos = Cmos::with_clock_ns(below, above, Box::new(host_wall_clock_ns));
+                cmos.connect_irq(lines.clone(), *gsi);
+                let rtc = Rtc::start(cmos).map_err(|e| dev_err(&d.name, format!("rtc thread: {e}")))?;
+                Arc::new(Mutex::new(rtc))
             }
             DeviceKind::AcpiPmEvent {} => Arc::new(Mutex::new(AcpiPmEvt::new())),
             DeviceKind::AcpiPmControl {} => Arc::new(Mutex::new(AcpiPmCnt::new())),

@@ -28,16 +28,18 @@
 //! range values are normalised (e.g. 61 seconds carries into the minute),
 //! never refused.
 //!
+//! The clock has nanosecond resolution: the once-per-second update happens
+//! when the guest time crosses a whole second. Setting the time starts a new
+//! second at that instant (as in QEMU).
+//!
 //! # Status registers and interrupts
 //!
-//! Register A reads with UIP (bit 7) always 0, so "wait for the update to
-//! finish" loops exit at once; its other bits are plain storage (default
-//! 0x26), and the divider bits never stop the clock. Register C always reads
-//! 0 (no interrupt flags pending, trivially cleared by the read) and register
-//! D always reads 0x80 (VRT: RAM and time valid); writes to both are ignored.
-//! No periodic, alarm or update-ended interrupts are emulated: the PIE, AIE
-//! and UIE bits of register B are stored but RTC IRQ 8 is never raised. The
-//! alarm registers (0x01, 0x03, 0x05) are plain RAM.
+//! Register A's UIP (bit 7) reads 1 during the 244 µs before each update,
+//! computed from the clock; its other bits are storage (default 0x26), the
+//! rate select bits (3:0) set the periodic rate, and the divider bits never
+//! stop the clock. Register D always reads 0x80 (VRT: RAM and time valid).
+//! Register C's flags (PF periodic, AF alarm, UF update-ended, IRQF) and the
+//! interrupt on IRQ 8 are in [`super::rtc`].
 //!
 //! # Memory size
 //!
@@ -47,6 +49,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::rtc::RtcIrq;
 use crate::bus::{BusDevice, VmEvent};
 
 /// First I/O port (index port 0x70; the data port 0x71 follows).
@@ -72,8 +75,8 @@ const REG_DAY_OF_WEEK: u8 = 0x06;
 const REG_DAY_OF_MONTH: u8 = 0x07;
 const REG_MONTH: u8 = 0x08;
 const REG_YEAR: u8 = 0x09;
-const REG_A: u8 = 0x0a;
-const REG_B: u8 = 0x0b;
+pub(super) const REG_A: u8 = 0x0a;
+pub(super) const REG_B: u8 = 0x0b;
 const REG_C: u8 = 0x0c;
 const REG_D: u8 = 0x0d;
 const REG_CENTURY: u8 = 0x32;
@@ -91,11 +94,11 @@ const TIME_REGS: [u8; 8] = [
 ];
 
 /// Register A: update in progress.
-const REG_A_UIP: u8 = 0x80;
+pub(super) const REG_A_UIP: u8 = 0x80;
 /// Register A default: 32.768 kHz time base, 1024 Hz periodic rate.
 const REG_A_DEFAULT: u8 = 0x26;
 /// Register B: updates halted, the guest is setting the time.
-const REG_B_SET: u8 = 0x80;
+pub(super) const REG_B_SET: u8 = 0x80;
 /// Register B: binary (not BCD) data mode.
 const REG_B_DM: u8 = 0x04;
 /// Register B: 24-hour mode.
@@ -111,9 +114,23 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 const SECS_PER_DAY: i64 = 86_400;
+/// Nanoseconds per second.
+pub(super) const NS_PER_SEC: i128 = 1_000_000_000;
 
 /// A clock returning seconds since the Unix epoch.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
+
+/// A clock returning nanoseconds since the Unix epoch.
+pub type ClockNs = Box<dyn Fn() -> i128 + Send>;
+
+/// The host's wall clock in nanoseconds since the Unix epoch; a ready-made
+/// [`ClockNs`] for [`Cmos::with_clock_ns`].
+pub fn host_wall_clock_ns() -> i128 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => i128::try_from(e.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+    }
+}
 
 /// The host's wall clock in seconds since the Unix epoch (negative before
 /// 1970); a ready-made [`Clock`] for [`Cmos::new`].
@@ -226,10 +243,12 @@ pub struct Cmos {
     index: u8,
     /// Last NMI-disable bit written to the index port.
     nmi_disabled: bool,
-    ram: [u8; CMOS_RAM_LEN],
-    clock: Clock,
-    /// Guest time minus clock time, in seconds.
-    offset: i64,
+    pub(super) ram: [u8; CMOS_RAM_LEN],
+    clock: ClockNs,
+    /// Guest time minus clock time, in nanoseconds.
+    offset_ns: i128,
+    /// Register C flags, IRQ 8 and the alarm wake-up ([`super::rtc`]).
+    pub(super) irq: RtcIrq,
 }
 
 impl fmt::Debug for Cmos {
@@ -237,7 +256,8 @@ impl fmt::Debug for Cmos {
         f.debug_struct("Cmos")
             .field("index", &self.index)
             .field("nmi_disabled", &self.nmi_disabled)
-            .field("offset", &self.offset)
+            .field("offset_ns", &self.offset_ns)
+            .field("irq", &self.irq)
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +273,17 @@ impl Cmos {
     /// 16 MiB in 64 KiB units (at most 0xffff), and 0x5b..=0x5d memory above
     /// 4 GiB in 64 KiB units (at most 0xff_ffff). All little-endian.
     pub fn new(mem_below_4g: u64, mem_above_4g: u64, clock: Box<dyn Fn() -> i64 + Send>) -> Cmos {
+        Cmos::with_clock_ns(
+            mem_below_4g,
+            mem_above_4g,
+            Box::new(move || i128::from(clock()) * NS_PER_SEC),
+        )
+    }
+
+    /// Like [`Cmos::new`] with a nanosecond clock (e.g.
+    /// [`host_wall_clock_ns`]), which the update-in-progress bit and the
+    /// interrupts need.
+    pub fn with_clock_ns(mem_below_4g: u64, mem_above_4g: u64, clock: ClockNs) -> Cmos {
         let mut ram = [0u8; CMOS_RAM_LEN];
         ram[usize::from(REG_A)] = REG_A_DEFAULT;
         ram[usize::from(REG_B)] = REG_B_DEFAULT;
@@ -274,13 +305,16 @@ impl Cmos {
         );
         put(0x5b, 3, (mem_above_4g / (64 * KIB)).min(0xff_ffff));
 
-        Cmos {
+        let mut cmos = Cmos {
             index: 0,
             nmi_disabled: false,
             ram,
             clock,
-            offset: 0,
-        }
+            offset_ns: 0,
+            irq: RtcIrq::default(),
+        };
+        cmos.irq.settled_ns = cmos.guest_ns();
+        cmos
     }
 
     /// Whether the guest last wrote the index port with bit 7 (NMI disable)
@@ -292,15 +326,24 @@ impl Cmos {
     /// The guest's current time in seconds since the Unix epoch: the clock
     /// plus whatever offset the guest's own time setting introduced.
     pub fn guest_time(&self) -> i64 {
-        (self.clock)().saturating_add(self.offset)
+        let secs = self.guest_ns().div_euclid(NS_PER_SEC);
+        i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The guest's current time in nanoseconds since the Unix epoch.
+    pub(super) fn guest_ns(&self) -> i128 {
+        (self.clock)().saturating_add(self.offset_ns)
     }
 
     /// Reads CMOS register `reg` (masked to 0..=127) as the guest would.
     pub fn read_reg(&mut self, reg: u8) -> u8 {
         let reg = reg & INDEX_MASK;
         match reg {
-            REG_A => self.ram[usize::from(REG_A)] & !REG_A_UIP,
-            REG_C => 0,
+            REG_A => {
+                let uip = if self.update_in_progress() { REG_A_UIP } else { 0 };
+                (self.ram[usize::from(REG_A)] & !REG_A_UIP) | uip
+            }
+            REG_C => self.read_reg_c(),
             REG_D => REG_D_VRT,
             _ if TIME_REGS.contains(&reg) => {
                 if !self.setting() {
@@ -316,8 +359,14 @@ impl Cmos {
     pub fn write_reg(&mut self, reg: u8, value: u8) {
         let reg = reg & INDEX_MASK;
         match reg {
-            REG_A => self.ram[usize::from(REG_A)] = value & !REG_A_UIP,
+            REG_A => {
+                // Events so far count at the old rate.
+                self.settle();
+                self.ram[usize::from(REG_A)] = value & !REG_A_UIP;
+            }
             REG_B => {
+                self.settle();
+                let value = super::rtc::reg_b_written(value);
                 let was_setting = self.setting();
                 if !was_setting {
                     // Freeze the time as of now, in the new data mode, so
@@ -332,12 +381,14 @@ impl Cmos {
                         self.commit_time();
                     }
                 }
+                self.enables_changed();
             }
             REG_C | REG_D => {}
             _ if TIME_REGS.contains(&reg) => {
                 if self.setting() {
                     self.ram[usize::from(reg)] = value;
                 } else {
+                    self.settle();
                     self.store_time(self.guest_time());
                     self.ram[usize::from(reg)] = value;
                     self.commit_time();
@@ -348,7 +399,7 @@ impl Cmos {
     }
 
     /// Whether register B's SET bit halts the clock registers.
-    fn setting(&self) -> bool {
+    pub(super) fn setting(&self) -> bool {
         self.ram[usize::from(REG_B)] & REG_B_SET != 0
     }
 
@@ -363,7 +414,7 @@ impl Cmos {
     }
 
     /// Encodes a binary value 0..=99 in the current data mode.
-    fn encode(&self, v: u8) -> u8 {
+    pub(super) fn encode(&self, v: u8) -> u8 {
         if self.binary() {
             v
         } else {
@@ -384,15 +435,7 @@ impl Cmos {
     /// the current data and hour modes.
     fn store_time(&mut self, secs: i64) {
         let t = CivilTime::from_unix(secs);
-        let hours = if self.hours_24() {
-            self.encode(t.hour)
-        } else {
-            let h = match t.hour % 12 {
-                0 => 12,
-                h => h,
-            };
-            self.encode(h) | if t.hour >= 12 { HOURS_PM } else { 0 }
-        };
+        let hours = self.encode_hours(t.hour);
         let year = t.year.rem_euclid(100) as u8;
         let century = t.year.div_euclid(100).rem_euclid(100) as u8;
         let fields = [
@@ -410,8 +453,21 @@ impl Cmos {
         }
     }
 
+    /// Hours 0..=23 in the current data and 12/24-hour modes.
+    pub(super) fn encode_hours(&self, hour: u8) -> u8 {
+        if self.hours_24() {
+            self.encode(hour)
+        } else {
+            let h = match hour % 12 {
+                0 => 12,
+                h => h,
+            };
+            self.encode(h) | if hour >= 12 { HOURS_PM } else { 0 }
+        }
+    }
+
     /// Takes the time registers as the new guest time, kept as an offset
-    /// from the clock.
+    /// from the clock; the new second starts now.
     fn commit_time(&mut self) {
         let reg = |r: u8| self.ram[usize::from(r)];
         let raw_hours = reg(REG_HOURS);
@@ -432,8 +488,13 @@ impl Cmos {
             weekday: 0,
         };
         let secs = t.to_unix();
-        self.offset = secs.saturating_sub((self.clock)());
-        log::debug!("cmos: guest set the time to {secs} (offset {}s)", self.offset);
+        self.offset_ns = (i128::from(secs) * NS_PER_SEC).saturating_sub((self.clock)());
+        // Events before the new time were settled by the caller.
+        self.irq.settled_ns = self.guest_ns();
+        log::debug!(
+            "cmos: guest set the time to {secs} (offset {} ns)",
+            self.offset_ns
+        );
     }
 }
 
@@ -611,7 +672,8 @@ mod tests {
     fn status_registers() {
         let (mut dev, _) = cmos_at(T0);
         assert_eq!(rd(&mut dev, REG_A), REG_A_DEFAULT);
-        // UIP can never be set by the guest and always reads 0.
+        // UIP can never be set by the guest; with a whole-second clock it
+        // reads 0 (the rtc tests cover it with a nanosecond clock).
         wr(&mut dev, REG_A, 0xff);
         assert_eq!(rd(&mut dev, REG_A), 0x7f);
         assert_eq!(rd(&mut dev, REG_A) & REG_A_UIP, 0);
@@ -619,9 +681,9 @@ mod tests {
         wr(&mut dev, REG_D, 0);
         assert_eq!(rd(&mut dev, REG_D), 0x80);
         wr(&mut dev, REG_C, 0xff);
+        assert_eq!(rd(&mut dev, REG_C), 0, "read-only, nothing happened yet");
         assert_eq!(rd(&mut dev, REG_C), 0);
-        assert_eq!(rd(&mut dev, REG_C), 0);
-        // Interrupt enables are stored but nothing is ever flagged.
+        // Interrupt enables are stored; with a frozen clock nothing is flagged.
         wr(&mut dev, REG_B, 0x70 | REG_B_24H);
         assert_eq!(rd(&mut dev, REG_B), 0x72);
         assert_eq!(rd(&mut dev, REG_C), 0);

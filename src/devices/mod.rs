@@ -33,6 +33,7 @@ pub mod pci;
 pub mod pci_testdev;
 pub mod pm_timer;
 pub mod recorder;
+pub mod rtc;
 pub mod serial;
 
 pub use debug_exit::{DebugExit, DebugExitError};

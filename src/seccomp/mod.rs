@@ -30,6 +30,7 @@
 //! | --- | --- |
 //! | [`ThreadKind::Vcpu`] | `ioctl` with one of nine KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
+//! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
 //! | [`ThreadKind::Main`] | none |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
@@ -69,6 +70,8 @@ pub enum ThreadKind {
     Vcpu,
     /// The `serial-out` thread: writes guest serial output to stdout or a file.
     SerialOut,
+    /// The `rtc` thread: raises the RTC's IRQ 8 (VM-fd interrupt ioctls).
+    RtcTimer,
     /// The main thread once every other thread runs: waits, kicks vCPUs,
     /// joins, reports, exits.
     Main,
@@ -76,13 +79,19 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vcpu, ThreadKind::SerialOut, ThreadKind::Main];
+    pub const ALL: [ThreadKind; 4] = [
+        ThreadKind::Vcpu,
+        ThreadKind::SerialOut,
+        ThreadKind::RtcTimer,
+        ThreadKind::Main,
+    ];
 
     /// The kind's name, as in messages.
     pub fn name(self) -> &'static str {
         match self {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::SerialOut => "serial-out",
+            ThreadKind::RtcTimer => "rtc",
             ThreadKind::Main => "main",
         }
     }
@@ -284,6 +293,10 @@ mod kvm_nr {
     vmm_sys_util::ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
 }
 
+/// How many of [`vcpu_ioctls`] are on the vCPU fd (the rest, interrupt
+/// requests on the VM fd, are the `rtc` thread's too).
+const VCPU_FD_IOCTLS: usize = 5;
+
 /// The only ioctl requests a vCPU thread may make (name, request).
 fn vcpu_ioctls() -> [(&'static str, u64); 9] {
     [
@@ -335,10 +348,15 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
             vec![cond(kind, 1, SeccompCmpArgLen::Dword, libc::F_GETFD as u64)?],
         )?],
     );
-    if kind == ThreadKind::Vcpu {
+    let ioctls: &[(&str, u64)] = match kind {
+        ThreadKind::Vcpu => &vcpu_ioctls(),
+        ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..],
+        ThreadKind::SerialOut | ThreadKind::Main => &[],
+    };
+    if !ioctls.is_empty() {
         // The kernel reads the request as an unsigned int: compare 32 bits.
         let mut chain = Vec::new();
-        for (_, req) in vcpu_ioctls() {
+        for &(_, req) in ioctls {
             chain.push(rule(kind, vec![cond(kind, 1, SeccompCmpArgLen::Dword, req)?])?);
         }
         map.insert(libc::SYS_ioctl, chain);

@@ -58,9 +58,15 @@ fn lists_are_consistent() {
         }
         assert_eq!(
             rules.contains_key(&libc::SYS_ioctl),
-            kind == ThreadKind::Vcpu,
+            matches!(kind, ThreadKind::Vcpu | ThreadKind::RtcTimer),
             "{kind}: ioctl"
         );
+        if kind == ThreadKind::RtcTimer {
+            // Interrupt requests only: no KVM_RUN, no register reads.
+            assert_eq!(rules[&libc::SYS_ioctl].len(), 4);
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS].0, "KVM_IRQ_LINE");
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS - 1].0, "KVM_GET_MP_STATE");
+        }
         assert!(!rules.contains_key(&libc::SYS_sendto), "{kind}: sendto");
     }
     // Names: one name per number, and every forbidden name really is forbidden.
