@@ -35,6 +35,7 @@ pub mod pm_timer;
 pub mod recorder;
 pub mod rtc;
 pub mod serial;
+pub mod sleep;
 
 pub use debug_exit::{DebugExit, DebugExitError};
 pub use serial::{SerialCounters, SerialDevice, SerialError, SerialOutput};

@@ -21,7 +21,9 @@
 //!   (`UIE` bit 4, `AIE` bit 5, `PIE` bit 6).
 //!
 //! Reading register C returns the flags and clears them (and lowers IRQ 8).
-//! Setting `SET` clears `UIE`, as QEMU does.
+//! Setting `SET` clears `UIE`, as QEMU does. When the alarm wakes the VM
+//! from S3, the RTC is reset like QEMU's (its machine resets on wake-up):
+//! `PIE`, `AIE` and `SQWE` off, flags clear, IRQ 8 low.
 //!
 //! # IRQ 8
 //!
@@ -58,6 +60,8 @@ pub const REG_B_PIE: u8 = 0x40;
 pub const REG_B_AIE: u8 = 0x20;
 /// Register B: update-ended interrupt enable.
 pub const REG_B_UIE: u8 = 0x10;
+/// Register B: square-wave output enable (stored only).
+pub const REG_B_SQWE: u8 = 0x08;
 /// Register C: interrupt request (some enabled flag is set).
 pub const REG_C_IRQF: u8 = 0x80;
 /// Register C: periodic flag.
@@ -86,8 +90,8 @@ pub trait AlarmWake: Send + Sync {
     /// Whether the alarm interrupt is enabled (`AIE`), so it may wake a
     /// suspended VM.
     fn alarm_armed(&self, armed: bool);
-    /// The alarm fired with `AIE` set.
-    fn alarm_fired(&self);
+    /// The alarm fired with `AIE` set; returns whether that woke the VM.
+    fn alarm_fired(&self) -> bool;
 }
 
 /// Register C's flags and IRQ 8, part of [`Cmos`].
@@ -191,9 +195,26 @@ impl Cmos {
         }
         self.irq.flags |= new;
         if new & REG_C_AF != 0 && self.ram[usize::from(REG_B)] & REG_B_AIE != 0 {
-            if let Some(w) = &self.irq.wake {
-                w.alarm_fired();
+            let woke = self.irq.wake.as_ref().is_some_and(|w| w.alarm_fired());
+            if woke {
+                self.wake_reset();
             }
+        }
+    }
+
+    /// What QEMU's RTC reset does when the machine resets on an S3 wake-up:
+    /// `PIE`, `AIE` and `SQWE` off, no flags, IRQ 8 low. The time, the
+    /// alarm registers and the rest of CMOS RAM are kept.
+    fn wake_reset(&mut self) {
+        self.ram[usize::from(REG_B)] &= !(REG_B_PIE | REG_B_AIE | REG_B_SQWE);
+        self.irq.flags = 0;
+        if std::mem::take(&mut self.irq.high) {
+            if let Some((line, gsi)) = &self.irq.line {
+                line.set_gsi(*gsi, false);
+            }
+        }
+        if let Some(w) = &self.irq.wake {
+            w.alarm_armed(false);
         }
     }
 

@@ -28,7 +28,7 @@
 //!
 //! | kind | own calls |
 //! | --- | --- |
-//! | [`ThreadKind::Vcpu`] | `ioctl` with one of nine KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
+//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twelve KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, and for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
 //! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
 //! | [`ThreadKind::Main`] | none |
@@ -286,6 +286,10 @@ mod kvm_nr {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
     vmm_sys_util::ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_translation);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
+    // On the vCPU fd: the reset after an ACPI S3 wake-up.
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_mp_state);
     // On the VM fd: interrupts raised by device emulation.
     vmm_sys_util::ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
     vmm_sys_util::ioctl_iowr_nr!(KVM_IRQ_LINE_STATUS, KVMIO, 0x67, kvm_irq_level);
@@ -295,16 +299,19 @@ mod kvm_nr {
 
 /// How many of [`vcpu_ioctls`] are on the vCPU fd (the rest, interrupt
 /// requests on the VM fd, are the `rtc` thread's too).
-const VCPU_FD_IOCTLS: usize = 5;
+const VCPU_FD_IOCTLS: usize = 8;
 
 /// The only ioctl requests a vCPU thread may make (name, request).
-fn vcpu_ioctls() -> [(&'static str, u64); 9] {
+fn vcpu_ioctls() -> [(&'static str, u64); 12] {
     [
         ("KVM_RUN", kvm_nr::KVM_RUN()),
         ("KVM_GET_REGS", kvm_nr::KVM_GET_REGS()),
         ("KVM_GET_SREGS", kvm_nr::KVM_GET_SREGS()),
         ("KVM_TRANSLATE", kvm_nr::KVM_TRANSLATE()),
         ("KVM_GET_MP_STATE", kvm_nr::KVM_GET_MP_STATE()),
+        ("KVM_SET_REGS", kvm_nr::KVM_SET_REGS()),
+        ("KVM_SET_SREGS", kvm_nr::KVM_SET_SREGS()),
+        ("KVM_SET_MP_STATE", kvm_nr::KVM_SET_MP_STATE()),
         ("KVM_IRQ_LINE", kvm_nr::KVM_IRQ_LINE()),
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),

@@ -30,8 +30,9 @@ impl AlarmWake for Wake {
     fn alarm_armed(&self, armed: bool) {
         self.armed.store(armed, Ordering::SeqCst);
     }
-    fn alarm_fired(&self) {
+    fn alarm_fired(&self) -> bool {
         self.fired.fetch_add(1, Ordering::SeqCst);
+        false
     }
 }
 
@@ -244,4 +245,26 @@ fn rd_rtc(dev: &mut Rtc, reg: u8) -> u8 {
     let mut b = [0u8];
     dev.read(1, &mut b);
     b[0]
+}
+
+#[test]
+fn waking_alarm_resets_the_rtc_like_qemu() {
+    use crate::devices::sleep::SleepControl;
+    let (mut dev, clock, lines, _) = rtc_at(T0 + 500 * MS);
+    let sleep = Arc::new(SleepControl::new(1, 0));
+    dev.connect_wake(sleep.clone());
+    sleep.set_rtc_wake(true);
+    for r in [0x01, 0x03, 0x05] {
+        wr(&mut dev, r, 0xc0);
+    }
+    wr(&mut dev, REG_B, 0x02 | REG_B_AIE | REG_B_PIE);
+    assert!(sleep.can_wake());
+    sleep.suspend();
+    set(&clock, T0 + NS_PER_SEC + MS);
+    dev.tick();
+    assert_eq!(sleep.take_status(), 0x8400, "WAK_STS | RTC_STS");
+    assert_eq!(rd(&mut dev, REG_B), 0x02, "PIE and AIE off");
+    assert_eq!(rd(&mut dev, REG_C), 0, "flags cleared");
+    assert!(lines.take().is_empty(), "reset before IRQ 8 was raised");
+    assert!(!sleep.can_wake());
 }

@@ -368,6 +368,11 @@ pub enum AcpiError {
 /// 0xffff or overlapping each other; an `rsdp_addr` that is not 16-byte
 /// aligned; and a blob that would run past [`TABLES_END`].
 pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
+    build_blob(spec, rsdp_addr).map(|(blob, _)| blob)
+}
+
+/// [`build`], and the FACS's guest-physical address.
+fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiError> {
     validate(spec)?;
     if !rsdp_addr.is_multiple_of(RSDP_ALIGN) {
         return Err(AcpiError::Misaligned { addr: rsdp_addr });
@@ -414,24 +419,26 @@ pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
             slot.copy_from_slice(table);
         }
     }
-    Ok(out)
+    Ok((out, at(facs_off)))
 }
 
-/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`.
+/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`; returns
+/// the FACS's address (where the guest leaves its S3 waking vector).
 ///
 /// # Errors
 ///
 /// Everything [`build`] rejects, and a failed guest-memory write.
-pub fn write<M>(spec: &AcpiSpec, mem: &M, rsdp_addr: u64) -> Result<(), AcpiError>
+pub fn write<M>(spec: &AcpiSpec, mem: &M, rsdp_addr: u64) -> Result<u64, AcpiError>
 where
     M: Bytes<GuestAddress, E = GuestMemoryError> + ?Sized,
 {
-    let bytes = build(spec, rsdp_addr)?;
+    let (bytes, facs) = build_blob(spec, rsdp_addr)?;
     mem.write_slice(&bytes, GuestAddress(rsdp_addr))
         .map_err(|source| AcpiError::Memory {
             addr: rsdp_addr,
             source,
-        })
+        })?;
+    Ok(facs)
 }
 
 impl From<ApicIdError> for AcpiError {
