@@ -28,7 +28,7 @@ fn run(guest_name: &str, vcpus: u32, extra: &str, args: &[&str]) -> (Option<i32>
 fn rtc_uip_alarm_and_periodic_interrupts_in_both_irqchip_modes() {
     for mode in ["kernel", "split"] {
         let extra = format!("\n[irqchip]\nmode = \"{mode}\"\n");
-        let (code, out, err, _) = run("rtc", 1, &extra, &[]);
+        let (code, out, err, _) = run("rtc", 1, &extra, &["--timeout", "30s"]);
         assert_eq!(code, Some(1), "{mode}: {err}\n{out}");
         for line in ["rtc: pm timer ok", "rtc: uip ok", "rtc: done"] {
             assert!(out.contains(line), "{mode}: {line}: {out}");

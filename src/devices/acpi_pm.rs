@@ -123,12 +123,16 @@ impl AcpiPmEvt {
         }
     }
 
-    /// PM1_STS.
-    pub fn status(&mut self) -> u16 {
+    /// PM1_STS, including bits wake events set since the last access.
+    pub fn status(&self) -> u16 {
+        self.status | self.sleep.as_ref().map_or(0, |s| s.peek_status())
+    }
+
+    /// Moves the bits wake events set into PM1_STS.
+    fn merge_wake_status(&mut self) {
         if let Some(s) = &self.sleep {
             self.status |= s.take_status();
         }
-        self.status
     }
 
     /// PM1_EN, as last written by the guest (all 16 bits are kept, so the
@@ -146,14 +150,15 @@ impl AcpiPmEvt {
 
     /// Whether the SCI should be asserted: some fixed event has both its
     /// status and its enable bit set.
-    pub fn sci_level(&mut self) -> bool {
+    pub fn sci_level(&self) -> bool {
         self.status() & self.enable & PM1_SCI_EVENTS != 0
     }
 }
 
 impl BusDevice for AcpiPmEvt {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let status = self.status();
+        self.merge_wake_status();
+        let status = self.status;
         for (i, b) in data.iter_mut().enumerate() {
             *b = match lane(offset, i) {
                 Some(l @ 0..=1) => get_byte(status, l),
@@ -164,7 +169,7 @@ impl BusDevice for AcpiPmEvt {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent> {
-        self.status();
+        self.merge_wake_status();
         for (i, &b) in data.iter().enumerate() {
             match lane(offset, i) {
                 // Write 1 to clear; 0 bits leave the status alone.

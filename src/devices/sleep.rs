@@ -97,6 +97,11 @@ impl SleepControl {
         self.lock().rtc_wake = enabled;
     }
 
+    /// The PM1_STS bits wake events set, not yet taken.
+    pub fn peek_status(&self) -> u16 {
+        self.lock().status
+    }
+
     /// Takes the PM1_STS bits wake events set.
     pub fn take_status(&self) -> u16 {
         std::mem::take(&mut self.lock().status)
