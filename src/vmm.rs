@@ -205,6 +205,9 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         }
     }
     let run_time = started.elapsed();
+    if matches!(outcome, Some(Outcome::Timeout(_))) && vm.sleep.as_ref().is_some_and(|s| s.is_suspended()) {
+        log::warn!("the guest was suspended to RAM (ACPI S3) and no wake event came");
+    }
 
     // Stop: flag, kick (and let S3-parked vCPUs go), collect, join.
     shared.stop.store(true, Ordering::SeqCst);

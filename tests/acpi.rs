@@ -84,6 +84,23 @@ fn suspended_vm_still_obeys_the_timeout() {
     let (code, out, err, took) = run("s3never", 2, "", &["--timeout", "15s"]);
     assert_eq!(code, Some(6), "{err}\n{out}");
     assert!(out.ends_with("s3: suspending\n"), "{out}");
+    assert!(err.contains("suspended to RAM (ACPI S3)"), "{err}");
     assert!(!err.contains("did not stop"), "{err}");
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn the_rtc_thread_runs_under_its_own_seccomp_filter() {
+    guests();
+    let dir = TempDir::new("rtc-seccomp");
+    let f = dir.write("halt.toml", &machine(&guest("halt"), 1, ""));
+    let mut c = berth();
+    c.env("BERTH_TEST_SYSCALL", "rtc").arg("run").arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(159), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("thread rtc made a forbidden system call"),
+        "{}",
+        stderr(&o)
+    );
 }

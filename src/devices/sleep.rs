@@ -77,6 +77,12 @@ impl SleepControl {
         self.lock().epoch
     }
 
+    /// Whether the VM is suspended (entered S3 and not woken since).
+    pub fn is_suspended(&self) -> bool {
+        let s = self.lock();
+        s.woken < s.epoch
+    }
+
     /// Enters S3: a new epoch starts.
     pub fn suspend(&self) {
         let mut s = self.lock();
@@ -186,7 +192,9 @@ mod tests {
     fn wake_needs_a_suspend_and_rtc_en() {
         let s = SleepControl::new(1, 0xe0040);
         assert!(!s.wake(0), "not suspended");
+        assert!(!s.is_suspended());
         s.suspend();
+        assert!(s.is_suspended());
         s.alarm_armed(true);
         assert!(!s.can_wake());
         s.alarm_fired();
@@ -195,6 +203,7 @@ mod tests {
         assert!(s.can_wake());
         s.alarm_fired();
         assert_eq!(s.take_status(), PM1_STS_WAK | PM1_RTC);
+        assert!(!s.is_suspended());
         assert!(!s.wake(0), "already awake");
         assert_eq!(s.facs_addr(), 0xe0040);
     }
