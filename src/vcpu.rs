@@ -272,8 +272,8 @@ impl Vcpu {
             }
             if let Some(sleep) = self.shared.sleep.clone() {
                 if sleep.epoch() != self.sleep_epoch {
-                    if let Next::Stop(o) = self.sleep_until_wake(&sleep) {
-                        return Some(o);
+                    if let Err(o) = self.sleep_until_wake(&sleep) {
+                        return o;
                     }
                     continue;
                 }
@@ -287,10 +287,12 @@ impl Vcpu {
 
     /// ACPI S3: park until the VM wakes, then reset this vCPU as firmware
     /// would (the BSP to the FACS waking vector, an AP to wait-for-SIPI).
-    fn sleep_until_wake(&mut self, sleep: &SleepControl) -> Next {
+    /// `Err` leaves the loop: with an outcome, or quietly when the VM is
+    /// stopping (whoever stopped it gave the outcome).
+    fn sleep_until_wake(&mut self, sleep: &SleepControl) -> Result<(), Option<Outcome>> {
         self.count("s3-suspend");
         let Some(epoch) = sleep.park() else {
-            return Next::Continue; // stopping: the loop top returns
+            return Err(None);
         };
         self.sleep_epoch = epoch;
         let entry = if self.index == 0 {
@@ -299,7 +301,7 @@ impl Vcpu {
                 // No waking vector: firmware reboots (SeaBIOS does).
                 None => {
                     sleep.release();
-                    return Next::Stop(Outcome::Reset);
+                    return Err(Some(Outcome::Reset));
                 }
             }
         } else {
@@ -307,10 +309,13 @@ impl Vcpu {
         };
         if let Err(e) = crate::arch::x86_64::wake::reset_vcpu(&self.fd, entry) {
             sleep.release();
-            return Next::Stop(Outcome::Host(format!("vcpu{}: S3 resume: {e}", self.index)));
+            return Err(Some(Outcome::Host(format!("vcpu{}: S3 resume: {e}", self.index))));
         }
-        sleep.resumed();
-        Next::Continue
+        if sleep.resumed() {
+            Ok(())
+        } else {
+            Err(None)
+        }
     }
 
     /// What a device's event means for this vCPU.

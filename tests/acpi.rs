@@ -104,3 +104,23 @@ fn the_rtc_thread_runs_under_its_own_seccomp_filter() {
         stderr(&o)
     );
 }
+
+#[test]
+fn s3_without_a_waking_vector_resets_on_wake() {
+    // With on_reboot = "restart" the machine boots again after the wake-up.
+    guests();
+    let dir = TempDir::new("s3novec");
+    let text =
+        machine(&guest("s3novec"), 1, "").replace("[machine]\n", "[machine]\non_reboot = \"restart\"\n");
+    let f = dir.write("s3novec.toml", &text);
+    let mut c = berth();
+    c.args(["run", "--timeout", "10s"]).arg(&f);
+    let child_out = run_with_limit(c, LIMIT);
+    let out = stdout(&child_out);
+    assert_eq!(child_out.status.code(), Some(6), "{}\n{out}", stderr(&child_out));
+    assert!(
+        out.matches("s3: suspending\ns3: start\n").count() >= 1,
+        "woke into a fresh boot: {out}"
+    );
+    assert!(!out.contains("s3: resumed"), "{out}");
+}

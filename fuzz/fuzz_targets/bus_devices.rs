@@ -7,8 +7,9 @@
 //! `SplitLines` does), PIO and MMIO recorders, a doorbell, a boot timer (on
 //! a fixed clock), PIO and MMIO null devices and the IOAPIC,
 //! with a checking (otherwise no-op) `MsiSink`; plus the i8042 (both ports),
-//! the CMOS/RTC (on a fuzzed clock and memory size) and the ACPI PM1a event
-//! and control blocks and reset register. A few extra recorder ranges at
+//! the CMOS/RTC (on a fuzzed clock and memory size), the ACPI PM1a event
+//! and control blocks, the PM timer (on the same clock) and the reset
+//! register. A few extra recorder ranges at
 //! fuzzed addresses exercise `Bus::insert`.
 //!
 //! Two identical machines run the same operations; every read starts from a
@@ -53,6 +54,7 @@ use berth::bus::{AddressSpace, Bus, BusDevice, VmEvent};
 use berth::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg, PM1_CNT_LEN, PM1_EVT_LEN, RESET_REG_LEN};
 use berth::devices::boot_timer::{BootTimer, BootTimes, WINDOW as BOOT_TIMER_WINDOW};
 use berth::devices::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
+use berth::devices::pm_timer::{PmTimer, PM_TMR_LEN};
 use berth::devices::i8042::{insert_i8042, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN};
 use berth::devices::ioapic::{
     Ioapic, MsiRoute, MsiSink, IOAPIC_MMIO_BASE, IOAPIC_MMIO_SIZE, IOAPIC_NUM_PINS, IOAPIC_STORM_THRESHOLD,
@@ -166,6 +168,7 @@ const PIO_NULL: u64 = 0x84;
 const MMIO_NULL: u64 = 0xd000_3000;
 const PM1_EVT: u64 = 0x600;
 const PM1_CNT: u64 = 0x604;
+const PM_TMR: u64 = 0x608;
 const RESET_REG: u64 = 0xcf9;
 /// The CMOS clock before any "set clock" operation: 2026-01-01T00:00:00Z.
 const CLOCK_START: i64 = 1_767_225_600;
@@ -245,6 +248,12 @@ impl Rig {
             .unwrap();
         bus.insert(Pio, RESET_REG, RESET_REG_LEN, "reset", dev(ResetReg::new()))
             .unwrap();
+        let c = clock.clone();
+        let pm_timer = PmTimer::new(Box::new(move || {
+            (c.load(Ordering::Relaxed) - CLOCK_START).unsigned_abs() * 1_000_000_000
+        }));
+        bus.insert(Pio, PM_TMR, PM_TMR_LEN, "acpi-pm-timer", dev(pm_timer))
+            .unwrap();
 
         // EXTEND: a new device goes here, with its ranges in TARGETS and, if
         // it asks the VM for something, its events in `check_event`.
@@ -292,6 +301,7 @@ const TARGETS: &[(AddressSpace, u64, u64)] = &[
     (AddressSpace::Mmio, BOOT_TIMER, 8),
     (AddressSpace::Pio, PIO_NULL, 2),
     (AddressSpace::Mmio, MMIO_NULL, 0x1000),
+    (AddressSpace::Pio, PM_TMR, PM_TMR_LEN),
 ];
 
 /// A cursor over the input; runs dry as zeros.

@@ -22,6 +22,9 @@
  * Built with S3_NEVER_WAKE (s3never.S), the alarm hour is 0x25: the wake
  * source is armed but never fires, so only the timeout ends the VM.
  *
+ * Built with S3_NO_VECTOR (s3novec.S), it leaves the waking vector 0: the
+ * wake-up is a reset, as SeaBIOS makes it.
+ *
  * Failures before the suspend exit with 0x23 (status 71: no FACS / bad
  * tables), 0x24 (73: UIP never rose or fell) or 0x25 (75: still running
  * after the suspend request).
@@ -58,7 +61,9 @@ _start:
     jne     .Lbad_tables
     mov     56(%rsi), %r12d                     /* PM1a_EVT_BLK */
     mov     64(%rsi), %r13d                     /* PM1a_CNT_BLK */
+#ifndef S3_NO_VECTOR
     movl    $RESUME_ADDR, 12(%rdi)              /* Firmware_Waking_Vector */
+#endif
 
     /* The resume routine (it reads PM1_STS at the port patched in). */
     mov     %r12w, resume_pm1_sts(%rip)
