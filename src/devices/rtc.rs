@@ -81,8 +81,8 @@ const ALARM_DONT_CARE: u8 = 0xc0;
 /// The alarm registers: seconds, minutes, hours (compared as encoded, like
 /// the time registers 0x00, 0x02 and 0x04).
 const ALARM_REGS: [u8; 3] = [0x01, 0x03, 0x05];
-/// At most this many updates are examined for an alarm match: a day's
-/// worth covers every hours/minutes/seconds pattern.
+/// Updates spanning a day hold every hours/minutes/seconds pattern: longer
+/// spans are not scanned one by one.
 const ALARM_SCAN_LIMIT: i128 = 86_400;
 
 /// Who hears about the alarm for S3 wake-up (the ACPI sleep control).
@@ -188,8 +188,13 @@ impl Cmos {
         let (s0, s1) = (then.div_euclid(NS_PER_SEC), now.div_euclid(NS_PER_SEC));
         if s1 > s0 {
             new |= REG_C_UF;
-            let first = (s0 + 1).max(s1 - ALARM_SCAN_LIMIT + 1);
-            if (first..=s1).any(|s| self.alarm_matches(s)) {
+            // A whole day of updates holds every hours/minutes/seconds.
+            let hit = if s1 - s0 >= ALARM_SCAN_LIMIT {
+                self.alarm_possible()
+            } else {
+                (s0 + 1..=s1).any(|s| self.alarm_matches(s))
+            };
+            if hit {
                 new |= REG_C_AF;
             }
         }
@@ -232,6 +237,16 @@ impl Cmos {
             let a = self.ram[usize::from(alarm)];
             a & ALARM_DONT_CARE == ALARM_DONT_CARE || a == value
         })
+    }
+
+    /// Whether the alarm registers match some time of day: each is "don't
+    /// care" or a valid encoded value.
+    fn alarm_possible(&self) -> bool {
+        let [s, m, h] = ALARM_REGS.map(|r| self.ram[usize::from(r)]);
+        let dc = |a: u8| a & ALARM_DONT_CARE == ALARM_DONT_CARE;
+        (dc(s) || (0..60).any(|v| self.encode(v) == s))
+            && (dc(m) || (0..60).any(|v| self.encode(v) == m))
+            && (dc(h) || (0..24).any(|v| self.encode_hours(v) == h))
     }
 
     /// IRQF: some flag with its enable bit set.

@@ -145,11 +145,18 @@ fn alarm_matches_encoded_time_and_dont_care() {
     set(&clock, T0 + 64 * NS_PER_SEC + MS); // 13:47:00
     assert_eq!(rd(&mut dev, REG_C), REG_C_UF | REG_C_AF);
     set(&clock, T0 + 3 * 86_400 * NS_PER_SEC);
-    assert_eq!(rd(&mut dev, REG_C), REG_C_UF | REG_C_AF, "long gap: scanned");
+    assert_eq!(rd(&mut dev, REG_C), REG_C_UF | REG_C_AF, "long gap: possible");
+    // An impossible pattern (hour 0x25) never matches, however long the gap.
+    wr(&mut dev, 0x05, 0x25);
+    set(&clock, T0 + 30 * 86_400 * NS_PER_SEC);
+    assert_eq!(rd(&mut dev, REG_C), REG_C_UF, "hour 0x25");
+    set(&clock, T0 + 30 * 86_400 * NS_PER_SEC + 3600 * NS_PER_SEC);
+    assert_eq!(rd(&mut dev, REG_C), REG_C_UF, "hour 0x25, scanned");
+    wr(&mut dev, 0x05, 0xc0);
     // Binary mode compares binary values.
     wr(&mut dev, REG_B, 0x06);
     wr(&mut dev, 0x03, 0xc0);
-    let now = T0 + 3 * 86_400 * NS_PER_SEC;
+    let now = T0 + 31 * 86_400 * NS_PER_SEC;
     wr(&mut dev, 0x01, ((now / NS_PER_SEC + 1) % 60) as u8);
     set(&clock, now + NS_PER_SEC);
     assert_eq!(rd(&mut dev, REG_C), REG_C_UF | REG_C_AF);
