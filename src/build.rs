@@ -9,7 +9,7 @@ use crate::clock::Timeline;
 use crate::config::Config;
 use crate::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg};
 use crate::devices::boot_timer::{BootTimer, BootTimes};
-use crate::devices::cmos::{host_wall_clock, Cmos};
+use crate::devices::cmos::{host_wall_clock_ns, Cmos};
 use crate::devices::doorbell::Doorbell;
 use crate::devices::fw_cfg::{self, FwCfg, FwCfgDma, FwCfgPorts};
 use crate::devices::i8042::{insert_i8042, I8042};
@@ -19,7 +19,10 @@ use crate::devices::null::Null;
 use crate::devices::pc_testdev::{DataPort, FlushPage, Iomem};
 use crate::devices::pci::{PciAddress, PciConfig, PciData};
 use crate::devices::pci_testdev::{PciTestdev, PciTestdevBar};
+use crate::devices::pm_timer::{host_monotonic_ns, PmTimer};
 use crate::devices::recorder::{Recorder, RecorderLog};
+use crate::devices::rtc::Rtc;
+use crate::devices::sleep::SleepControl;
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::eventfds::{IoEvent, Registrations};
 use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
@@ -132,6 +135,8 @@ pub struct Vm {
     pub kernel: LoadedKernel,
     /// The memslot-settle thread (joined before the VM is closed).
     pub settle: Option<std::thread::JoinHandle<()>>,
+    /// ACPI S3 state, with ACPI tables.
+    pub sleep: Option<Arc<SleepControl>>,
     /// The teardown helper: holds the VM and vCPU fds so that KVM's teardown
     /// runs there, off berth's exit path. Last field: dropped after `fd`.
     pub reaper: Option<Reaper>,
@@ -167,7 +172,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     boot::write_boot_structures(plan, &mem, &kernel)?;
     regs::write_tables(plan, &mem)?;
     write_mptable(plan, &mem)?;
-    write_acpi(plan, &mem)?;
+    let facs = write_acpi(plan, &mem)?;
     tl.mark("5 boot-structures");
     // 6. Device back-ends that depend on the host (serial output file).
     let serial_out = serial_output(config, plan)?;
@@ -208,7 +213,9 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     irq.commit()?;
     tl.mark("11 gsi-routing");
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
-    let parts = build_bus(plan, serial_out, &irq, &mem)?;
+    //     With ACPI, the S3 state the PM1a blocks, the RTC and the vCPUs share.
+    let sleep = facs.map(|f| Arc::new(SleepControl::new(plan.cpus.len(), f)));
+    let parts = build_bus(plan, serial_out, &irq, &mem, sleep.as_ref())?;
     // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
     //     Each registration is deassigned again when the VM is torn down.
     let mut registrations = Registrations::new(fd.clone());
@@ -246,6 +253,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
         zones: Arc::new(zones),
         kernel,
         settle,
+        sleep,
         reaper,
     })
 }
@@ -338,10 +346,11 @@ fn write_mptable(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
     })
 }
 
-/// Step 5: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, FACS), when planned.
-fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+/// Step 5: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, FACS), when
+/// planned; returns the FACS address.
+fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<Option<u64>, BuildError> {
     let (Some(rsdp), Some(pm)) = (plan.boot.acpi_rsdp, plan.boot.acpi_pm_port) else {
-        return Ok(());
+        return Ok(None);
     };
     let spec = acpi::AcpiSpec {
         cpus: plan.cpus.iter().map(|c| c.apic_id as u8).collect(),
@@ -350,14 +359,17 @@ fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
         lapic_addr: plan.irqchip.lapic_addr.0 as u32,
         pm1a_evt_port: pm.0 as u16,
         pm1a_cnt_port: pm.0 as u16 + 4,
+        pm_tmr_port: layout::ACPI_PM_TMR_PORT,
         reset_port: layout::RESET_PORT,
         legacy_pic: plan.irqchip.mode == "kernel",
         fw_cfg: fw_cfg_ports(plan),
     };
-    acpi::write(&spec, mem, rsdp.0).map_err(|e| BuildError::Device {
-        name: "acpi".into(),
-        message: e.to_string(),
-    })
+    acpi::write(&spec, mem, rsdp.0)
+        .map(Some)
+        .map_err(|e| BuildError::Device {
+            name: "acpi".into(),
+            message: e.to_string(),
+        })
 }
 
 /// The fw_cfg device's I/O range for the DSDT: selector and data, plus the
@@ -494,6 +506,7 @@ fn build_bus(
     serial_out: SerialOutput,
     irq: &Arc<KvmIrq>,
     mem: &GuestMemoryMmap,
+    sleep: Option<&Arc<SleepControl>>,
 ) -> Result<BusParts, BuildError> {
     let mut bus = Bus::new();
     let dev_err = |name: &str, message: String| BuildError::Device {
@@ -584,12 +597,25 @@ fn build_bus(
                 }
                 continue;
             }
-            DeviceKind::Cmos {} => {
+            DeviceKind::Cmos { gsi } => {
                 let (below, above) = ram_split(plan);
-                Arc::new(Mutex::new(Cmos::new(below, above, Box::new(host_wall_clock))))
+                let mut cmos = Cmos::with_clock_ns(below, above, Box::new(host_wall_clock_ns));
+                cmos.connect_irq(lines.clone(), *gsi);
+                if let Some(s) = sleep {
+                    cmos.connect_wake(s.clone());
+                }
+                let rtc = Rtc::start(cmos).map_err(|e| dev_err(&d.name, format!("rtc thread: {e}")))?;
+                Arc::new(Mutex::new(rtc))
             }
-            DeviceKind::AcpiPmEvent {} => Arc::new(Mutex::new(AcpiPmEvt::new())),
-            DeviceKind::AcpiPmControl {} => Arc::new(Mutex::new(AcpiPmCnt::new())),
+            DeviceKind::AcpiPmEvent {} => Arc::new(Mutex::new(match sleep {
+                Some(s) => AcpiPmEvt::with_sleep(s.clone()),
+                None => AcpiPmEvt::new(),
+            })),
+            DeviceKind::AcpiPmControl {} => Arc::new(Mutex::new(match sleep {
+                Some(s) => AcpiPmCnt::with_sleep(s.clone()),
+                None => AcpiPmCnt::new(),
+            })),
+            DeviceKind::AcpiPmTimer {} => Arc::new(Mutex::new(PmTimer::new(Box::new(host_monotonic_ns)))),
             DeviceKind::ResetControl {} => Arc::new(Mutex::new(ResetReg::new())),
             DeviceKind::DebugExit { width } => {
                 let de = DebugExit::new(*width).map_err(|e| dev_err(&d.name, e.to_string()))?;

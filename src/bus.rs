@@ -49,6 +49,9 @@ pub enum VmEvent {
     Reset,
     /// Guest requested power off.
     PowerOff,
+    /// Guest entered ACPI S3 (suspend to RAM): every vCPU must stop until a
+    /// wake event ([`crate::devices::sleep`]).
+    Suspend,
 }
 
 /// A device on the bus.

@@ -6,6 +6,7 @@
 use crate::build::ZoneCounter;
 use crate::bus::{AddressSpace, Bus, VmEvent};
 use crate::devices::ioapic::Ioapic;
+use crate::devices::sleep::SleepControl;
 use crate::outcome::{FaultKind, Outcome};
 use crate::ram_loss;
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
@@ -49,6 +50,8 @@ pub enum VmMessage {
     Outcome(Outcome),
     /// A vCPU thread finished (with its exit counters and last state).
     Finished(u32, ExitCounts, Option<VcpuSnapshot>),
+    /// The guest entered ACPI S3: every vCPU must be kicked so it parks.
+    Suspended,
 }
 
 /// A vCPU's state when it stopped.
@@ -100,6 +103,8 @@ pub struct VmShared {
     pub ring_lock: Mutex<()>,
     /// berth's IOAPIC (split mode), told about EOIs.
     pub ioapic: Option<Arc<Mutex<Ioapic>>>,
+    /// ACPI S3 state (with ACPI tables): vCPUs park here while suspended.
+    pub sleep: Option<Arc<SleepControl>>,
 }
 
 thread_local! {
@@ -153,6 +158,8 @@ impl VcpuHandle {
                     shared,
                     counts: ExitCounts::new(),
                     draining: false,
+                    tx: tx.clone(),
+                    sleep_epoch: 0,
                 };
                 let tx2 = tx.clone();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -226,6 +233,10 @@ struct Vcpu {
     shared: Arc<VmShared>,
     counts: ExitCounts,
     draining: bool,
+    /// To the run loop (S3: kick the others).
+    tx: Sender<VmMessage>,
+    /// The S3 epoch this vCPU last resumed in.
+    sleep_epoch: u64,
 }
 
 /// What the loop does after an exit.
@@ -259,11 +270,61 @@ impl Vcpu {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return None;
             }
+            if let Some(sleep) = self.shared.sleep.clone() {
+                if sleep.epoch() != self.sleep_epoch {
+                    if let Err(o) = self.sleep_until_wake(&sleep) {
+                        return o;
+                    }
+                    continue;
+                }
+            }
             let next = self.run_once();
             if let Next::Stop(o) = next {
                 return Some(o);
             }
         }
+    }
+
+    /// ACPI S3: park until the VM wakes, then reset this vCPU as firmware
+    /// would (the BSP to the FACS waking vector, an AP to wait-for-SIPI).
+    /// `Err` leaves the loop: with an outcome, or quietly when the VM is
+    /// stopping (whoever stopped it gave the outcome).
+    fn sleep_until_wake(&mut self, sleep: &SleepControl) -> Result<(), Option<Outcome>> {
+        self.count("s3-suspend");
+        let Some(epoch) = sleep.park() else {
+            return Err(None);
+        };
+        self.sleep_epoch = epoch;
+        let entry = if self.index == 0 {
+            match crate::arch::x86_64::wake::waking_entry(&self.shared.mem, sleep.facs_addr()) {
+                Some(e) => Some(e),
+                // No waking vector: firmware reboots (SeaBIOS does).
+                None => {
+                    sleep.release();
+                    return Err(Some(Outcome::Reset));
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(e) = crate::arch::x86_64::wake::reset_vcpu(&self.fd, entry) {
+            sleep.release();
+            return Err(Some(Outcome::Host(format!("vcpu{}: S3 resume: {e}", self.index))));
+        }
+        if sleep.resumed() {
+            Ok(())
+        } else {
+            Err(None)
+        }
+    }
+
+    /// What a device's event means for this vCPU.
+    fn on_event(&mut self, ev: VmEvent) -> Next {
+        if ev == VmEvent::Suspend {
+            let _ = self.tx.send(VmMessage::Suspended);
+            return Next::Continue;
+        }
+        Next::Stop(event_outcome(ev))
     }
 
     /// Writes every queued coalesced entry to the bus, in ring order. Runs
@@ -340,7 +401,7 @@ impl Vcpu {
                 }
                 let (_, ev) = bus.write(AddressSpace::Mmio, addr, &data[..len.min(8)]);
                 if let Some(ev) = ev {
-                    return Next::Stop(event_outcome(ev));
+                    return self.on_event(ev);
                 }
             }
             Exit::IoapicEoi(vector) => {
@@ -436,7 +497,7 @@ impl Vcpu {
             } else {
                 let (_, ev) = bus.write(AddressSpace::Pio, port, item);
                 if let Some(ev) = ev {
-                    return Next::Stop(event_outcome(ev));
+                    return self.on_event(ev);
                 }
             }
         }
@@ -608,6 +669,8 @@ fn event_outcome(ev: VmEvent) -> Outcome {
         VmEvent::DebugExit(s) => Outcome::DebugExit(s),
         VmEvent::Reset => Outcome::Reset,
         VmEvent::PowerOff => Outcome::PowerOff,
+        // Handled by `on_event`; never an outcome.
+        VmEvent::Suspend => Outcome::Host("S3 suspend taken as an outcome".into()),
     }
 }
 

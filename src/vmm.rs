@@ -130,6 +130,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         zones: vm.zones.clone(),
         ring_lock: std::sync::Mutex::new(()),
         ioapic: vm.ioapic.clone(),
+        sleep: vm.sleep.clone(),
     });
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -180,6 +181,18 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         };
         match msg {
             Ok(VmMessage::Outcome(o)) => outcome = Some(o),
+            Ok(VmMessage::Suspended) => {
+                // ACPI S3: every vCPU parks before its next KVM_RUN. With
+                // nothing armed to wake it (RTC alarm + RTC_EN) the VM is
+                // as good as off.
+                for h in &handles {
+                    h.kick();
+                }
+                if !vm.sleep.as_ref().is_some_and(|s| s.can_wake()) {
+                    log::warn!("guest suspended to S3 with no wake source armed; ending as power-off");
+                    outcome = Some(Outcome::PowerOff);
+                }
+            }
             Ok(VmMessage::Finished(i, c, snap)) => {
                 exits.insert(i, c);
                 snapshots.insert(i, snap);
@@ -192,9 +205,15 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         }
     }
     let run_time = started.elapsed();
+    if matches!(outcome, Some(Outcome::Timeout(_))) && vm.sleep.as_ref().is_some_and(|s| s.is_suspended()) {
+        log::warn!("the guest was suspended to RAM (ACPI S3) and no wake event came");
+    }
 
-    // Stop: flag, kick, collect, join.
+    // Stop: flag, kick (and let S3-parked vCPUs go), collect, join.
     shared.stop.store(true, Ordering::SeqCst);
+    if let Some(s) = &shared.sleep {
+        s.release();
+    }
     let deadline = Instant::now() + STOP_GRACE;
     while finished < total && Instant::now() < deadline {
         for h in &handles {
@@ -206,7 +225,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
                 snapshots.insert(i, snap);
                 finished += 1;
             }
-            Ok(VmMessage::Outcome(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(VmMessage::Outcome(_) | VmMessage::Suspended) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }

@@ -7,8 +7,9 @@
 //! `SplitLines` does), PIO and MMIO recorders, a doorbell, a boot timer (on
 //! a fixed clock), PIO and MMIO null devices and the IOAPIC,
 //! with a checking (otherwise no-op) `MsiSink`; plus the i8042 (both ports),
-//! the CMOS/RTC (on a fuzzed clock and memory size) and the ACPI PM1a event
-//! and control blocks and reset register. A few extra recorder ranges at
+//! the CMOS/RTC (on a fuzzed clock and memory size), the ACPI PM1a event
+//! and control blocks, the PM timer (on the same clock) and the reset
+//! register. A few extra recorder ranges at
 //! fuzzed addresses exercise `Bus::insert`.
 //!
 //! Two identical machines run the same operations; every read starts from a
@@ -53,6 +54,7 @@ use berth::bus::{AddressSpace, Bus, BusDevice, VmEvent};
 use berth::devices::acpi_pm::{AcpiPmCnt, AcpiPmEvt, ResetReg, PM1_CNT_LEN, PM1_EVT_LEN, RESET_REG_LEN};
 use berth::devices::boot_timer::{BootTimer, BootTimes, WINDOW as BOOT_TIMER_WINDOW};
 use berth::devices::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
+use berth::devices::pm_timer::{PmTimer, PM_TMR_LEN};
 use berth::devices::i8042::{insert_i8042, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN};
 use berth::devices::ioapic::{
     Ioapic, MsiRoute, MsiSink, IOAPIC_MMIO_BASE, IOAPIC_MMIO_SIZE, IOAPIC_NUM_PINS, IOAPIC_STORM_THRESHOLD,
@@ -168,6 +170,7 @@ const PIO_NULL: u64 = 0x84;
 const MMIO_NULL: u64 = 0xd000_3000;
 const PM1_EVT: u64 = 0x600;
 const PM1_CNT: u64 = 0x604;
+const PM_TMR: u64 = 0x608;
 const RESET_REG: u64 = 0xcf9;
 const TESTDEV_DATA: u64 = 0xe0;
 const TESTDEV_FLUSH: u64 = 0xe4;
@@ -260,6 +263,12 @@ impl Rig {
         bus.insert(Pio, PM1_CNT, PM1_CNT_LEN, "acpi-pm-cnt", dev(AcpiPmCnt::new()))
             .unwrap();
         bus.insert(Pio, RESET_REG, RESET_REG_LEN, "reset", dev(ResetReg::new()))
+            .unwrap();
+        let c = clock.clone();
+        let pm_timer = PmTimer::new(Box::new(move || {
+            (c.load(Ordering::Relaxed) - CLOCK_START).unsigned_abs() * 1_000_000_000
+        }));
+        bus.insert(Pio, PM_TMR, PM_TMR_LEN, "acpi-pm-timer", dev(pm_timer))
             .unwrap();
 
         // QEMU's test devices: pc-testdev, fw_cfg (DMA into a little RAM), PCI.
@@ -412,6 +421,7 @@ const TARGETS: &[(AddressSpace, u64, u64)] = &[
     (AddressSpace::Pio, PCI_ADDRESS, 8),
     (AddressSpace::Mmio, PCI_TESTDEV_MMIO, pci_testdev::MMIO_LEN),
     (AddressSpace::Pio, PCI_TESTDEV_PIO, pci_testdev::PIO_LEN),
+    (AddressSpace::Pio, PM_TMR, PM_TMR_LEN),
 ];
 
 /// A cursor over the input; runs dry as zeros.

@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood
+TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)
@@ -22,7 +22,7 @@ TEST_ASFLAGS := -c -m64 -ffreestanding -fno-pic -fno-asynchronous-unwind-tables 
                 -Wall -Werror
 TEST_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-T,$(TEST_LD)
 
-test/%.o: test/%.S test/lib.h test/test.mk
+test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
 	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -o $@ $<
 
 %.elf: test/%.o $(TEST_LIB) $(TEST_LD)

@@ -19,9 +19,13 @@
 //! What the guest can ask for:
 //!
 //! - power off: `SLP_EN` written as 1 to PM1_CNT with `SLP_TYP` =
-//!   [`S5_SLP_TYP`] (the DSDT's `\_S5`) → [`VmEvent::PowerOff`]. Other sleep
-//!   types (S1–S4) are not supported: logged at debug level and ignored,
-//!   so the guest simply keeps running.
+//!   [`S5_SLP_TYP`] (the DSDT's `\_S5`) → [`VmEvent::PowerOff`].
+//! - suspend to RAM: `SLP_TYP` = [`S3_SLP_TYP`] (`\_S3`) with `SLP_EN`, when
+//!   the block has a [`SleepControl`] → [`VmEvent::Suspend`]; a wake event
+//!   sets `WAK_STS` (and e.g. `RTC_STS`) in PM1_STS, and PM1_EN's `RTC_EN`
+//!   decides whether the RTC alarm is one ([`super::sleep`]). Other sleep
+//!   types (S1, S2, S4) are not supported: logged at debug level and
+//!   ignored, so the guest simply keeps running.
 //! - reset: a write to the reset register with [`RESET_BIT`] set (the
 //!   FADT's `RESET_VALUE` 0x06; Linux's 0xcf9 fallback writes 0x06 or 0x0e)
 //!   → [`VmEvent::Reset`].
@@ -32,6 +36,9 @@
 //! [`AcpiPmEvt::set_status`], and [`AcpiPmEvt::sci_level`] says what the SCI
 //! line should be if the VMM wires one.
 
+use std::sync::Arc;
+
+use super::sleep::SleepControl;
 use crate::bus::{BusDevice, VmEvent};
 
 /// Bytes of the PM1a event block: PM1_STS (u16 at +0), PM1_EN (u16 at +2).
@@ -70,6 +77,8 @@ pub const PM1_CNT_SLP_EN: u16 = 1 << 13;
 
 /// The SLP_TYP of S5 (soft off), as the DSDT's `\_S5` package gives it.
 pub const S5_SLP_TYP: u16 = 5;
+/// The SLP_TYP of S3 (suspend to RAM), as the DSDT's `\_S3` package gives it.
+pub const S3_SLP_TYP: u16 = 1;
 
 /// Reset register: the bit that resets the VM ("reset CPU" in a PC's
 /// port 0xcf9).
@@ -92,10 +101,11 @@ fn get_byte(reg: u16, index: u64) -> u8 {
 }
 
 /// The PM1a event block: PM1_STS (write 1 to clear) at +0 and PM1_EN at +2.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct AcpiPmEvt {
     status: u16,
     enable: u16,
+    sleep: Option<Arc<SleepControl>>,
 }
 
 impl AcpiPmEvt {
@@ -104,9 +114,25 @@ impl AcpiPmEvt {
         AcpiPmEvt::default()
     }
 
-    /// PM1_STS.
+    /// The block of a VM that can suspend: wake events set status bits, and
+    /// `RTC_EN` makes the RTC alarm a wake source.
+    pub fn with_sleep(sleep: Arc<SleepControl>) -> AcpiPmEvt {
+        AcpiPmEvt {
+            sleep: Some(sleep),
+            ..AcpiPmEvt::default()
+        }
+    }
+
+    /// PM1_STS, including bits wake events set since the last access.
     pub fn status(&self) -> u16 {
-        self.status
+        self.status | self.sleep.as_ref().map_or(0, |s| s.peek_status())
+    }
+
+    /// Moves the bits wake events set into PM1_STS.
+    fn merge_wake_status(&mut self) {
+        if let Some(s) = &self.sleep {
+            self.status |= s.take_status();
+        }
     }
 
     /// PM1_EN, as last written by the guest (all 16 bits are kept, so the
@@ -125,15 +151,17 @@ impl AcpiPmEvt {
     /// Whether the SCI should be asserted: some fixed event has both its
     /// status and its enable bit set.
     pub fn sci_level(&self) -> bool {
-        self.status & self.enable & PM1_SCI_EVENTS != 0
+        self.status() & self.enable & PM1_SCI_EVENTS != 0
     }
 }
 
 impl BusDevice for AcpiPmEvt {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.merge_wake_status();
+        let status = self.status;
         for (i, b) in data.iter_mut().enumerate() {
             *b = match lane(offset, i) {
-                Some(l @ 0..=1) => get_byte(self.status, l),
+                Some(l @ 0..=1) => get_byte(status, l),
                 Some(l @ 2..=3) => get_byte(self.enable, l - 2),
                 _ => 0xff,
             };
@@ -141,6 +169,7 @@ impl BusDevice for AcpiPmEvt {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent> {
+        self.merge_wake_status();
         for (i, &b) in data.iter().enumerate() {
             match lane(offset, i) {
                 // Write 1 to clear; 0 bits leave the status alone.
@@ -148,6 +177,9 @@ impl BusDevice for AcpiPmEvt {
                 Some(l @ 2..=3) => self.enable = set_byte(self.enable, l - 2, b),
                 _ => {}
             }
+        }
+        if let Some(s) = &self.sleep {
+            s.set_rtc_wake(self.enable & PM1_RTC != 0);
         }
         None
     }
@@ -157,15 +189,17 @@ impl BusDevice for AcpiPmEvt {
 ///
 /// Reads return the last written value with `SCI_EN` forced to 1 and the
 /// write-only `SLP_EN` and `GBL_RLS` as 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AcpiPmCnt {
     value: u16,
+    sleep: Option<Arc<SleepControl>>,
 }
 
 impl Default for AcpiPmCnt {
     fn default() -> AcpiPmCnt {
         AcpiPmCnt {
             value: PM1_CNT_SCI_EN,
+            sleep: None,
         }
     }
 }
@@ -174,6 +208,14 @@ impl AcpiPmCnt {
     /// The block after power-on: in ACPI mode, sleep type 0.
     pub fn new() -> AcpiPmCnt {
         AcpiPmCnt::default()
+    }
+
+    /// The block of a VM that can suspend to RAM (S3).
+    pub fn with_sleep(sleep: Arc<SleepControl>) -> AcpiPmCnt {
+        AcpiPmCnt {
+            sleep: Some(sleep),
+            ..AcpiPmCnt::default()
+        }
     }
 
     /// PM1_CNT as the guest reads it.
@@ -212,6 +254,9 @@ impl BusDevice for AcpiPmCnt {
         let slp_typ = (written & PM1_CNT_SLP_TYP_MASK) >> PM1_CNT_SLP_TYP_SHIFT;
         if slp_typ == S5_SLP_TYP {
             Some(VmEvent::PowerOff)
+        } else if let (S3_SLP_TYP, Some(s)) = (slp_typ, &self.sleep) {
+            s.suspend();
+            Some(VmEvent::Suspend)
         } else {
             log::debug!("ACPI PM1_CNT: sleep type {slp_typ} requested (only S5 is supported); ignored");
             None
@@ -310,6 +355,7 @@ mod tests {
 
     #[test]
     fn other_sleep_types_ignored() {
+        // Without a SleepControl, S3 is ignored too.
         for typ in (0u16..8).filter(|&t| t != 5) {
             let mut cnt = AcpiPmCnt::new();
             let v = (typ << 10) | (1 << 13);
@@ -320,6 +366,30 @@ mod tests {
         // S5 type without SLP_EN does nothing.
         let mut cnt = AcpiPmCnt::new();
         assert_eq!(cnt.write(0, &(5u16 << 10).to_le_bytes()), None);
+    }
+
+    #[test]
+    fn s3_suspends_and_wake_sets_status() {
+        let sleep = Arc::new(SleepControl::new(1, 0));
+        let mut cnt = AcpiPmCnt::with_sleep(sleep.clone());
+        let mut evt = AcpiPmEvt::with_sleep(sleep.clone());
+        // kvm-unit-tests' s3: RTC_EN, then outw 0x2400.
+        evt.write(2, &0x400u16.to_le_bytes());
+        assert_eq!(cnt.write(0, &0x2400u16.to_le_bytes()), Some(VmEvent::Suspend));
+        assert_eq!(sleep.epoch(), 1);
+        assert_eq!(read16(&mut cnt, 0), (1 << 10) | 1);
+        use crate::devices::rtc::AlarmWake;
+        sleep.alarm_armed(true);
+        assert!(sleep.can_wake());
+        sleep.alarm_fired();
+        assert_eq!(read16(&mut evt, 0), PM1_STS_WAK | PM1_RTC);
+        evt.write(0, &(PM1_STS_WAK | PM1_RTC).to_le_bytes());
+        assert_eq!(read16(&mut evt, 0), 0);
+        // RTC_EN cleared: the alarm no longer wakes.
+        evt.write(2, &[0, 0]);
+        assert!(!sleep.can_wake());
+        // S5 still powers off.
+        assert_eq!(cnt.write(0, &S5_WRITE.to_le_bytes()), Some(VmEvent::PowerOff));
     }
 
     #[test]

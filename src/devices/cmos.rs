@@ -8,7 +8,8 @@
 //!   like QEMU's write-only index port.
 //! - Port 0x71 (offset 1) reads or writes the selected register.
 //!
-//! Insert one [`Cmos`] at [`CMOS_PORT_BASE`] with length [`CMOS_PORT_LEN`].
+//! Insert one [`Cmos`] at [`CMOS_PORT_BASE`] with length [`CMOS_PORT_LEN`],
+//! wrapped in a [`super::rtc::Rtc`] when its interrupts should be timed.
 //!
 //! # Clock
 //!
@@ -28,16 +29,18 @@
 //! range values are normalised (e.g. 61 seconds carries into the minute),
 //! never refused.
 //!
+//! The clock has nanosecond resolution: the once-per-second update happens
+//! when the guest time crosses a whole second. Setting the time starts a new
+//! second at that instant (as in QEMU).
+//!
 //! # Status registers and interrupts
 //!
-//! Register A reads with UIP (bit 7) always 0, so "wait for the update to
-//! finish" loops exit at once; its other bits are plain storage (default
-//! 0x26), and the divider bits never stop the clock. Register C always reads
-//! 0 (no interrupt flags pending, trivially cleared by the read) and register
-//! D always reads 0x80 (VRT: RAM and time valid); writes to both are ignored.
-//! No periodic, alarm or update-ended interrupts are emulated: the PIE, AIE
-//! and UIE bits of register B are stored but RTC IRQ 8 is never raised. The
-//! alarm registers (0x01, 0x03, 0x05) are plain RAM.
+//! Register A's UIP (bit 7) reads 1 during the 244 µs before each update,
+//! computed from the clock; its other bits are storage (default 0x26), the
+//! rate select bits (3:0) set the periodic rate, and the divider bits never
+//! stop the clock. Register D always reads 0x80 (VRT: RAM and time valid).
+//! Register C's flags (PF periodic, AF alarm, UF update-ended, IRQF) and the
+//! interrupt on IRQ 8 are in [`super::rtc`].
 //!
 //! # Memory size
 //!
@@ -47,6 +50,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::rtc::RtcIrq;
 use crate::bus::{BusDevice, VmEvent};
 
 /// First I/O port (index port 0x70; the data port 0x71 follows).
@@ -72,8 +76,8 @@ const REG_DAY_OF_WEEK: u8 = 0x06;
 const REG_DAY_OF_MONTH: u8 = 0x07;
 const REG_MONTH: u8 = 0x08;
 const REG_YEAR: u8 = 0x09;
-const REG_A: u8 = 0x0a;
-const REG_B: u8 = 0x0b;
+pub(super) const REG_A: u8 = 0x0a;
+pub(super) const REG_B: u8 = 0x0b;
 const REG_C: u8 = 0x0c;
 const REG_D: u8 = 0x0d;
 const REG_CENTURY: u8 = 0x32;
@@ -91,11 +95,11 @@ const TIME_REGS: [u8; 8] = [
 ];
 
 /// Register A: update in progress.
-const REG_A_UIP: u8 = 0x80;
+pub(super) const REG_A_UIP: u8 = 0x80;
 /// Register A default: 32.768 kHz time base, 1024 Hz periodic rate.
 const REG_A_DEFAULT: u8 = 0x26;
 /// Register B: updates halted, the guest is setting the time.
-const REG_B_SET: u8 = 0x80;
+pub(super) const REG_B_SET: u8 = 0x80;
 /// Register B: binary (not BCD) data mode.
 const REG_B_DM: u8 = 0x04;
 /// Register B: 24-hour mode.
@@ -111,9 +115,23 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 const SECS_PER_DAY: i64 = 86_400;
+/// Nanoseconds per second.
+pub(super) const NS_PER_SEC: i128 = 1_000_000_000;
 
 /// A clock returning seconds since the Unix epoch.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
+
+/// A clock returning nanoseconds since the Unix epoch.
+pub type ClockNs = Box<dyn Fn() -> i128 + Send>;
+
+/// The host's wall clock in nanoseconds since the Unix epoch; a ready-made
+/// [`ClockNs`] for [`Cmos::with_clock_ns`].
+pub fn host_wall_clock_ns() -> i128 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => i128::try_from(e.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+    }
+}
 
 /// The host's wall clock in seconds since the Unix epoch (negative before
 /// 1970); a ready-made [`Clock`] for [`Cmos::new`].
@@ -226,10 +244,12 @@ pub struct Cmos {
     index: u8,
     /// Last NMI-disable bit written to the index port.
     nmi_disabled: bool,
-    ram: [u8; CMOS_RAM_LEN],
-    clock: Clock,
-    /// Guest time minus clock time, in seconds.
-    offset: i64,
+    pub(super) ram: [u8; CMOS_RAM_LEN],
+    clock: ClockNs,
+    /// Guest time minus clock time, in nanoseconds.
+    offset_ns: i128,
+    /// Register C flags, IRQ 8 and the alarm wake-up ([`super::rtc`]).
+    pub(super) irq: RtcIrq,
 }
 
 impl fmt::Debug for Cmos {
@@ -237,7 +257,8 @@ impl fmt::Debug for Cmos {
         f.debug_struct("Cmos")
             .field("index", &self.index)
             .field("nmi_disabled", &self.nmi_disabled)
-            .field("offset", &self.offset)
+            .field("offset_ns", &self.offset_ns)
+            .field("irq", &self.irq)
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +274,17 @@ impl Cmos {
     /// 16 MiB in 64 KiB units (at most 0xffff), and 0x5b..=0x5d memory above
     /// 4 GiB in 64 KiB units (at most 0xff_ffff). All little-endian.
     pub fn new(mem_below_4g: u64, mem_above_4g: u64, clock: Box<dyn Fn() -> i64 + Send>) -> Cmos {
+        Cmos::with_clock_ns(
+            mem_below_4g,
+            mem_above_4g,
+            Box::new(move || i128::from(clock()) * NS_PER_SEC),
+        )
+    }
+
+    /// Like [`Cmos::new`] with a nanosecond clock (e.g.
+    /// [`host_wall_clock_ns`]), which the update-in-progress bit and the
+    /// interrupts need.
+    pub fn with_clock_ns(mem_below_4g: u64, mem_above_4g: u64, clock: ClockNs) -> Cmos {
         let mut ram = [0u8; CMOS_RAM_LEN];
         ram[usize::from(REG_A)] = REG_A_DEFAULT;
         ram[usize::from(REG_B)] = REG_B_DEFAULT;
@@ -274,13 +306,16 @@ impl Cmos {
         );
         put(0x5b, 3, (mem_above_4g / (64 * KIB)).min(0xff_ffff));
 
-        Cmos {
+        let mut cmos = Cmos {
             index: 0,
             nmi_disabled: false,
             ram,
             clock,
-            offset: 0,
-        }
+            offset_ns: 0,
+            irq: RtcIrq::default(),
+        };
+        cmos.irq.settled_ns = cmos.guest_ns();
+        cmos
     }
 
     /// Whether the guest last wrote the index port with bit 7 (NMI disable)
@@ -292,15 +327,24 @@ impl Cmos {
     /// The guest's current time in seconds since the Unix epoch: the clock
     /// plus whatever offset the guest's own time setting introduced.
     pub fn guest_time(&self) -> i64 {
-        (self.clock)().saturating_add(self.offset)
+        let secs = self.guest_ns().div_euclid(NS_PER_SEC);
+        i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The guest's current time in nanoseconds since the Unix epoch.
+    pub(super) fn guest_ns(&self) -> i128 {
+        (self.clock)().saturating_add(self.offset_ns)
     }
 
     /// Reads CMOS register `reg` (masked to 0..=127) as the guest would.
     pub fn read_reg(&mut self, reg: u8) -> u8 {
         let reg = reg & INDEX_MASK;
         match reg {
-            REG_A => self.ram[usize::from(REG_A)] & !REG_A_UIP,
-            REG_C => 0,
+            REG_A => {
+                let uip = if self.update_in_progress() { REG_A_UIP } else { 0 };
+                (self.ram[usize::from(REG_A)] & !REG_A_UIP) | uip
+            }
+            REG_C => self.read_reg_c(),
             REG_D => REG_D_VRT,
             _ if TIME_REGS.contains(&reg) => {
                 if !self.setting() {
@@ -316,8 +360,14 @@ impl Cmos {
     pub fn write_reg(&mut self, reg: u8, value: u8) {
         let reg = reg & INDEX_MASK;
         match reg {
-            REG_A => self.ram[usize::from(REG_A)] = value & !REG_A_UIP,
+            REG_A => {
+                // Events so far count at the old rate.
+                self.settle();
+                self.ram[usize::from(REG_A)] = value & !REG_A_UIP;
+            }
             REG_B => {
+                self.settle();
+                let value = super::rtc::reg_b_written(value);
                 let was_setting = self.setting();
                 if !was_setting {
                     // Freeze the time as of now, in the new data mode, so
@@ -332,12 +382,14 @@ impl Cmos {
                         self.commit_time();
                     }
                 }
+                self.enables_changed();
             }
             REG_C | REG_D => {}
             _ if TIME_REGS.contains(&reg) => {
                 if self.setting() {
                     self.ram[usize::from(reg)] = value;
                 } else {
+                    self.settle();
                     self.store_time(self.guest_time());
                     self.ram[usize::from(reg)] = value;
                     self.commit_time();
@@ -348,7 +400,7 @@ impl Cmos {
     }
 
     /// Whether register B's SET bit halts the clock registers.
-    fn setting(&self) -> bool {
+    pub(super) fn setting(&self) -> bool {
         self.ram[usize::from(REG_B)] & REG_B_SET != 0
     }
 
@@ -363,7 +415,7 @@ impl Cmos {
     }
 
     /// Encodes a binary value 0..=99 in the current data mode.
-    fn encode(&self, v: u8) -> u8 {
+    pub(super) fn encode(&self, v: u8) -> u8 {
         if self.binary() {
             v
         } else {
@@ -384,15 +436,7 @@ impl Cmos {
     /// the current data and hour modes.
     fn store_time(&mut self, secs: i64) {
         let t = CivilTime::from_unix(secs);
-        let hours = if self.hours_24() {
-            self.encode(t.hour)
-        } else {
-            let h = match t.hour % 12 {
-                0 => 12,
-                h => h,
-            };
-            self.encode(h) | if t.hour >= 12 { HOURS_PM } else { 0 }
-        };
+        let hours = self.encode_hours(t.hour);
         let year = t.year.rem_euclid(100) as u8;
         let century = t.year.div_euclid(100).rem_euclid(100) as u8;
         let fields = [
@@ -410,8 +454,21 @@ impl Cmos {
         }
     }
 
+    /// Hours 0..=23 in the current data and 12/24-hour modes.
+    pub(super) fn encode_hours(&self, hour: u8) -> u8 {
+        if self.hours_24() {
+            self.encode(hour)
+        } else {
+            let h = match hour % 12 {
+                0 => 12,
+                h => h,
+            };
+            self.encode(h) | if hour >= 12 { HOURS_PM } else { 0 }
+        }
+    }
+
     /// Takes the time registers as the new guest time, kept as an offset
-    /// from the clock.
+    /// from the clock; the new second starts now.
     fn commit_time(&mut self) {
         let reg = |r: u8| self.ram[usize::from(r)];
         let raw_hours = reg(REG_HOURS);
@@ -432,8 +489,13 @@ impl Cmos {
             weekday: 0,
         };
         let secs = t.to_unix();
-        self.offset = secs.saturating_sub((self.clock)());
-        log::debug!("cmos: guest set the time to {secs} (offset {}s)", self.offset);
+        self.offset_ns = (i128::from(secs) * NS_PER_SEC).saturating_sub((self.clock)());
+        // Events before the new time were settled by the caller.
+        self.irq.settled_ns = self.guest_ns();
+        log::debug!(
+            "cmos: guest set the time to {secs} (offset {} ns)",
+            self.offset_ns
+        );
     }
 }
 
@@ -463,332 +525,4 @@ impl BusDevice for Cmos {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Arc;
-
-    /// 2026-11-24 (Tuesday) 13:45:56 UTC.
-    const T0: i64 = 1_795_478_400 + 13 * 3600 + 45 * 60 + 56;
-
-    /// A device with 512 MiB below 4 GiB and a settable clock.
-    fn cmos_at(now: i64) -> (Cmos, Arc<AtomicI64>) {
-        let clock = Arc::new(AtomicI64::new(now));
-        let c = Arc::clone(&clock);
-        let dev = Cmos::new(512 * MIB, 0, Box::new(move || c.load(Ordering::Relaxed)));
-        (dev, clock)
-    }
-
-    fn rd(dev: &mut Cmos, reg: u8) -> u8 {
-        assert_eq!(dev.write(INDEX_OFFSET, &[reg]), None);
-        let mut b = [0u8];
-        dev.read(DATA_OFFSET, &mut b);
-        b[0]
-    }
-
-    fn wr(dev: &mut Cmos, reg: u8, value: u8) {
-        assert_eq!(dev.write(INDEX_OFFSET, &[reg]), None);
-        assert_eq!(dev.write(DATA_OFFSET, &[value]), None);
-    }
-
-    /// (sec, min, hour, wday, mday, month, year, century) as read.
-    fn time_regs(dev: &mut Cmos) -> [u8; 8] {
-        TIME_REGS.map(|r| rd(dev, r))
-    }
-
-    #[test]
-    fn known_dates() {
-        let cases = [
-            (0, (1970, 1, 1, 0, 0, 0, 4)),
-            (951_782_400, (2000, 2, 29, 0, 0, 0, 2)),
-            (1_795_478_400, (2026, 11, 24, 0, 0, 0, 2)),
-            (2_147_483_647, (2038, 1, 19, 3, 14, 7, 2)),
-            (-1, (1969, 12, 31, 23, 59, 59, 3)),
-            (4_102_444_800, (2100, 1, 1, 0, 0, 0, 5)),
-            (951_868_799, (2000, 2, 29, 23, 59, 59, 2)),
-            (951_868_800, (2000, 3, 1, 0, 0, 0, 3)),
-        ];
-        for (secs, (year, month, day, hour, minute, second, weekday)) in cases {
-            let t = CivilTime::from_unix(secs);
-            let want = CivilTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                weekday,
-            };
-            assert_eq!(t, want, "{secs}");
-            assert_eq!(t.to_unix(), secs, "{secs}");
-        }
-    }
-
-    #[test]
-    fn civil_round_trip_and_extremes() {
-        let mut s = -400 * 366 * SECS_PER_DAY;
-        while s < 400 * 366 * SECS_PER_DAY {
-            assert_eq!(CivilTime::from_unix(s).to_unix(), s);
-            s += 7 * 3600 + 13;
-        }
-        for s in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
-            let t = CivilTime::from_unix(s);
-            assert!((1..=12).contains(&t.month) && (1..=31).contains(&t.day) && t.weekday < 7);
-            let _ = t.to_unix();
-        }
-        // Normalisation of out-of-range fields.
-        let t = CivilTime {
-            year: 2000,
-            month: 0,
-            day: 32,
-            hour: 24,
-            minute: 60,
-            second: 60,
-            weekday: 9,
-        };
-        // Month clamped to January; Jan 32 = Feb 1; then +1 day +1 h +1 min.
-        assert_eq!(t.to_unix(), 949_363_200 + SECS_PER_DAY + 3600 + 60);
-        let huge = CivilTime { year: i64::MAX, ..t };
-        assert_eq!(huge.to_unix(), i64::MAX);
-    }
-
-    #[test]
-    fn ram_round_trip() {
-        let (mut dev, _) = cmos_at(T0);
-        for reg in (0x0e..0x32).chain(0x33..0x80).chain([0x01, 0x03, 0x05]) {
-            wr(&mut dev, reg, reg ^ 0xa5);
-        }
-        for reg in (0x0e..0x32).chain(0x33..0x80).chain([0x01, 0x03, 0x05]) {
-            assert_eq!(rd(&mut dev, reg), reg ^ 0xa5, "reg {reg:#x}");
-        }
-    }
-
-    #[test]
-    fn nmi_bit_ignored_for_addressing() {
-        let (mut dev, _) = cmos_at(T0);
-        wr(&mut dev, 0x80 | 0x40, 0x5a);
-        assert!(dev.nmi_disabled());
-        assert_eq!(rd(&mut dev, 0x40), 0x5a);
-        assert!(!dev.nmi_disabled());
-        assert_eq!(rd(&mut dev, 0x80 | 0x40), 0x5a);
-        assert_eq!(rd(&mut dev, 0x80 | REG_D), REG_D_VRT);
-    }
-
-    #[test]
-    fn time_bcd_default() {
-        let (mut dev, _) = cmos_at(T0);
-        assert_eq!(rd(&mut dev, REG_B), 0x02);
-        assert_eq!(
-            time_regs(&mut dev),
-            [0x56, 0x45, 0x13, 0x03, 0x24, 0x11, 0x26, 0x20]
-        );
-    }
-
-    #[test]
-    fn time_binary_and_12h() {
-        let (mut dev, clock) = cmos_at(T0);
-        wr(&mut dev, REG_B, REG_B_DM | REG_B_24H);
-        assert_eq!(time_regs(&mut dev), [56, 45, 13, 3, 24, 11, 26, 20]);
-        // 12-hour binary: 13:45 is 1 PM.
-        wr(&mut dev, REG_B, REG_B_DM);
-        assert_eq!(rd(&mut dev, REG_HOURS), 0x80 | 1);
-        // 12-hour BCD, just after midnight and noon.
-        wr(&mut dev, REG_B, 0);
-        clock.store(1_795_478_400 + 5, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_HOURS), 0x12);
-        clock.store(1_795_478_400 + 12 * 3600, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_HOURS), 0x80 | 0x12);
-        clock.store(1_795_478_400 + 23 * 3600, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_HOURS), 0x80 | 0x11);
-        // The clock runs.
-        wr(&mut dev, REG_B, REG_B_24H);
-        clock.store(T0 + 1, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_SECONDS), 0x57);
-        assert_eq!(dev.guest_time(), T0 + 1);
-    }
-
-    #[test]
-    fn status_registers() {
-        let (mut dev, _) = cmos_at(T0);
-        assert_eq!(rd(&mut dev, REG_A), REG_A_DEFAULT);
-        // UIP can never be set by the guest and always reads 0.
-        wr(&mut dev, REG_A, 0xff);
-        assert_eq!(rd(&mut dev, REG_A), 0x7f);
-        assert_eq!(rd(&mut dev, REG_A) & REG_A_UIP, 0);
-        assert_eq!(rd(&mut dev, REG_D), 0x80);
-        wr(&mut dev, REG_D, 0);
-        assert_eq!(rd(&mut dev, REG_D), 0x80);
-        wr(&mut dev, REG_C, 0xff);
-        assert_eq!(rd(&mut dev, REG_C), 0);
-        assert_eq!(rd(&mut dev, REG_C), 0);
-        // Interrupt enables are stored but nothing is ever flagged.
-        wr(&mut dev, REG_B, 0x70 | REG_B_24H);
-        assert_eq!(rd(&mut dev, REG_B), 0x72);
-        assert_eq!(rd(&mut dev, REG_C), 0);
-    }
-
-    #[test]
-    fn memory_size_registers() {
-        let mem = |dev: &mut Cmos, reg: u8, n: u8| {
-            (0..n).fold(0u32, |acc, i| acc | u32::from(rd(dev, reg + i)) << (8 * i))
-        };
-        let (mut dev, _) = cmos_at(0);
-        assert_eq!(mem(&mut dev, 0x15, 2), 640);
-        // 511 MiB of extended memory does not fit in 16 bits of KiB.
-        assert_eq!(mem(&mut dev, 0x17, 2), 0xffff);
-        assert_eq!(mem(&mut dev, 0x30, 2), 0xffff);
-        assert_eq!(mem(&mut dev, 0x34, 2), (512 - 16) * 16);
-        assert_eq!(mem(&mut dev, 0x5b, 3), 0);
-
-        let mut dev = Cmos::new(32 * MIB, 0, Box::new(|| 0));
-        assert_eq!(mem(&mut dev, 0x15, 2), 640);
-        assert_eq!(mem(&mut dev, 0x17, 2), 31 * 1024);
-        assert_eq!(mem(&mut dev, 0x30, 2), 31 * 1024);
-        assert_eq!(mem(&mut dev, 0x34, 2), 16 * 16);
-
-        let mut dev = Cmos::new(3 * 1024 * MIB, 5 * 1024 * MIB, Box::new(|| 0));
-        assert_eq!(mem(&mut dev, 0x15, 2), 640);
-        assert_eq!(mem(&mut dev, 0x17, 2), 0xffff);
-        assert_eq!(mem(&mut dev, 0x30, 2), 0xffff);
-        assert_eq!(mem(&mut dev, 0x34, 2), (3 * 1024 - 16) * 16);
-        assert_eq!(mem(&mut dev, 0x5b, 3), 5 * 1024 * 16);
-
-        let mut dev = Cmos::new(512 * KIB, u64::MAX, Box::new(|| 0));
-        assert_eq!(mem(&mut dev, 0x15, 2), 512);
-        assert_eq!(mem(&mut dev, 0x17, 2), 0);
-        assert_eq!(mem(&mut dev, 0x34, 2), 0);
-        assert_eq!(mem(&mut dev, 0x5b, 3), 0xff_ffff);
-
-        let mut dev = Cmos::new(u64::MAX, 0, Box::new(|| 0));
-        assert_eq!(mem(&mut dev, 0x34, 2), 0xffff);
-    }
-
-    #[test]
-    fn set_time_with_set_bit() {
-        // Like Linux's mc146818_set_time: SET, write all fields, clear SET.
-        let (mut dev, clock) = cmos_at(T0);
-        wr(&mut dev, REG_B, REG_B_SET | REG_B_24H);
-        // Frozen while SET is held.
-        clock.store(T0 + 100, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_SECONDS), 0x56);
-        for (reg, v) in [
-            (REG_SECONDS, 0x07),
-            (REG_MINUTES, 0x14),
-            (REG_HOURS, 0x03),
-            (REG_DAY_OF_MONTH, 0x19),
-            (REG_MONTH, 0x01),
-            (REG_YEAR, 0x38),
-            (REG_CENTURY, 0x20),
-        ] {
-            wr(&mut dev, reg, v);
-        }
-        assert_eq!(rd(&mut dev, REG_MINUTES), 0x14);
-        wr(&mut dev, REG_B, REG_B_24H);
-        assert_eq!(dev.guest_time(), 2_147_483_647);
-        assert_eq!(
-            time_regs(&mut dev),
-            [0x07, 0x14, 0x03, 0x03, 0x19, 0x01, 0x38, 0x20]
-        );
-        // And the clock keeps running from there.
-        clock.store(T0 + 110, Ordering::Relaxed);
-        assert_eq!(rd(&mut dev, REG_SECONDS), 0x17);
-    }
-
-    #[test]
-    fn set_time_directly() {
-        let (mut dev, clock) = cmos_at(T0);
-        // One field at a time without SET, in binary 12-hour mode.
-        wr(&mut dev, REG_B, REG_B_DM);
-        wr(&mut dev, REG_YEAR, 99);
-        wr(&mut dev, REG_CENTURY, 19);
-        wr(&mut dev, REG_HOURS, 0x80 | 11); // 11 PM
-        assert_eq!(rd(&mut dev, REG_YEAR), 99);
-        assert_eq!(rd(&mut dev, REG_CENTURY), 19);
-        assert_eq!(rd(&mut dev, REG_HOURS), 0x80 | 11);
-        assert_eq!(rd(&mut dev, REG_MINUTES), 45);
-        assert_eq!(rd(&mut dev, REG_MONTH), 11);
-        // 1999-11-24 23:45:56 was a Wednesday.
-        assert_eq!(rd(&mut dev, REG_DAY_OF_WEEK), 4);
-        let want = CivilTime {
-            year: 1999,
-            month: 11,
-            day: 24,
-            hour: 23,
-            minute: 45,
-            second: 56,
-            weekday: 3,
-        };
-        assert_eq!(CivilTime::from_unix(dev.guest_time()), want);
-        // 16 minutes later the date rolls over.
-        clock.store(T0 + 16 * 60, Ordering::Relaxed);
-        wr(&mut dev, REG_B, REG_B_24H);
-        assert_eq!(
-            time_regs(&mut dev),
-            [0x56, 0x01, 0x00, 0x05, 0x25, 0x11, 0x99, 0x19]
-        );
-    }
-
-    #[test]
-    fn index_port_and_wide_accesses() {
-        let (mut dev, _) = cmos_at(T0);
-        wr(&mut dev, 0x40, 0x12);
-        let mut b = [0u8];
-        dev.read(INDEX_OFFSET, &mut b);
-        assert_eq!(b, [0xff]);
-        let mut w = [0u8; 2];
-        dev.read(DATA_OFFSET, &mut w);
-        assert_eq!(w, [0x12, 0xff]);
-        // A 2-byte write at the index port: byte 0 selects, byte 1 dropped.
-        dev.write(INDEX_OFFSET, &[0x41, 0x99]);
-        dev.write(DATA_OFFSET, &[0x34, 0x56]);
-        assert_eq!(rd(&mut dev, 0x41), 0x34);
-        assert_eq!(rd(&mut dev, 0x40), 0x12);
-        dev.read(DATA_OFFSET, &mut []);
-        assert_eq!(dev.write(DATA_OFFSET, &[]), None);
-        dev.read(2, &mut b);
-        assert_eq!(b, [0xff]);
-        assert_eq!(dev.write(u64::MAX, &[1]), None);
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for now in [i64::MIN, -1, 0, T0, i64::MAX] {
-            let (mut dev, clock) = cmos_at(now);
-            let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ now as u64;
-            let mut buf = [0u8; 9];
-            for _ in 0..20_000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let len = (x % 10) as usize;
-                let offset = if x & 0x100 != 0 { x >> 32 } else { x & 1 };
-                buf.fill((x >> 16) as u8);
-                if x & 0x200 != 0 {
-                    dev.read(offset, &mut buf[..len]);
-                } else {
-                    dev.write(offset, &buf[..len]);
-                }
-                if x & 0xff_0000 == 0 {
-                    clock.store((x as i64).wrapping_mul(31), Ordering::Relaxed);
-                }
-            }
-            for reg in 0..=u8::MAX {
-                let _ = dev.read_reg(reg);
-                dev.write_reg(reg, reg);
-                dev.write_reg(reg, 0xff);
-            }
-            let _ = dev.guest_time();
-        }
-    }
-
-    #[test]
-    fn host_clock_is_sane() {
-        // After 2020-01-01 and is Send as a Clock.
-        assert!(host_wall_clock() > 1_577_836_800);
-        let clock: Clock = Box::new(host_wall_clock);
-        let dev = Cmos::new(0, 0, clock);
-        assert!(format!("{dev:?}").contains("Cmos"));
-        fn check<T: Send>() {}
-        check::<Cmos>();
-    }
-}
+mod tests;

@@ -11,6 +11,8 @@
 //! - [`pc_testdev`]: QEMU's pc-testdev (data port, flush page, iomem window).
 //! - [`pci`]: PCI host bridge, configuration mechanism #1, i440FX at 00:00.0.
 //! - [`pci_testdev`]: QEMU's pci-testdev behind the host bridge (00:01.0).
+//! - [`cmos`], [`acpi_pm`], [`pm_timer`]: the PC platform's RTC and ACPI
+//!   fixed hardware.
 
 use std::io;
 
@@ -29,8 +31,11 @@ pub mod null;
 pub mod pc_testdev;
 pub mod pci;
 pub mod pci_testdev;
+pub mod pm_timer;
 pub mod recorder;
+pub mod rtc;
 pub mod serial;
+pub mod sleep;
 
 pub use debug_exit::{DebugExit, DebugExitError};
 pub use serial::{SerialCounters, SerialDevice, SerialError, SerialOutput};

@@ -200,12 +200,19 @@ pub enum DeviceKind {
     /// i8042 keyboard controller (vm-superio), data or command port; 0xfe on
     /// the command port resets the machine.
     I8042 {},
-    /// MC146818 CMOS/RTC (index + data).
-    Cmos {},
+    /// MC146818 CMOS/RTC (index + data); its update, alarm and periodic
+    /// interrupts raise `gsi` (ISA IRQ 8).
+    Cmos {
+        /// Interrupt line.
+        gsi: u32,
+    },
     /// ACPI PM1a event block (status, enable).
     AcpiPmEvent {},
-    /// ACPI PM1a control block: SLP_TYP 5 + SLP_EN powers off.
+    /// ACPI PM1a control block: SLP_TYP 5 + SLP_EN powers off, SLP_TYP 1
+    /// suspends to RAM (S3).
     AcpiPmControl {},
+    /// ACPI PM timer: 24-bit, 3.579545 MHz.
+    AcpiPmTimer {},
     /// The PC reset control register (FADT RESET_REG, value 0x06).
     ResetControl {},
     /// isa-debug-exit.
@@ -434,7 +441,12 @@ pub fn plan(c: &Config) -> Plan {
     let mut platform = vec![
         pio("i8042-data", layout::I8042_DATA_PORT, 1, DeviceKind::I8042 {}),
         pio("i8042-command", layout::I8042_CMD_PORT, 1, DeviceKind::I8042 {}),
-        pio("cmos", layout::CMOS_PORT, 2, DeviceKind::Cmos {}),
+        pio(
+            "cmos",
+            layout::CMOS_PORT,
+            2,
+            DeviceKind::Cmos { gsi: layout::RTC_GSI },
+        ),
     ];
     if m.machine.tables.acpi() {
         platform.push(pio(
@@ -448,6 +460,12 @@ pub fn plan(c: &Config) -> Plan {
             layout::ACPI_PM_CNT_PORT,
             2,
             DeviceKind::AcpiPmControl {},
+        ));
+        platform.push(pio(
+            "acpi-pm-timer",
+            layout::ACPI_PM_TMR_PORT,
+            4,
+            DeviceKind::AcpiPmTimer {},
         ));
         // With a PCI host bridge, 0xcf9 is inside its address register.
         if !has_pci {
@@ -779,6 +797,7 @@ mod tests {
                 "com1",
                 "acpi-pm-event",
                 "acpi-pm-control",
+                "acpi-pm-timer",
                 "reset"
             ]
         );

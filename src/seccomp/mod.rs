@@ -28,8 +28,9 @@
 //!
 //! | kind | own calls |
 //! | --- | --- |
-//! | [`ThreadKind::Vcpu`] | `ioctl` with one of nine KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
+//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twelve KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, and for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
+//! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
@@ -69,6 +70,8 @@ pub enum ThreadKind {
     Vcpu,
     /// The `serial-out` thread: writes guest serial output to stdout or a file.
     SerialOut,
+    /// The `rtc` thread: raises the RTC's IRQ 8 (VM-fd interrupt ioctls).
+    RtcTimer,
     /// The main thread once every other thread runs: waits, kicks vCPUs,
     /// joins, reports, exits.
     Main,
@@ -76,13 +79,19 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vcpu, ThreadKind::SerialOut, ThreadKind::Main];
+    pub const ALL: [ThreadKind; 4] = [
+        ThreadKind::Vcpu,
+        ThreadKind::SerialOut,
+        ThreadKind::RtcTimer,
+        ThreadKind::Main,
+    ];
 
     /// The kind's name, as in messages.
     pub fn name(self) -> &'static str {
         match self {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::SerialOut => "serial-out",
+            ThreadKind::RtcTimer => "rtc",
             ThreadKind::Main => "main",
         }
     }
@@ -277,6 +286,10 @@ mod kvm_nr {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
     vmm_sys_util::ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_translation);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
+    // On the vCPU fd: the reset after an ACPI S3 wake-up.
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_mp_state);
     // On the VM fd: interrupts raised by device emulation.
     vmm_sys_util::ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
     vmm_sys_util::ioctl_iowr_nr!(KVM_IRQ_LINE_STATUS, KVMIO, 0x67, kvm_irq_level);
@@ -294,14 +307,21 @@ mod kvm_nr {
     );
 }
 
+/// How many of [`vcpu_ioctls`] are on the vCPU fd (the rest, interrupt
+/// requests on the VM fd, are the `rtc` thread's too).
+const VCPU_FD_IOCTLS: usize = 8;
+
 /// The only ioctl requests a vCPU thread may make (name, request).
-fn vcpu_ioctls() -> [(&'static str, u64); 9] {
+fn vcpu_ioctls() -> [(&'static str, u64); 12] {
     [
         ("KVM_RUN", kvm_nr::KVM_RUN()),
         ("KVM_GET_REGS", kvm_nr::KVM_GET_REGS()),
         ("KVM_GET_SREGS", kvm_nr::KVM_GET_SREGS()),
         ("KVM_TRANSLATE", kvm_nr::KVM_TRANSLATE()),
         ("KVM_GET_MP_STATE", kvm_nr::KVM_GET_MP_STATE()),
+        ("KVM_SET_REGS", kvm_nr::KVM_SET_REGS()),
+        ("KVM_SET_SREGS", kvm_nr::KVM_SET_SREGS()),
+        ("KVM_SET_MP_STATE", kvm_nr::KVM_SET_MP_STATE()),
         ("KVM_IRQ_LINE", kvm_nr::KVM_IRQ_LINE()),
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),
@@ -361,13 +381,14 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
     let ioctls: &[(&str, u64)] = match kind {
         ThreadKind::Vcpu => &vcpu_ioctls(),
         ThreadKind::Main => &main_ioctls(),
+        ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..],
         ThreadKind::SerialOut => &[],
     };
     if !ioctls.is_empty() {
         // The kernel reads the request as an unsigned int: compare 32 bits.
         let mut chain = Vec::new();
-        for (_, req) in ioctls {
-            chain.push(rule(kind, vec![cond(kind, 1, SeccompCmpArgLen::Dword, *req)?])?);
+        for &(_, req) in ioctls {
+            chain.push(rule(kind, vec![cond(kind, 1, SeccompCmpArgLen::Dword, req)?])?);
         }
         map.insert(libc::SYS_ioctl, chain);
     }

@@ -56,16 +56,23 @@ fn lists_are_consistent() {
         ] {
             assert!(!rules.contains_key(&nr), "{kind} allows syscall {nr}");
         }
-        // ioctl: vCPUs (their nine requests) and main (the teardown's three).
+        // ioctl: vCPUs (their twelve requests), main (the teardown's three), the RTC timer (four).
         assert_eq!(
             rules.get(&libc::SYS_ioctl).map(Vec::len),
             match kind {
-                ThreadKind::Vcpu => Some(9),
+                ThreadKind::Vcpu => Some(12),
                 ThreadKind::Main => Some(3),
+                ThreadKind::RtcTimer => Some(4),
                 ThreadKind::SerialOut => None,
             },
             "{kind}: ioctl"
         );
+        if kind == ThreadKind::RtcTimer {
+            // Interrupt requests only: no KVM_RUN, no register reads.
+            assert_eq!(rules[&libc::SYS_ioctl].len(), 4);
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS].0, "KVM_IRQ_LINE");
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS - 1].0, "KVM_SET_MP_STATE");
+        }
         assert!(!rules.contains_key(&libc::SYS_sendto), "{kind}: sendto");
     }
     // Names: one name per number, and every forbidden name really is forbidden.
@@ -106,6 +113,9 @@ fn kvm_request_numbers_match_linux_headers() {
         ("KVM_GET_SREGS", 0x8138_ae83),
         ("KVM_TRANSLATE", 0xc018_ae85),
         ("KVM_GET_MP_STATE", 0x8004_ae98),
+        ("KVM_SET_REGS", 0x4090_ae82),
+        ("KVM_SET_SREGS", 0x4138_ae84),
+        ("KVM_SET_MP_STATE", 0x4004_ae99),
         ("KVM_IRQ_LINE", 0x4008_ae61),
         ("KVM_IRQ_LINE_STATUS", 0xc008_ae67),
         ("KVM_SET_GSI_ROUTING", 0x4008_ae6a),

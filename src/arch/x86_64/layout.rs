@@ -56,6 +56,8 @@ pub const KVM_PRIVATE_SIZE: u64 = 0x4000;
 pub const ACPI_PM_PORT: u16 = 0x600;
 /// ACPI PM1a control block.
 pub const ACPI_PM_CNT_PORT: u16 = 0x604;
+/// ACPI PM timer (4 ports, FADT PM_TMR_BLK), as in QEMU's PIIX4 (0x608).
+pub const ACPI_PM_TMR_PORT: u16 = 0x608;
 /// The PC reset control register (FADT RESET_REG).
 pub const RESET_PORT: u16 = 0xcf9;
 /// i8042 data port.
@@ -64,6 +66,8 @@ pub const I8042_DATA_PORT: u16 = 0x60;
 pub const I8042_CMD_PORT: u16 = 0x64;
 /// CMOS/RTC index + data ports.
 pub const CMOS_PORT: u16 = 0x70;
+/// The RTC's interrupt line (ISA IRQ 8 = GSI 8).
+pub const RTC_GSI: u32 = 8;
 
 /// COM1 base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -116,5 +120,5 @@ pub const PLATFORM_PORTS: [(&str, u16, u16); 9] = [
     ("8259 PIC slave", 0xa0, 2),
     ("COM1", COM1_PORT, COM1_LEN),
     ("8259 ELCR", 0x4d0, 2),
-    ("ACPI PM1a / reset", ACPI_PM_PORT, 6),
+    ("ACPI PM1a / PM timer", ACPI_PM_PORT, 12),
 ];

@@ -6,6 +6,7 @@ pub mod layout;
 pub mod mptable;
 pub mod regs;
 pub mod tables;
+pub mod wake;
 
 /// The local APIC ID that addresses every CPU; no CPU may have it.
 pub const BROADCAST_APIC_ID: u8 = 0xff;

@@ -16,7 +16,7 @@
 //!    address is 0: there is no RSDT);
 //! 2. the XSDT, listing the FADT and the MADT;
 //! 3. the FADT (revision 6.4, 276 bytes), pointing at the DSDT and the FACS;
-//! 4. the DSDT: `\_S5` and `\_SB.COM1`;
+//! 4. the DSDT: `\_S3`, `\_S5` and `\_SB.COM1`;
 //! 5. the MADT: local APICs, the I/O APIC, the SCI override and LINT1 = NMI;
 //! 6. the FACS (64 bytes), 64-byte aligned as the specification requires.
 //!
@@ -24,10 +24,12 @@
 //!
 //! The FADT describes a classic (not `HW_REDUCED_ACPI`) platform with a
 //! PM1a event block, a PM1a control block and an I/O reset register, served
-//! by [`crate::devices::acpi_pm`]. That is what lets Linux power off by
-//! writing `SLP_TYP = 5 | SLP_EN` to PM1a_CNT. `SMI_CMD` is 0, so the
-//! platform is always in ACPI mode, and there is no PM timer and no GPE
-//! block. A classic platform must provide a FACS (ACPI 6.4 §5.2.9: only a
+//! by [`crate::devices::acpi_pm`], and a 24-bit PM timer
+//! ([`crate::devices::pm_timer`]). That is what lets Linux power off by
+//! writing `SLP_TYP = 5 | SLP_EN` to PM1a_CNT, and suspend to RAM with
+//! `SLP_TYP = 1` (`\_S3`). `SMI_CMD` is 0, so the platform is always in ACPI
+//! mode; there is no GPE block. `FIRMWARE_CTRL`/`DSDT` and their `X_`
+//! twins hold the same (below 1 MiB) addresses. A classic platform must provide a FACS (ACPI 6.4 §5.2.9: only a
 //! hardware-reduced one may omit it), so one is included; the guest's global
 //! lock lives there.
 //!
@@ -41,11 +43,14 @@
 //! # The DSDT
 //!
 //! The AML is encoded by hand; the bytes are pinned by a unit test against
-//! the output of the ACPICA compiler (`iasl` 20200925) for this source:
+//! the output of the ACPICA compiler (`iasl` 20200925) for this source (the
+//! `_S3` line came later and was encoded by hand the same way, `One` being
+//! the one-byte `OneOp`):
 //!
 //! ```text
 //! DefinitionBlock ("", "DSDT", 2, "BERTH ", "BERTHVM ", 1)
 //! {
+//!     Name (_S3, Package (0x04) { One, One, Zero, Zero })
 //!     Name (_S5, Package (0x04) { 0x05, 0x05, Zero, Zero })
 //!     Scope (\_SB)
 //!     {
@@ -68,6 +73,9 @@ use crate::arch::x86_64::{check_apic_ids, ApicIdError};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
 use super::layout::{COM1_GSI, COM1_LEN, COM1_PORT};
+
+mod aml;
+use aml::*;
 
 /// Where berth puts the RSDP: the start of the BIOS-area window
 /// `0xe0000..0x100000` Linux scans on 16-byte boundaries.
@@ -97,6 +105,13 @@ pub const PM1_EVT_LEN: u8 = 4;
 
 /// Bytes of the PM1a control block (`PM1_CNT_LEN`): PM1_CNT.
 pub const PM1_CNT_LEN: u8 = 2;
+
+/// Bytes of the PM timer block (`PM_TMR_LEN`): the 24-bit counter.
+pub const PM_TMR_LEN: u8 = 4;
+
+/// The `SLP_TYP` value of `\_S3` (suspend to RAM), as QEMU's PIIX4 has it
+/// and kvm-unit-tests' `s3` writes it.
+pub const S3_SLP_TYP: u8 = 1;
 
 /// Alignment of `rsdp_addr` (the guest scans 16-byte boundaries).
 pub const RSDP_ALIGN: u64 = 16;
@@ -148,6 +163,7 @@ const FADT_PM1A_CNT_BLK: usize = 64;
 const FADT_PM_TMR_BLK: usize = 76;
 const FADT_PM1_EVT_LEN: usize = 88;
 const FADT_PM1_CNT_LEN: usize = 89;
+const FADT_PM_TMR_LEN: usize = 91;
 const FADT_P_LVL2_LAT: usize = 96;
 const FADT_P_LVL3_LAT: usize = 98;
 const FADT_IAPC_BOOT_ARCH: usize = 109;
@@ -159,6 +175,7 @@ const FADT_X_FIRMWARE_CTRL: usize = 132;
 const FADT_X_DSDT: usize = 140;
 const FADT_X_PM1A_EVT_BLK: usize = 148;
 const FADT_X_PM1A_CNT_BLK: usize = 172;
+const FADT_X_PM_TMR_BLK: usize = 208;
 
 /// FADT flags.
 const FADT_F_WBINVD: u32 = 1 << 0;
@@ -186,6 +203,7 @@ const P_LVL3_UNSUPPORTED: u16 = 1001;
 const GAS_SYSTEM_IO: u8 = 1;
 const GAS_ACCESS_BYTE: u8 = 1;
 const GAS_ACCESS_WORD: u8 = 2;
+const GAS_ACCESS_DWORD: u8 = 3;
 
 /// MADT flag: the platform also has dual 8259s.
 const MADT_PCAT_COMPAT: u32 = 1 << 0;
@@ -201,31 +219,6 @@ const INTI_CONFORMING: u16 = 0;
 /// ACPI processor UID meaning "every processor".
 const ALL_PROCESSORS: u8 = 0xff;
 const NMI_LINT: u8 = 1;
-
-// AML opcodes and prefixes (ACPI 6.4 §20.3).
-const AML_ZERO_OP: u8 = 0x00;
-const AML_ONE_OP: u8 = 0x01;
-const AML_NAME_OP: u8 = 0x08;
-const AML_BYTE_PREFIX: u8 = 0x0a;
-const AML_WORD_PREFIX: u8 = 0x0b;
-const AML_DWORD_PREFIX: u8 = 0x0c;
-const AML_QWORD_PREFIX: u8 = 0x0e;
-const AML_STRING_PREFIX: u8 = 0x0d;
-const AML_SCOPE_OP: u8 = 0x10;
-const AML_BUFFER_OP: u8 = 0x11;
-const AML_PACKAGE_OP: u8 = 0x12;
-const AML_EXT_OP_PREFIX: u8 = 0x5b;
-const AML_DEVICE_OP: u8 = 0x82;
-
-// Small resource descriptors (ACPI 6.4 §6.4.2).
-/// IRQ descriptor without the optional flags byte (`IRQNoFlags`).
-const RES_IRQ_NO_FLAGS: u8 = 0x22;
-/// I/O port descriptor.
-const RES_IO: u8 = 0x47;
-/// I/O port descriptor information: 16-bit decode.
-const RES_IO_DECODE16: u8 = 0x01;
-/// End tag; followed by a checksum byte, 0 meaning "valid".
-const RES_END_TAG: u8 = 0x79;
 
 /// One ACPI description, all from berth's plan (no host values).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +238,8 @@ pub struct AcpiSpec {
     /// PM1a control block port ([`PM1_CNT_LEN`] bytes: PM1_CNT); berth uses
     /// 0x604.
     pub pm1a_cnt_port: u16,
+    /// PM timer port ([`PM_TMR_LEN`] bytes); berth uses 0x608.
+    pub pm_tmr_port: u16,
     /// Reset register port (1 byte, written with [`RESET_VALUE`]); berth
     /// uses 0xcf9.
     pub reset_port: u16,
@@ -351,6 +346,11 @@ pub enum AcpiError {
 /// 0xffff or overlapping each other; an `rsdp_addr` that is not 16-byte
 /// aligned; and a blob that would run past [`TABLES_END`].
 pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
+    build_blob(spec, rsdp_addr).map(|(blob, _)| blob)
+}
+
+/// [`build`], and the FACS's guest-physical address.
+fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiError> {
     validate(spec)?;
     if !rsdp_addr.is_multiple_of(RSDP_ALIGN) {
         return Err(AcpiError::Misaligned { addr: rsdp_addr });
@@ -397,24 +397,26 @@ pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
             slot.copy_from_slice(table);
         }
     }
-    Ok(out)
+    Ok((out, at(facs_off)))
 }
 
-/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`.
+/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`; returns
+/// the FACS's address (where the guest leaves its S3 waking vector).
 ///
 /// # Errors
 ///
 /// Everything [`build`] rejects, and a failed guest-memory write.
-pub fn write<M>(spec: &AcpiSpec, mem: &M, rsdp_addr: u64) -> Result<(), AcpiError>
+pub fn write<M>(spec: &AcpiSpec, mem: &M, rsdp_addr: u64) -> Result<u64, AcpiError>
 where
     M: Bytes<GuestAddress, E = GuestMemoryError> + ?Sized,
 {
-    let bytes = build(spec, rsdp_addr)?;
+    let (bytes, facs) = build_blob(spec, rsdp_addr)?;
     mem.write_slice(&bytes, GuestAddress(rsdp_addr))
         .map_err(|source| AcpiError::Memory {
             addr: rsdp_addr,
             source,
-        })
+        })?;
+    Ok(facs)
 }
 
 impl From<ApicIdError> for AcpiError {
@@ -434,6 +436,7 @@ fn validate(spec: &AcpiSpec) -> Result<(), AcpiError> {
     let blocks = [
         ("PM1a event block", spec.pm1a_evt_port, PM1_EVT_LEN),
         ("PM1a control block", spec.pm1a_cnt_port, PM1_CNT_LEN),
+        ("PM timer", spec.pm_tmr_port, PM_TMR_LEN),
         ("reset register", spec.reset_port, 1),
     ];
     for &(name, port, len) in &blocks {
@@ -544,10 +547,20 @@ fn xsdt(entries: &[u64]) -> Result<Vec<u8>, AcpiError> {
 fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, AcpiError> {
     let mut t = header(b"FACP", FADT_MAJOR);
     t.resize(FADT_LEN, 0);
-    // FIRMWARE_CTRL and DSDT (32-bit) stay 0: the X_ fields are used, and
-    // FIRMWARE_CTRL must be 0 when X_FIRMWARE_CTRL is not.
-    put(&mut t, FADT_FIRMWARE_CTRL, &0u32.to_le_bytes());
-    put(&mut t, FADT_DSDT, &0u32.to_le_bytes());
+    // FIRMWARE_CTRL and DSDT (32-bit) carry the same addresses as the X_
+    // fields (the blob is below 1 MiB): OSPMs prefer the X_ ones, and
+    // 32-bit readers (kvm-unit-tests' FACS lookup) use these.
+    let (facs32, dsdt32) = match (u32::try_from(facs_addr), u32::try_from(dsdt_addr)) {
+        (Ok(f), Ok(d)) => (f, d),
+        _ => {
+            return Err(AcpiError::TooLarge {
+                what: "FACS/DSDT address for a 32-bit FADT field",
+                len: 0,
+            })
+        }
+    };
+    put(&mut t, FADT_FIRMWARE_CTRL, &facs32.to_le_bytes());
+    put(&mut t, FADT_DSDT, &dsdt32.to_le_bytes());
     put(&mut t, FADT_SCI_INT, &u16::from(SCI_IRQ).to_le_bytes());
     // No SMI command port: the platform is always in ACPI mode.
     put(&mut t, FADT_SMI_CMD, &0u32.to_le_bytes());
@@ -561,10 +574,15 @@ fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, Acpi
         FADT_PM1A_CNT_BLK,
         &u32::from(spec.pm1a_cnt_port).to_le_bytes(),
     );
-    // No PM timer (PM_TMR_BLK and PM_TMR_LEN 0), no PM2, no GPE blocks.
-    put(&mut t, FADT_PM_TMR_BLK, &0u32.to_le_bytes());
+    // The 24-bit PM timer (TMR_VAL_EXT clear); no PM2, no GPE blocks.
+    put(
+        &mut t,
+        FADT_PM_TMR_BLK,
+        &u32::from(spec.pm_tmr_port).to_le_bytes(),
+    );
     put(&mut t, FADT_PM1_EVT_LEN, &[PM1_EVT_LEN]);
     put(&mut t, FADT_PM1_CNT_LEN, &[PM1_CNT_LEN]);
+    put(&mut t, FADT_PM_TMR_LEN, &[PM_TMR_LEN]);
     put(&mut t, FADT_P_LVL2_LAT, &P_LVL2_UNSUPPORTED.to_le_bytes());
     put(&mut t, FADT_P_LVL3_LAT, &P_LVL3_UNSUPPORTED.to_le_bytes());
     put(&mut t, FADT_IAPC_BOOT_ARCH, &iapc_boot_arch(spec).to_le_bytes());
@@ -587,6 +605,11 @@ fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, Acpi
         &mut t,
         FADT_X_PM1A_CNT_BLK,
         &gas_io(spec.pm1a_cnt_port, PM1_CNT_LEN * 8, GAS_ACCESS_WORD),
+    );
+    put(
+        &mut t,
+        FADT_X_PM_TMR_BLK,
+        &gas_io(spec.pm_tmr_port, PM_TMR_LEN * 8, GAS_ACCESS_DWORD),
     );
     finish_table(t, "FADT")
 }
@@ -656,7 +679,8 @@ fn dsdt(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
 
 /// The DSDT's definition block body.
 fn dsdt_aml(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
-    let mut aml = aml_s5()?;
+    let mut aml = aml_sleep_state(b"_S3_", S3_SLP_TYP)?;
+    aml.extend_from_slice(&aml_sleep_state(b"_S5_", S5_SLP_TYP)?);
     let mut sb = aml_com1()?;
     if let Some((port, len)) = spec.fw_cfg {
         sb.extend_from_slice(&aml_fw_cfg(port, len)?);
@@ -678,11 +702,12 @@ fn aml_fw_cfg(port: u16, len: u8) -> Result<Vec<u8>, AcpiError> {
     aml_device(b"FWCF", &body)
 }
 
-/// `Name (_S5, Package (4) { 5, 5, 0, 0 })`: SLP_TYPa, SLP_TYPb, reserved.
-fn aml_s5() -> Result<Vec<u8>, AcpiError> {
-    let typ = u64::from(S5_SLP_TYP);
+/// `Name (_Sx, Package (4) { typ, typ, 0, 0 })`: SLP_TYPa, SLP_TYPb,
+/// reserved.
+fn aml_sleep_state(name: &[u8; 4], slp_typ: u8) -> Result<Vec<u8>, AcpiError> {
+    let typ = u64::from(slp_typ);
     let package = aml_package(&[aml_integer(typ), aml_integer(typ), aml_integer(0), aml_integer(0)])?;
-    Ok(aml_name(b"_S5_", &package))
+    Ok(aml_name(name, &package))
 }
 
 /// `Device (COM1)`: the 16550A UART at [`COM1_PORT`], IRQ [`COM1_GSI`].
@@ -712,126 +737,6 @@ fn aml_com1() -> Result<Vec<u8>, AcpiError> {
     ];
     body.extend_from_slice(&aml_name(b"_CRS", &aml_buffer(&resources)?));
     aml_device(b"COM1", &body)
-}
-
-/// PkgLength for a package whose contents after the PkgLength are
-/// `body_len` bytes; the encoded length counts its own bytes too
-/// (ACPI 6.4 §20.2.4).
-fn pkg_length(body_len: usize) -> Result<Vec<u8>, AcpiError> {
-    // One byte: 6-bit length.
-    if body_len < 0x3f {
-        return Ok(vec![(body_len + 1) as u8]);
-    }
-    // 2..=4 bytes: a lead byte with the byte count in bits 7:6 and the low
-    // nibble in bits 3:0, then 8 bits per following byte.
-    for extra in 1..=3usize {
-        // Saturates to a value no encoding accepts.
-        let total = body_len.saturating_add(extra + 1);
-        if total < 1 << (4 + 8 * extra) {
-            let mut out = Vec::with_capacity(extra + 1);
-            out.push(((extra as u8) << 6) | (total & 0xf) as u8);
-            for i in 0..extra {
-                out.push((total >> (4 + 8 * i)) as u8);
-            }
-            return Ok(out);
-        }
-    }
-    Err(AcpiError::TooLarge {
-        what: "AML package",
-        len: body_len,
-    })
-}
-
-/// The shortest AML encoding of an integer constant.
-fn aml_integer(v: u64) -> Vec<u8> {
-    match v {
-        0 => vec![AML_ZERO_OP],
-        1 => vec![AML_ONE_OP],
-        _ => {
-            let bytes = v.to_le_bytes();
-            let (prefix, n) = if v <= 0xff {
-                (AML_BYTE_PREFIX, 1)
-            } else if v <= 0xffff {
-                (AML_WORD_PREFIX, 2)
-            } else if v <= 0xffff_ffff {
-                (AML_DWORD_PREFIX, 4)
-            } else {
-                (AML_QWORD_PREFIX, 8)
-            };
-            let mut out = vec![prefix];
-            out.extend_from_slice(&bytes[..n]);
-            out
-        }
-    }
-}
-
-/// `Name (seg, value)`.
-fn aml_name(seg: &[u8; 4], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + value.len());
-    out.push(AML_NAME_OP);
-    out.extend_from_slice(seg);
-    out.extend_from_slice(value);
-    out
-}
-
-/// `Package (n) { elements }`.
-fn aml_package(elements: &[Vec<u8>]) -> Result<Vec<u8>, AcpiError> {
-    let count = u8::try_from(elements.len()).map_err(|_| AcpiError::TooLarge {
-        what: "AML package element list",
-        len: elements.len(),
-    })?;
-    let mut body = vec![count];
-    for e in elements {
-        body.extend_from_slice(e);
-    }
-    with_pkg_length(&[AML_PACKAGE_OP], &body)
-}
-
-/// `Buffer () { data }`.
-fn aml_buffer(data: &[u8]) -> Result<Vec<u8>, AcpiError> {
-    let mut body = aml_integer(data.len() as u64);
-    body.extend_from_slice(data);
-    with_pkg_length(&[AML_BUFFER_OP], &body)
-}
-
-/// `Scope (seg) { body }`.
-fn aml_scope(seg: &[u8; 4], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
-    let mut inner = seg.to_vec();
-    inner.extend_from_slice(body);
-    with_pkg_length(&[AML_SCOPE_OP], &inner)
-}
-
-/// `Device (seg) { body }`.
-fn aml_device(seg: &[u8; 4], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
-    let mut inner = seg.to_vec();
-    inner.extend_from_slice(body);
-    with_pkg_length(&[AML_EXT_OP_PREFIX, AML_DEVICE_OP], &inner)
-}
-
-/// `opcode PkgLength body`.
-fn with_pkg_length(opcode: &[u8], body: &[u8]) -> Result<Vec<u8>, AcpiError> {
-    let len = pkg_length(body.len())?;
-    let mut out = Vec::with_capacity(opcode.len() + len.len() + body.len());
-    out.extend_from_slice(opcode);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(body);
-    Ok(out)
-}
-
-/// The compressed EISA ID of a 7-character `UUUNNNN` PNP ID, as `EisaId()`
-/// in ASL produces it: three 5-bit letters and four hex digits, stored
-/// big-endian. Only called with constant, well-formed IDs.
-fn eisa_id(id: &[u8; 7]) -> u32 {
-    let letter = |c: u8| u32::from(c.wrapping_sub(b'@') & 0x1f);
-    let hex = |c: u8| char::from(c).to_digit(16).unwrap_or(0);
-    let value = (letter(id[0]) << 26)
-        | (letter(id[1]) << 21)
-        | (letter(id[2]) << 16)
-        | (hex(id[3]) << 12)
-        | (hex(id[4]) << 8)
-        | (hex(id[5]) << 4)
-        | hex(id[6]);
-    value.swap_bytes()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ fn spec(n: usize) -> AcpiSpec {
         lapic_addr: 0xfee0_0000,
         pm1a_evt_port: 0x600,
         pm1a_cnt_port: 0x604,
+        pm_tmr_port: 0x608,
         reset_port: 0xcf9,
         legacy_pic: true,
         fw_cfg: None,
@@ -37,9 +38,15 @@ const S5_AML: [u8; 14] = [
     0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00,
 ];
 
+/// The `_S3` object: `Package (4) { One, One, Zero, Zero }`.
+const S3_AML: [u8; 12] = [
+    0x08, b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00,
+];
+
 /// The DSDT body `iasl` 20200925 compiles from the source in the module
 /// documentation.
-const IASL_DSDT_BODY: [u8; 65] = [
+const IASL_DSDT_BODY: [u8; 77] = [
+    0x08, 0x5f, 0x53, 0x33, 0x5f, 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00, //
     0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00, 0x10, 0x32, 0x5f,
     0x53, 0x42, 0x5f, 0x5b, 0x82, 0x2b, 0x43, 0x4f, 0x4d, 0x31, 0x08, 0x5f, 0x48, 0x49, 0x44, 0x0c, 0x41,
     0xd0, 0x05, 0x01, 0x08, 0x5f, 0x55, 0x49, 0x44, 0x01, 0x08, 0x5f, 0x43, 0x52, 0x53, 0x11, 0x10, 0x0a,
@@ -176,8 +183,12 @@ fn acpi_fadt_fields_at_spec_offsets() {
         let f = t.fadt;
         assert_eq!(f[8], 6, "FADT major version");
         assert_eq!(f[131], 4, "FADT minor version");
-        assert_eq!(u32_at(f, 36), 0, "FIRMWARE_CTRL (X_ used)");
-        assert_eq!(u32_at(f, 40), 0, "DSDT (X_ used)");
+        assert_eq!(
+            u64::from(u32_at(f, 36)),
+            u64_at(f, 132),
+            "FIRMWARE_CTRL = X_FIRMWARE_CTRL"
+        );
+        assert_eq!(u64::from(u32_at(f, 40)), u64_at(f, 140), "DSDT = X_DSDT");
         assert_eq!(f[45], 0, "Preferred_PM_Profile unspecified");
         assert_eq!(u16_at(f, 46), 9, "SCI_INT");
         assert_eq!(u32_at(f, 48), 0, "SMI_CMD: always in ACPI mode");
@@ -187,12 +198,14 @@ fn acpi_fadt_fields_at_spec_offsets() {
         assert_eq!(u32_at(f, 64), 0x604, "PM1a_CNT_BLK");
         assert_eq!(u32_at(f, 68), 0, "PM1b_CNT_BLK");
         assert_eq!(u32_at(f, 72), 0, "PM2_CNT_BLK");
-        assert_eq!(u32_at(f, 76), 0, "PM_TMR_BLK");
+        assert_eq!(u32_at(f, 76), 0x608, "PM_TMR_BLK");
         assert_eq!(u32_at(f, 80), 0, "GPE0_BLK");
         assert_eq!(u32_at(f, 84), 0, "GPE1_BLK");
         assert_eq!(f[88], 4, "PM1_EVT_LEN");
         assert_eq!(f[89], 2, "PM1_CNT_LEN");
-        assert_eq!(&f[90..96], &[0; 6], "PM2/PM_TMR/GPE lengths, GPE1_BASE, CST_CNT");
+        assert_eq!(f[90], 0, "PM2_CNT_LEN");
+        assert_eq!(f[91], 4, "PM_TMR_LEN");
+        assert_eq!(&f[92..96], &[0; 4], "GPE lengths, GPE1_BASE, CST_CNT");
         assert_eq!(u16_at(f, 96), 101, "P_LVL2_LAT: no C2");
         assert_eq!(u16_at(f, 98), 1001, "P_LVL3_LAT: no C3");
         assert_eq!(f[108], 0, "CENTURY");
@@ -208,6 +221,7 @@ fn acpi_fadt_fields_at_spec_offsets() {
         let flags = u32_at(f, 112);
         assert_eq!(flags, (1 << 0) | (1 << 2) | (1 << 5) | (1 << 10), "Flags");
         assert_eq!(flags & (1 << 20), 0, "not HW_REDUCED_ACPI");
+        assert_eq!(flags & (1 << 8), 0, "TMR_VAL_EXT clear: 24-bit PM timer");
         assert_eq!(
             &f[116..128],
             &[1, 8, 0, 1, 0xf9, 0x0c, 0, 0, 0, 0, 0, 0],
@@ -232,11 +246,13 @@ fn acpi_fadt_fields_at_spec_offsets() {
             &[1, 16, 0, 2, 0x04, 0x06, 0, 0, 0, 0, 0, 0],
             "X_PM1a_CNT_BLK"
         );
+        assert_eq!(&f[184..208], &[0; 24], "X_PM1b_CNT_BLK, X_PM2_CNT_BLK");
         assert_eq!(
-            &f[184..276],
-            &[0; 92],
-            "PM1b..GPE1, sleep registers, hypervisor ID"
+            &f[208..220],
+            &[1, 32, 0, 3, 0x08, 0x06, 0, 0, 0, 0, 0, 0],
+            "X_PM_TMR_BLK"
         );
+        assert_eq!(&f[220..276], &[0; 56], "GPE0/1, sleep registers, hypervisor ID");
     }
 }
 
@@ -308,7 +324,8 @@ fn acpi_madt_one_lapic_per_cpu() {
 
 #[test]
 fn acpi_s5_bytes() {
-    assert_eq!(aml_s5().unwrap(), S5_AML);
+    assert_eq!(aml_sleep_state(b"_S5_", S5_SLP_TYP).unwrap(), S5_AML);
+    assert_eq!(aml_sleep_state(b"_S3_", S3_SLP_TYP).unwrap(), S3_AML);
     // PkgLength 8 = itself, NumElements and the six element bytes.
     assert_eq!(S5_AML[6] as usize, S5_AML.len() - 6);
 }
@@ -321,6 +338,7 @@ fn acpi_dsdt_matches_iasl() {
     assert_eq!(d[8], 2, "DSDT revision");
     assert_eq!(&d[36..], &IASL_DSDT_BODY);
     assert!(d.windows(S5_AML.len()).any(|w| w == S5_AML));
+    assert!(d.windows(S3_AML.len()).any(|w| w == S3_AML));
 }
 
 #[test]
@@ -352,6 +370,8 @@ fn acpi_shared_constants_match_device() {
     assert_eq!(RESET_VALUE & acpi_pm::RESET_BIT, acpi_pm::RESET_BIT);
     assert_eq!(u64::from(PM1_EVT_LEN), acpi_pm::PM1_EVT_LEN);
     assert_eq!(u64::from(PM1_CNT_LEN), acpi_pm::PM1_CNT_LEN);
+    assert_eq!(u16::from(S3_SLP_TYP), acpi_pm::S3_SLP_TYP);
+    assert_eq!(u64::from(PM_TMR_LEN), crate::devices::pm_timer::PM_TMR_LEN);
 }
 
 #[test]
@@ -418,6 +438,12 @@ fn acpi_errors() {
     let mut s = spec(1);
     s.pm1a_cnt_port = 0x603;
     assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::PortOverlap { .. })));
+    let mut s = spec(1);
+    s.pm_tmr_port = 0x605;
+    assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::PortOverlap { .. })));
+    let mut s = spec(1);
+    s.pm_tmr_port = 0;
+    assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::BadPort { .. })));
     let mut s = spec(1);
     s.reset_port = 0x605;
     assert!(matches!(build(&s, RSDP_ADDR), Err(AcpiError::PortOverlap { .. })));
