@@ -168,6 +168,18 @@ fn traced(args: &[&str]) -> (Option<i32>, String, bool) {
     (o.status.code(), err.clone(), err.contains("KVM_CREATE_VM"))
 }
 
+/// Runs berth plainly (stderr kept whole: under strace its lines can be
+/// split by strace's own) and under strace; returns (exit code, stderr,
+/// whether the traced run called KVM_CREATE_VM).
+fn run_and_trace(args: &[&str]) -> (Option<i32>, String, bool) {
+    let mut c = berth();
+    c.args(args);
+    let o = run_with_limit(c, LIMIT);
+    let (traced_code, trace, created) = traced(args);
+    assert_eq!(traced_code, o.status.code(), "{trace}");
+    (o.status.code(), stderr(&o), created)
+}
+
 #[test]
 fn bad_machine_file_exits_2_and_creates_no_vm() {
     guests();
@@ -640,7 +652,7 @@ fn a_hugepage_region_is_ram_or_a_clear_host_error() {
         "\n[[memory]]\nname = \"huge\"\nguest_addr = 0x2000_0000\nsize = \"2MiB\"\nhugepages = true\n[kernel]",
     );
     let f = dir.write("huge.toml", &text);
-    let (code, err, created) = traced(&["run", f.to_str().unwrap()]);
+    let (code, err, created) = run_and_trace(&["run", f.to_str().unwrap()]);
     assert_eq!(code, Some(3), "{err}");
     assert!(!created, "{err}");
     assert!(
@@ -682,7 +694,7 @@ fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
             &format!("\n[[memory]]\nguest_addr = {at:#x}\nsize = \"4KiB\"\n[kernel]"),
         ),
     );
-    let (code, err, created) = traced(&["run", bits.to_str().unwrap()]);
+    let (code, err, created) = run_and_trace(&["run", bits.to_str().unwrap()]);
     assert_eq!(code, Some(3), "{err}");
     assert!(!created, "{err}");
     assert!(
@@ -719,7 +731,7 @@ fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
             "kvm does not support read-only memslots (KVM_CAP_READONLY_MEM), needs Linux >= 3.16; required by memory readonly = true",
         ),
     ] {
-        let (code, err, created) = traced(&["run", "--disable-cap", cap, file]);
+        let (code, err, created) = run_and_trace(&["run", "--disable-cap", cap, file]);
         assert_eq!(code, Some(3), "{cap}: {err}");
         assert!(!created, "{cap}: {err}");
         assert!(err.contains(&format!("berth: {want}")), "{cap}: {err}");
