@@ -4,7 +4,8 @@
 use crate::bus::{BusDevice, VmEvent};
 use std::sync::Arc;
 
-/// Where line levels go: KVM_IRQ_LINE_STATUS, or berth's IOAPIC in split mode.
+/// Where line levels go: KVM (KVM_IRQ_LINE_STATUS, or KVM_IRQ_LINE without
+/// KVM_CAP_IRQ_INJECT_STATUS), or berth's IOAPIC in split mode.
 pub trait LineSink: Send + Sync {
     /// Sets `gsi` to `level`.
     fn set_gsi(&self, gsi: u32, level: bool);
