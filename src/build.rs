@@ -315,7 +315,8 @@ fn check_host(host: &HostKvm, plan: &Plan) -> Result<u32, BuildError> {
         let end = s.guest_addr.0 + s.size.0;
         if bits < 64 && end > (1u64 << bits) {
             return Err(HostError::PhysAddrBits {
-                region: s.slot,
+                name: s.name.clone(),
+                slot: s.slot,
                 end,
                 bits,
             }

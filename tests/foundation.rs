@@ -691,7 +691,7 @@ fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
         "bits.toml",
         &machine(&probe, 1, "").replace(
             "\n[kernel]",
-            &format!("\n[[memory]]\nguest_addr = {at:#x}\nsize = \"4KiB\"\n[kernel]"),
+            &format!("\n[[memory]]\nname = \"far\"\nguest_addr = {at:#x}\nsize = \"4KiB\"\n[kernel]"),
         ),
     );
     let (code, err, created) = run_and_trace(&["run", bits.to_str().unwrap()]);
@@ -699,7 +699,7 @@ fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
     assert!(!created, "{err}");
     assert!(
         err.contains(&format!(
-            "memory[1] ends at {:#x}, beyond this host's {host_bits}-bit guest physical address space",
+            "memory region \"far\" (memslot 1) ends at {:#x}, beyond this host's {host_bits}-bit guest physical address space",
             at + 4096
         )),
         "{err}"

@@ -58,10 +58,14 @@ pub enum HostError {
         max: usize,
     },
     /// Guest memory beyond the host CPU's physical address width.
-    #[error("memory[{region}] ends at {end:#x}, beyond this host's {bits}-bit guest physical address space")]
+    #[error(
+        "memory region \"{name}\" (memslot {slot}) ends at {end:#x}, beyond this host's {bits}-bit guest physical address space"
+    )]
     PhysAddrBits {
-        /// Offending region (plan slot).
-        region: u32,
+        /// The region's name (the plan's: `name`, else `memory<index in the file>`).
+        name: String,
+        /// Its memslot (regions are slotted in address order, not file order).
+        slot: u32,
         /// Its end.
         end: u64,
         /// Host width.
