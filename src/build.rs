@@ -31,7 +31,10 @@ use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
 use crate::ram_loss;
 use crate::teardown::Reaper;
-use kvm_bindings::{kvm_enable_cap, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_irqchip, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, IoEventAddress, VcpuFd, VmFd};
 use log::debug;
 use std::collections::BTreeMap;
@@ -432,6 +435,23 @@ fn create_irqchip(fd: &VmFd, plan: &Plan) -> Result<(), BuildError> {
         return kvm("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", fd.enable_cap(&cap));
     }
     kvm("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
+    //     The 8259s as a BIOS leaves them: initialised, with the plan's vector
+    //     bases (KVM creates them with base 0); all else stays KVM's reset state.
+    if let Some((master, slave)) = plan.irqchip.pic_vector_bases {
+        for (chip, base) in [
+            (KVM_IRQCHIP_PIC_MASTER, master.0),
+            (KVM_IRQCHIP_PIC_SLAVE, slave.0),
+        ] {
+            let mut state = kvm_irqchip {
+                chip_id: chip,
+                ..Default::default()
+            };
+            kvm("KVM_GET_IRQCHIP", fd.get_irqchip(&mut state))?;
+            // `chip_id` selects the union's PIC member, just filled by KVM.
+            state.chip.pic.irq_base = base as u8;
+            kvm("KVM_SET_IRQCHIP", fd.set_irqchip(&state))?;
+        }
+    }
     if plan.irqchip.pit {
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,

@@ -171,6 +171,10 @@ pub struct IrqchipPlan {
     pub lapic_addr: Hex,
     /// GSIs the routing table spans (highest GSI + 1); the host must have as many.
     pub gsi_count: u32,
+    /// Kernel mode: the 8259 PICs' vector bases (master, slave), as a BIOS
+    /// leaves them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pic_vector_bases: Option<(Hex8, Hex8)>,
     /// The complete GSI routing table, sorted by GSI.
     pub routes: Vec<RoutePlan>,
 }
@@ -584,6 +588,8 @@ pub fn plan(c: &Config) -> Plan {
             ioapic_pins: 24,
             lapic_addr: Hex(layout::LAPIC_ADDR),
             gsi_count,
+            pic_vector_bases: (m.irqchip.mode == IrqchipMode::Kernel)
+                .then_some((Hex8(layout::PIC_VECTOR_BASES.0), Hex8(layout::PIC_VECTOR_BASES.1))),
             routes,
         },
         devices,

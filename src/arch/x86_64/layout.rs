@@ -37,6 +37,11 @@ pub const HIMEM_START: u64 = 0x10_0000;
 /// RAM that must exist, starting at 0, for the boot structures.
 pub const LOW_RAM_REQUIRED: u64 = HIMEM_START;
 
+/// Interrupt vector bases of the 8259 PICs (master, slave) as a PC BIOS
+/// leaves them (IRQ 0–7 → 0x08–0x0f, IRQ 8–15 → 0x70–0x77): what real-mode
+/// code and kvm-unit-tests' realmode expect, and what an OS reprograms.
+pub const PIC_VECTOR_BASES: (u32, u32) = (0x08, 0x70);
+
 /// I/O APIC MMIO window.
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Size of the I/O APIC window.
