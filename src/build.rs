@@ -134,8 +134,8 @@ pub struct Vm {
     pub doorbells: Vec<(String, Arc<AtomicU64>)>,
     /// Coalesced zones.
     pub zones: Arc<Vec<ZoneCounter>>,
-    /// Where the kernel went.
-    pub kernel: LoadedKernel,
+    /// Where the kernel went (`None`: restored from a snapshot).
+    pub kernel: Option<LoadedKernel>,
     /// The memslot-settle thread (joined before the VM is closed).
     pub settle: Option<std::thread::JoinHandle<()>>,
     /// ACPI S3 state, with ACPI tables.
@@ -154,6 +154,30 @@ pub struct BuildOptions {
 
 /// Builds the VM the plan describes.
 pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timeline) -> Result<Vm, BuildError> {
+    build_from(config, plan, opts, tl, None)
+}
+
+/// Builds the VM the plan describes around guest memory restored from a
+/// snapshot: steps 3–5 (RAM, kernel, boot structures) and the BSP's entry
+/// state are skipped; the caller loads the saved state next
+/// ([`crate::state::restore::load`]).
+pub fn build_restored(
+    config: &Config,
+    plan: &Plan,
+    opts: &BuildOptions,
+    tl: &mut Timeline,
+    mem: GuestMemoryMmap,
+) -> Result<Vm, BuildError> {
+    build_from(config, plan, opts, tl, Some(mem))
+}
+
+fn build_from(
+    config: &Config,
+    plan: &Plan,
+    opts: &BuildOptions,
+    tl: &mut Timeline,
+    restored: Option<GuestMemoryMmap>,
+) -> Result<Vm, BuildError> {
     // 1. /dev/kvm and its API version (and capabilities the user switched off).
     let mut host = HostKvm::open()?;
     host.disable(&opts.disable_caps).map_err(BuildError::Usage)?;
@@ -162,21 +186,29 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15).
     let supported_cpuid = host.supported_cpuid_in_background();
     tl.mark("1-2 host");
-    // 3. Guest RAM, mapped in this process (no KVM object yet).
-    let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
+    // 3. Guest RAM, mapped in this process (no KVM object yet); a restore
+    //    brings its own, mapped from the snapshot, and skips steps 4–5.
+    let (mem, kernel, facs) = match restored {
+        Some(mem) => (mem, None, acpi_facs(plan)?),
+        None => {
+            let mem = memory::create(&plan.memslots, |p| config.resolve(p))?;
+            tl.mark("3 ram");
+            // 4. Kernel into RAM: image errors end here, before any VM exists.
+            let kernel = boot::load_kernel(config, plan, &mem)?;
+            tl.mark("4 kernel");
+            // 5. Boot structures: command line, the protocol's boot info (zero
+            //    page, hvm_start_info or multiboot info), GDT/IDT, page
+            //    tables, MP table, ACPI.
+            boot::write_boot_structures(plan, &mem, &kernel)?;
+            regs::write_tables(plan, &mem)?;
+            write_mptable(plan, &mem)?;
+            let facs = write_acpi(plan, &mem)?;
+            tl.mark("5 boot-structures");
+            (mem, Some(kernel), facs)
+        }
+    };
     //    Lost backing (a truncated file) is reported by region from here on.
     ram_loss::register(&plan.memslots, &mem, |p| config.resolve(p));
-    tl.mark("3 ram");
-    // 4. Kernel into RAM: image errors end here, before any VM exists.
-    let kernel = boot::load_kernel(config, plan, &mem)?;
-    tl.mark("4 kernel");
-    // 5. Boot structures: command line, the protocol's boot info (zero page,
-    //    hvm_start_info or multiboot info), GDT/IDT, page tables, MP table, ACPI.
-    boot::write_boot_structures(plan, &mem, &kernel)?;
-    regs::write_tables(plan, &mem)?;
-    write_mptable(plan, &mem)?;
-    let facs = write_acpi(plan, &mem)?;
-    tl.mark("5 boot-structures");
     // 6. Device back-ends that depend on the host (serial output file).
     let serial_out = serial_output(config, plan)?;
     // 7. KVM_CREATE_VM.
@@ -229,7 +261,7 @@ pub fn build(config: &Config, plan: &Plan, opts: &BuildOptions, tl: &mut Timelin
     // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
     //     state; each maps the coalesced ring when zones exist.
     let supported = kvm("KVM_GET_SUPPORTED_CPUID", supported_cpuid.wait(&host))?;
-    let vcpus = create_vcpus(&fd, plan, &kernel, &supported, !zones.is_empty())?;
+    let vcpus = create_vcpus(&fd, plan, kernel.as_ref(), &supported, !zones.is_empty())?;
     tl.mark("15 vcpus");
     // 16. The teardown helper takes its own reference to the VM and vCPU
     //     fds (after step 15, so it has them all): KVM's teardown then runs
@@ -353,8 +385,31 @@ fn write_mptable(plan: &Plan, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
 /// Step 5: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, FACS), when
 /// planned; returns the FACS address.
 fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<Option<u64>, BuildError> {
-    let (Some(rsdp), Some(pm)) = (plan.boot.acpi_rsdp, plan.boot.acpi_pm_port) else {
+    let Some((spec, rsdp)) = acpi_spec(plan) else {
         return Ok(None);
+    };
+    acpi::write(&spec, mem, rsdp).map(Some).map_err(acpi_error)
+}
+
+/// A restore: where the tables in the restored memory keep the FACS.
+fn acpi_facs(plan: &Plan) -> Result<Option<u64>, BuildError> {
+    let Some((spec, rsdp)) = acpi_spec(plan) else {
+        return Ok(None);
+    };
+    acpi::facs_address(&spec, rsdp).map(Some).map_err(acpi_error)
+}
+
+fn acpi_error(e: acpi::AcpiError) -> BuildError {
+    BuildError::Device {
+        name: "acpi".into(),
+        message: e.to_string(),
+    }
+}
+
+/// The ACPI tables' description and RSDP address, when planned.
+fn acpi_spec(plan: &Plan) -> Option<(acpi::AcpiSpec, u64)> {
+    let (Some(rsdp), Some(pm)) = (plan.boot.acpi_rsdp, plan.boot.acpi_pm_port) else {
+        return None;
     };
     let spec = acpi::AcpiSpec {
         cpus: plan.cpus.iter().map(|c| c.apic_id as u8).collect(),
@@ -368,12 +423,7 @@ fn write_acpi(plan: &Plan, mem: &GuestMemoryMmap) -> Result<Option<u64>, BuildEr
         legacy_pic: plan.irqchip.mode == "kernel",
         fw_cfg: fw_cfg_ports(plan),
     };
-    acpi::write(&spec, mem, rsdp.0)
-        .map(Some)
-        .map_err(|e| BuildError::Device {
-            name: "acpi".into(),
-            message: e.to_string(),
-        })
+    Some((spec, rsdp.0))
 }
 
 /// The fw_cfg device's I/O range for the DSDT: selector and data, plus the
@@ -771,7 +821,7 @@ fn register_zones(regs: &mut Registrations, plan: &Plan) -> Result<Vec<ZoneCount
 fn create_vcpus(
     vm: &VmFd,
     plan: &Plan,
-    kernel: &LoadedKernel,
+    kernel: Option<&LoadedKernel>,
     supported: &CpuId,
     coalesced: bool,
 ) -> Result<Vec<VcpuFd>, BuildError> {
@@ -787,7 +837,7 @@ fn create_vcpus(
         regs::setup_msrs(&v)?;
         regs::setup_fpu(&v)?;
         regs::setup_lint(&v)?;
-        if cpu.bsp {
+        if let (true, Some(kernel)) = (cpu.bsp, kernel) {
             regs::setup_bsp(&v, plan, kernel)?;
         }
         out.push(v);

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+
+use crate::state::{DeviceState, StateError};
 use thiserror::Error;
 
 /// Number of unhandled accesses logged before the log is suppressed.
@@ -63,6 +65,18 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Writes `data` at `offset`; may ask the VM for something.
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent>;
+    /// The device's state for a snapshot ([`crate::state`]); `None`: the
+    /// device has none (or another bus entry saves it).
+    fn save_state(&self) -> Option<DeviceState> {
+        None
+    }
+    /// Loads a state saved by [`BusDevice::save_state`].
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        Err(StateError::Mismatch(format!(
+            "this device has no state, the snapshot has {}",
+            state.kind()
+        )))
+    }
 }
 
 /// Errors from building a [`Bus`].
@@ -198,6 +212,11 @@ impl fmt::Debug for Bus {
 /// take the others down with it).
 fn lock<'a>(dev: &'a Mutex<dyn BusDevice + 'static>) -> MutexGuard<'a, dyn BusDevice + 'static> {
     dev.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The key of a device's state: `name@space:base`.
+fn state_key(name: &str, space: AddressSpace, base: u64) -> String {
+    format!("{name}@{space}:{base:#x}")
 }
 
 /// Little-endian value of up to the first 8 bytes of `data`, for logging.
@@ -384,6 +403,58 @@ impl Bus {
             mmio_reads: self.unhandled_mmio.reads.load(Ordering::Relaxed),
             mmio_writes: self.unhandled_mmio.writes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Each device's state ([`BusDevice::save_state`]), keyed
+    /// `name@space:base`; devices without state are absent.
+    pub fn save_states(&self) -> BTreeMap<String, DeviceState> {
+        let mut out = BTreeMap::new();
+        for space in [AddressSpace::Pio, AddressSpace::Mmio] {
+            for (&base, e) in self.map(space) {
+                if let Some(s) = lock(&e.dev).save_state() {
+                    out.insert(state_key(&e.name, space, base), s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Loads the states of [`Bus::save_states`]: every device with state
+    /// must have one in `states`, and every state must find its device.
+    pub fn load_states(&self, states: &BTreeMap<String, DeviceState>) -> Result<(), StateError> {
+        let mut used = 0;
+        for space in [AddressSpace::Pio, AddressSpace::Mmio] {
+            for (&base, e) in self.map(space) {
+                let key = state_key(&e.name, space, base);
+                let mut dev = lock(&e.dev);
+                match states.get(&key) {
+                    Some(s) => {
+                        dev.load_state(s)
+                            .map_err(|err| StateError::Mismatch(format!("device {key}: {err}")))?;
+                        used += 1;
+                    }
+                    None if dev.save_state().is_some() => {
+                        return Err(StateError::Mismatch(format!("no state for device {key}")));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if used != states.len() {
+            let missing: Vec<&String> = states
+                .keys()
+                .filter(|k| {
+                    !self
+                        .ranges()
+                        .iter()
+                        .any(|(sp, b, _, n)| &&state_key(n, *sp, *b) == k)
+                })
+                .collect();
+            return Err(StateError::Mismatch(format!(
+                "state for unknown devices {missing:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Every inserted range as `(space, base, len, name)`, ordered by space

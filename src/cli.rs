@@ -44,6 +44,39 @@ pub enum Command {
         /// Overrides of the machine file.
         #[command(flatten)]
         overrides: OverrideArgs,
+        /// Snapshot options and the control socket.
+        #[command(flatten)]
+        snap: SnapshotArgs,
+    },
+    /// Restore a snapshot and run it on.
+    Restore {
+        /// Snapshot directory.
+        dir: PathBuf,
+        /// The machine file; its plan digest must equal the snapshot's (default: the saved copy).
+        #[arg(long, value_name = "FILE")]
+        machine: Option<PathBuf>,
+        /// Print the `--stats` report at the end (stderr).
+        #[arg(long)]
+        stats: bool,
+        /// Run without the per-thread seccomp filters (for debugging).
+        #[arg(long)]
+        no_seccomp: bool,
+        /// End the VM with exit 6 after this long.
+        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+        timeout: Option<u64>,
+        /// Snapshot options and the control socket.
+        #[command(flatten)]
+        snap: SnapshotArgs,
+    },
+    /// Send one request to a running berth's control socket; print the reply.
+    Ctl {
+        /// The control socket.
+        socket: PathBuf,
+        /// pause, resume, snapshot DIR [--incremental], stats, stop.
+        command: String,
+        /// The command's arguments.
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Parse and validate the machine file only.
     Check {
@@ -102,6 +135,23 @@ impl From<OverrideArgs> for config::Overrides {
     }
 }
 
+/// The control socket and `--snapshot-at` (run and restore).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// Serve the control socket at PATH (one JSON object per line; README "Control socket").
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// When a complete serial line contains LINE, pause, snapshot to --snapshot-to and exit 0.
+    #[arg(long, value_name = "LINE", requires = "snapshot_to")]
+    pub snapshot_at: Option<String>,
+    /// Where --snapshot-at writes the snapshot (must not exist).
+    #[arg(long, value_name = "DIR", requires = "snapshot_at")]
+    pub snapshot_to: Option<PathBuf>,
+    /// Keep running after the --snapshot-at snapshot.
+    #[arg(long, requires = "snapshot_at")]
+    pub snapshot_continue: bool,
+}
+
 /// `berth plan --format`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PlanFormat {
@@ -156,6 +206,34 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             print!("{}", kvm::caps_report(&host));
             Ok(0)
         }
+        Command::Ctl {
+            socket,
+            command,
+            args,
+        } => {
+            let req = crate::control::request_from_args(&command, &args)?;
+            let reply = crate::control::client(&socket, &req)?;
+            println!("{reply}");
+            if reply.get("ok") == Some(&serde_json::Value::Bool(true)) {
+                Ok(0)
+            } else {
+                let msg = reply.get("error").and_then(|e| e.as_str()).unwrap_or("error");
+                Err(crate::control::ControlError::Replied(msg.to_string()).into())
+            }
+        }
+        Command::Restore {
+            dir,
+            machine,
+            stats,
+            no_seccomp,
+            timeout,
+            snap,
+        } => {
+            if no_seccomp {
+                crate::seccomp::disable();
+            }
+            crate::snapshot_cli::restore(&dir, machine.as_deref(), stats, timeout, &snap)
+        }
         Command::Run {
             file,
             stats,
@@ -165,6 +243,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             timeout,
             no_seccomp,
             overrides,
+            snap,
         } => {
             if no_seccomp {
                 crate::seccomp::disable();
@@ -212,6 +291,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 if let Some(sig) = signals.pending() {
                     return Ok(Outcome::Signal(sig).exit_code());
                 }
+                let controls = crate::snapshot_cli::controls(&c, &p, &snap)?;
                 let mut tl = start_path.clone();
                 let vm = build::build(&c, &p, &opts, &mut tl).map_err(|e| match e {
                     build::BuildError::Kernel(source) => Error::Kernel {
@@ -220,45 +300,62 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                     },
                     other => Error::Build(other),
                 })?;
-                log::info!("kernel {:?} entry {:#x}", vm.kernel.format, vm.kernel.entry);
+                if let Some(k) = &vm.kernel {
+                    log::info!("kernel {:?} entry {:#x}", k.format, k.entry);
+                }
                 if boot_digest {
                     eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
                 }
-                let report = vmm::run(vm, &run_opts).map_err(Error::Run)?;
-                if stats {
-                    tl.mark_at("17 vcpus-started", report.vcpus_started);
-                    eprint!("{}{}", vmm::stats_text(&report), tl.stats_text());
+                let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
+                if report.outcome.resets_the_machine() && p.machine.on_reboot == "restart" {
+                    print_report(&report, stats, &mut tl, true);
+                    continue;
                 }
-                if !report.stuck_vcpus.is_empty() {
-                    eprintln!(
-                        "berth: vCPUs {:?} did not stop within the grace period",
-                        report.stuck_vcpus
-                    );
-                }
-                match &report.outcome {
-                    o if o.resets_the_machine() && p.machine.on_reboot == "restart" => {
-                        // The first line: a triple fault's register dump stays out.
-                        let text = o.to_string();
-                        let why = text.lines().next().unwrap_or_default();
-                        eprintln!("berth: {why}; rebuilding the machine (on_reboot = \"restart\")");
-                        continue;
-                    }
-                    o @ (Outcome::Fault { .. }
-                    | Outcome::Host(_)
-                    | Outcome::Panic(_)
-                    | Outcome::MemoryLost(_)) => {
-                        eprintln!("berth: {o}")
-                    }
-                    o @ Outcome::Timeout(_) => {
-                        eprintln!("berth: {o}");
-                        for s in &report.vcpu_states {
-                            eprintln!("berth:   {s}");
-                        }
-                    }
-                    o => log::info!("{o}"),
-                }
-                return Ok(report.outcome.exit_code());
+                return Ok(print_report(&report, stats, &mut tl, false));
             }
         }
     }
+}
+
+/// Prints `--stats` and the outcome of a run (stderr); returns its exit
+/// code. `restarting`: the machine is rebuilt next (`on_reboot = "restart"`).
+pub(crate) fn print_report(
+    report: &vmm::RunReport,
+    stats: bool,
+    tl: &mut crate::clock::Timeline,
+    restarting: bool,
+) -> i32 {
+    if stats {
+        tl.mark_at("17 vcpus-started", report.vcpus_started);
+        eprint!("{}{}", vmm::stats_text(report), tl.stats_text());
+    }
+    if !report.stuck_vcpus.is_empty() {
+        eprintln!(
+            "berth: vCPUs {:?} did not stop within the grace period",
+            report.stuck_vcpus
+        );
+    }
+    match &report.outcome {
+        o if restarting => {
+            // The first line: a triple fault's register dump stays out.
+            let text = o.to_string();
+            let why = text.lines().next().unwrap_or_default();
+            eprintln!("berth: {why}; rebuilding the machine (on_reboot = \"restart\")");
+        }
+        o @ (Outcome::Fault { .. }
+        | Outcome::Host(_)
+        | Outcome::Panic(_)
+        | Outcome::MemoryLost(_)
+        | Outcome::SnapshotFailed(_)) => {
+            eprintln!("berth: {o}")
+        }
+        o @ Outcome::Timeout(_) => {
+            eprintln!("berth: {o}");
+            for s in &report.vcpu_states {
+                eprintln!("berth:   {s}");
+            }
+        }
+        o => log::info!("{o}"),
+    }
+    report.outcome.exit_code()
 }

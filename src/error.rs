@@ -2,9 +2,12 @@
 
 use crate::build::BuildError;
 use crate::config::{ConfigError, ConfigErrorKind};
+use crate::control::ControlError;
 use crate::kvm::HostError;
 use crate::outcome::exit_code;
 use crate::plan::dump::DumpError;
+use crate::state::dir::DirError;
+use crate::state::restore::RestoreError;
 
 /// Anything that stops berth before or around a run.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,23 @@ pub enum Error {
     /// Running the VM (threads, signals).
     #[error("{0}")]
     Run(String),
+    /// The control socket or `berth ctl`.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// A snapshot to restore is unusable (found before any VM exists).
+    #[error(transparent)]
+    Restore(#[from] crate::state::restore::RestoreError),
+    /// Restoring the saved state into the new VM failed.
+    #[error("{dir}: cannot restore the saved state: {source}")]
+    RestoreState {
+        /// Snapshot.
+        dir: String,
+        /// Why.
+        source: crate::state::StateError,
+    },
+    /// `--snapshot-to` names a directory that exists.
+    #[error("--snapshot-to {0}: the directory exists already; refusing to overwrite a snapshot")]
+    SnapshotToExists(String),
 }
 
 impl Error {
@@ -56,6 +76,23 @@ impl Error {
             Error::Build(BuildError::Kernel(_)) | Error::Kernel { .. } => exit_code::KERNEL,
             Error::Build(BuildError::Usage(_)) => exit_code::USAGE,
             Error::Dump(_) | Error::Host(_) | Error::Build(_) | Error::Run(_) => exit_code::HOST,
+            Error::Control(c) => match c {
+                ControlError::Bind { .. } | ControlError::Usage(_) => exit_code::USAGE,
+                ControlError::Connect { .. } => exit_code::HOST,
+                ControlError::Replied(_) => exit_code::CONTROL_REPLY,
+            },
+            Error::Restore(r) => match r {
+                RestoreError::Dir(DirError::OtherMachine { .. }) => exit_code::SNAPSHOT_OTHER_MACHINE,
+                RestoreError::Dir(DirError::Exists(_) | DirError::Write { .. }) => exit_code::SNAPSHOT_WRITE,
+                RestoreError::Dir(_) => exit_code::SNAPSHOT_BAD,
+                RestoreError::Config(c) => match c.kind {
+                    ConfigErrorKind::KernelImage => exit_code::KERNEL,
+                    _ => exit_code::USAGE,
+                },
+                RestoreError::Dump(_) | RestoreError::Memory(_) => exit_code::HOST,
+            },
+            Error::RestoreState { .. } => exit_code::SNAPSHOT_BAD,
+            Error::SnapshotToExists(_) => exit_code::SNAPSHOT_WRITE,
         }
     }
 }

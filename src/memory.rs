@@ -151,6 +151,38 @@ pub fn register(vm: &VmFd, slots: &[MemslotPlan], mem: &GuestMemoryMmap) -> Resu
     Ok(())
 }
 
+/// Maps each planned region from a snapshot's memory file (one per slot,
+/// in plan order), MAP_PRIVATE: pages load on demand when the guest touches
+/// them, and the guest's writes stay in this process (the file is never
+/// written).
+pub fn create_from_files(
+    slots: &[MemslotPlan],
+    files: Vec<std::fs::File>,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    let mut regions = Vec::with_capacity(slots.len());
+    for (s, file) in slots.iter().zip(files) {
+        let size = usize::try_from(s.size.0).map_err(|_| MemoryError::TooLarge {
+            slot: s.slot,
+            size: s.size.0,
+        })?;
+        let region = MmapRegionBuilder::new(size)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
+            .with_file_offset(FileOffset::new(file, 0))
+            .build()
+            .map_err(|source| MemoryError::Map {
+                slot: s.slot,
+                name: s.name.clone(),
+                size: s.size.0,
+                source,
+            })?;
+        let r = GuestRegionMmap::new(region, GuestAddress(s.guest_addr.0))
+            .ok_or_else(|| MemoryError::Assemble(format!("slot {} wraps the address space", s.slot)))?;
+        regions.push(r);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Assemble(e.to_string()))
+}
+
 /// Adds and removes a one-page memslot on a thread of its own, while the
 /// guest boots.
 ///

@@ -82,6 +82,12 @@ pub enum Outcome {
     /// Guest RAM lost its backing (a file truncated, huge pages gone): an
     /// access to planned RAM reached berth as an exit (`ram_loss`).
     MemoryLost(String),
+    /// `stop` on the control socket.
+    Stopped,
+    /// `--snapshot-at`: the snapshot was written (to this directory).
+    Snapshotted(String),
+    /// `--snapshot-at`: the snapshot could not be written.
+    SnapshotFailed(String),
 }
 
 impl Outcome {
@@ -115,6 +121,8 @@ impl Outcome {
             Outcome::Host(_) => exit_code::HOST,
             Outcome::Panic(_) => exit_code::PANIC,
             Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
+            Outcome::Stopped | Outcome::Snapshotted(_) => 0,
+            Outcome::SnapshotFailed(_) => exit_code::SNAPSHOT_WRITE,
         }
     }
 }
@@ -139,6 +147,9 @@ impl fmt::Display for Outcome {
             Outcome::Host(m) => write!(f, "host error while running: {m}"),
             Outcome::Panic(m) => write!(f, "internal error: {m}"),
             Outcome::MemoryLost(m) => write!(f, "guest memory lost its backing: {m}"),
+            Outcome::Stopped => write!(f, "stopped through the control socket"),
+            Outcome::Snapshotted(d) => write!(f, "snapshot written to {d}"),
+            Outcome::SnapshotFailed(m) => write!(f, "snapshot failed: {m}"),
         }
     }
 }
@@ -155,6 +166,16 @@ pub mod exit_code {
     pub const KERNEL: i32 = 5;
     /// Timeout.
     pub const TIMEOUT: i32 = 6;
+    /// The snapshot to restore is unreadable, damaged, truncated, of another
+    /// format version, or a memory file is missing.
+    pub const SNAPSHOT_BAD: i32 = 7;
+    /// The snapshot is of another machine (its plan digest differs).
+    pub const SNAPSHOT_OTHER_MACHINE: i32 = 8;
+    /// A snapshot could not be written (the directory exists, disk full,
+    /// permission): `--snapshot-at` exits with it.
+    pub const SNAPSHOT_WRITE: i32 = 9;
+    /// `berth ctl`: the VMM answered with an error.
+    pub const CONTROL_REPLY: i32 = 10;
     /// berth itself failed: a thread panicked (a bug; the message says where).
     pub const PANIC: i32 = 70;
     /// Guest RAM lost its backing (a file truncated under the guest): a vCPU

@@ -7,6 +7,7 @@ use crate::bus::{DeviceStats, UnhandledStats};
 use crate::devices::boot_timer::BootTimes;
 use crate::outcome::Outcome;
 use crate::plan::dump::hex;
+use crate::runctl::{Controller, SnapshotAt};
 use crate::vcpu::{install_kick_handler, ExitCounts, VcpuHandle, VcpuSnapshot, VmMessage, VmShared};
 use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -52,6 +53,8 @@ pub struct RunReport {
     pub stuck_vcpus: Vec<u32>,
     /// Each vCPU's state when it stopped.
     pub vcpu_states: Vec<VcpuSnapshot>,
+    /// Pages dirtied since the last snapshot, per memslot with `dirty_log`.
+    pub dirty_pages: Vec<(u32, String, u64)>,
 }
 
 /// sha256 over all guest RAM (slot order) and every vCPU's registers and
@@ -118,10 +121,54 @@ pub struct RunOptions {
     pub seccomp_main: bool,
 }
 
+/// What a run may be asked beyond running: the control socket,
+/// `--snapshot-at`, snapshots and the dirty log.
+#[derive(Default)]
+pub struct RunControls {
+    /// The bound control socket.
+    pub socket: Option<crate::control::Listener>,
+    /// The plan and machine-file parts a snapshot needs (`None`: no
+    /// snapshots and no dirty log).
+    pub source: Option<crate::state::take::Source>,
+    /// `--snapshot-at`.
+    pub snapshot_at: Option<SnapshotAt>,
+    /// A restored run: the snapshot it came from (the base of the next
+    /// incremental snapshot).
+    pub restored_from: Option<std::path::PathBuf>,
+}
+
 /// Runs the VM to its end.
-pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
+pub fn run(vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
+    run_controlled(vm, opts, RunControls::default())
+}
+
+/// Runs the VM to its end, serving control requests.
+pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> Result<RunReport, String> {
     install_kick_handler().map_err(|e| format!("cannot install the vCPU kick handler: {e}"))?;
     let (tx, rx) = mpsc::channel::<VmMessage>();
+    let takes_snapshots = controls.source.is_some();
+    let mut ctl = Controller::new(&vm, controls.source);
+    if let Some(dir) = controls.restored_from {
+        ctl.set_base(dir);
+    }
+    let snapshot_at = controls.snapshot_at;
+    if snapshot_at.is_some() {
+        let txl = tx.clone();
+        let line = snapshot_at.as_ref().map(|s| s.line.clone()).unwrap_or_default();
+        vm.serial.lock().unwrap_or_else(|e| e.into_inner()).watch_line(
+            line.into_bytes(),
+            Box::new(move || {
+                let _ = txl.send(VmMessage::LineSeen);
+            }),
+        );
+    }
+    let server = match controls.socket {
+        Some(l) => Some(
+            crate::control::serve(l, tx.clone())
+                .map_err(|e| format!("cannot start the control thread: {e}"))?,
+        ),
+        None => None,
+    };
 
     let shared = Arc::new(VmShared {
         stop: std::sync::atomic::AtomicBool::new(false),
@@ -131,6 +178,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         ring_lock: std::sync::Mutex::new(()),
         ioapic: vm.ioapic.clone(),
         sleep: vm.sleep.clone(),
+        pause: crate::vcpu::Pause::default(),
     });
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -149,7 +197,12 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     // Every thread of this run exists now: filters are inherited by threads
     // created later, so the main thread's comes last.
     if opts.seccomp_main {
-        if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Main) {
+        let kind = if takes_snapshots {
+            crate::seccomp::ThreadKind::Snapshot
+        } else {
+            crate::seccomp::ThreadKind::Main
+        };
+        if let Err(e) = crate::seccomp::install(kind) {
             outcome.get_or_insert(Outcome::Host(e.to_string()));
         }
     }
@@ -201,9 +254,44 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
                     outcome = Some(Outcome::Host("every vCPU stopped without an outcome".into()));
                 }
             }
+            Ok(VmMessage::Control(req, reply)) => {
+                let (r, end) = ctl.handle(req, &vm, &shared, &handles);
+                let _ = reply.send(r);
+                outcome = end;
+            }
+            Ok(VmMessage::LineSeen) => {
+                if let Some(at) = &snapshot_at {
+                    // Paused first, so the VM stays paused after the snapshot
+                    // unless it is to keep running: the guest must not run
+                    // past the snapshot in a process that is about to exit.
+                    let taken = ctl
+                        .pause(&shared, &handles)
+                        .and_then(|()| ctl.snapshot(&at.dir, false, &vm, &shared, &handles));
+                    if at.keep_running {
+                        ctl.resume(&shared);
+                    }
+                    match taken {
+                        Ok(t) => {
+                            eprintln!(
+                                "berth: snapshot written to {} ({:.1} ms, {} pages)",
+                                t.dir.display(),
+                                t.ms,
+                                t.pages
+                            );
+                            if !at.keep_running {
+                                outcome = Some(Outcome::Snapshotted(t.dir.display().to_string()));
+                            }
+                        }
+                        Err(e) => outcome = Some(Outcome::SnapshotFailed(e)),
+                    }
+                }
+            }
             Err(()) => outcome = Some(Outcome::Host("lost contact with the vCPU threads".into())),
         }
     }
+    // Requests that arrive from now on are answered by the control thread
+    // ("the VM has stopped") once it is dropped below.
+    let dirty = ctl.dirty_counts(&vm);
     let run_time = started.elapsed();
     if matches!(outcome, Some(Outcome::Timeout(_))) && vm.sleep.as_ref().is_some_and(|s| s.is_suspended()) {
         log::warn!("the guest was suspended to RAM (ACPI S3) and no wake event came");
@@ -214,6 +302,8 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
     if let Some(s) = &shared.sleep {
         s.release();
     }
+    shared.pause.release();
+    drop(server);
     let deadline = Instant::now() + STOP_GRACE;
     while finished < total && Instant::now() < deadline {
         for h in &handles {
@@ -225,7 +315,11 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
                 snapshots.insert(i, snap);
                 finished += 1;
             }
-            Ok(VmMessage::Outcome(_) | VmMessage::Suspended) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(VmMessage::Control(_, reply)) => {
+                let _ = reply.send(crate::control::error_reply("the VM is stopping"));
+            }
+            Ok(VmMessage::Outcome(_) | VmMessage::Suspended | VmMessage::LineSeen)
+            | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -292,6 +386,7 @@ pub fn run(mut vm: Vm, opts: &RunOptions) -> Result<RunReport, String> {
         vcpus_started,
         stuck_vcpus,
         vcpu_states: snapshots.into_values().flatten().collect(),
+        dirty_pages: dirty,
     })
 }
 
@@ -344,6 +439,9 @@ pub fn stats_text(r: &RunReport) -> String {
     }
     for (n, c) in &r.doorbells {
         let _ = writeln!(s, "stats: doorbell {n} unmatched-writes {c}");
+    }
+    for (slot, name, n) in &r.dirty_pages {
+        let _ = writeln!(s, "stats: dirty slot {slot} region {name} pages {n}");
     }
     s
 }

@@ -59,6 +59,10 @@ pub struct MachineSection {
     /// End the VM (exit 6) when it runs longer than this.
     #[serde(default)]
     pub timeout: Option<Millis>,
+    /// The control socket's path (relative to the file); `--control`
+    /// overrides it. A run-time option: not part of the plan.
+    #[serde(default)]
+    pub control: Option<std::path::PathBuf>,
 }
 
 /// `[machine] tables`.
@@ -109,6 +113,7 @@ impl Default for MachineSection {
             tables: Tables::default(),
             on_reboot: OnReboot::default(),
             timeout: None,
+            control: None,
         }
     }
 }

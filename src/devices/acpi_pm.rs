@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use super::sleep::SleepControl;
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::{DeviceState, StateError};
 
 /// Bytes of the PM1a event block: PM1_STS (u16 at +0), PM1_EN (u16 at +2).
 pub const PM1_EVT_LEN: u64 = 4;
@@ -183,6 +184,22 @@ impl BusDevice for AcpiPmEvt {
         }
         None
     }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::AcpiPmEvt {
+            status: self.status,
+            enable: self.enable,
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::AcpiPmEvt { status, enable } = state else {
+            return Err(state.wrong("acpi-pm-evt"));
+        };
+        self.status = *status;
+        self.enable = *enable;
+        Ok(())
+    }
 }
 
 /// The PM1a control block: PM1_CNT at +0.
@@ -261,6 +278,18 @@ impl BusDevice for AcpiPmCnt {
             log::debug!("ACPI PM1_CNT: sleep type {slp_typ} requested (only S5 is supported); ignored");
             None
         }
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::AcpiPmCnt { value: self.value })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::AcpiPmCnt { value } = state else {
+            return Err(state.wrong("acpi-pm-cnt"));
+        };
+        self.value = *value;
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 
 use crate::bus::{BusDevice, VmEvent};
 use crate::clock;
+use crate::state::{DeviceState, StateError};
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,6 +119,32 @@ impl BusDevice for BootTimer {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        let t = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        Some(DeviceState::BootTimer {
+            first: t.first,
+            signals: t.signals,
+            other_writes: t.other_writes,
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::BootTimer {
+            first,
+            signals,
+            other_writes,
+        } = state
+        else {
+            return Err(state.wrong("boot-timer"));
+        };
+        *self.times.lock().unwrap_or_else(|e| e.into_inner()) = BootTimes {
+            first: *first,
+            signals: *signals,
+            other_writes: *other_writes,
+        };
+        Ok(())
     }
 }
 

@@ -47,6 +47,8 @@
 //! The RAM bytes the BIOS would fill with the memory size are set like QEMU's
 //! `pc_cmos_init`, see [`Cmos::new`].
 
+use crate::state::devices::CmosState;
+use crate::state::{DeviceState, StateError};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -499,6 +501,11 @@ impl Cmos {
     }
 }
 
+/// Nanoseconds for the snapshot (i64: ±292 years around the host clock).
+fn clamp_ns(ns: i128) -> i64 {
+    i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+}
+
 impl BusDevice for Cmos {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -521,6 +528,34 @@ impl BusDevice for Cmos {
             _ => {}
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::Cmos(CmosState {
+            index: self.index,
+            nmi_disabled: self.nmi_disabled,
+            ram: self.ram.to_vec(),
+            offset_ns: clamp_ns(self.offset_ns),
+            rtc_flags: self.irq.saved().0,
+            rtc_settled_ns: clamp_ns(self.irq.saved().1),
+            rtc_line_high: self.irq.saved().2,
+        }))
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Cmos(c) = state else {
+            return Err(state.wrong("cmos"));
+        };
+        if c.ram.len() != CMOS_RAM_LEN {
+            return Err(StateError::Mismatch(format!("cmos ram of {} bytes", c.ram.len())));
+        }
+        self.index = c.index;
+        self.nmi_disabled = c.nmi_disabled;
+        self.ram.copy_from_slice(&c.ram);
+        self.offset_ns = i128::from(c.offset_ns);
+        self.irq
+            .load(c.rtc_flags, i128::from(c.rtc_settled_ns), c.rtc_line_high);
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 //! MSI inside KVM with no vCPU exit. Other writes land here and are counted.
 
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::{DeviceState, StateError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -40,5 +41,19 @@ impl BusDevice for Doorbell {
     fn write(&mut self, _offset: u64, _data: &[u8]) -> Option<VmEvent> {
         self.unmatched.fetch_add(1, Ordering::Relaxed);
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::Doorbell {
+            unmatched: self.unmatched.load(Ordering::Relaxed),
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Doorbell { unmatched } = state else {
+            return Err(state.wrong("doorbell"));
+        };
+        self.unmatched.store(*unmatched, Ordering::Relaxed);
+        Ok(())
     }
 }

@@ -18,6 +18,7 @@
 //! writable, so a DMA write sets the error bit, as QEMU does for read-only
 //! items.
 
+use crate::state::{DeviceState, StateError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -309,6 +310,32 @@ impl BusDevice for FwCfgPorts {
                 .select(u16::from_le_bytes(key));
         }
         None
+    }
+
+    // The shared state is saved once, with the selector/data window.
+    fn save_state(&self) -> Option<DeviceState> {
+        let d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Some(DeviceState::FwCfg {
+            selected: d.selected,
+            offset: d.offset as u64,
+            dma_addr: d.dma_addr,
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::FwCfg {
+            selected,
+            offset,
+            dma_addr,
+        } = state
+        else {
+            return Err(state.wrong("fw-cfg"));
+        };
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        d.selected = *selected;
+        d.offset = usize::try_from(*offset).unwrap_or(usize::MAX);
+        d.dma_addr = *dma_addr;
+        Ok(())
     }
 }
 

@@ -33,6 +33,7 @@
 //! there is nothing to interrupt for. This device therefore takes no
 //! interrupt eventfd and IRQ 1 is never raised.
 
+use crate::state::{DeviceState, StateError};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fmt;
@@ -220,6 +221,21 @@ impl BusDevice for I8042Command {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent> {
         lock(&self.0).bus_write(I8042Port::Command, offset, data)
+    }
+
+    // The controller's state is saved once, with its command port.
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::I8042 {
+            resets: lock(&self.0).resets,
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::I8042 { resets } = state else {
+            return Err(state.wrong("i8042"));
+        };
+        lock(&self.0).resets = *resets;
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! that level (non-zero = asserted). kvm-unit-tests drive IOAPIC tests this way.
 
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::{DeviceState, StateError};
 use std::sync::Arc;
 
 /// Where line levels go: KVM (KVM_IRQ_LINE_STATUS, or KVM_IRQ_LINE without
@@ -45,6 +46,29 @@ impl BusDevice for IrqLines {
         self.levels[offset as usize] = u8::from(level);
         self.sink.set_gsi(offset as u32, level);
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::IrqLines {
+            levels: self.levels.clone(),
+        })
+    }
+
+    /// The levels only: the interrupt controllers' own state (restored
+    /// separately) already holds what those levels caused.
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::IrqLines { levels } = state else {
+            return Err(state.wrong("irq-lines"));
+        };
+        if levels.len() != self.levels.len() {
+            return Err(StateError::Mismatch(format!(
+                "{} irq lines saved, {} planned",
+                levels.len(),
+                self.levels.len()
+            )));
+        }
+        self.levels.clone_from(levels);
+        Ok(())
     }
 }
 

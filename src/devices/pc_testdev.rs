@@ -10,6 +10,8 @@
 //!   host drop KVM's mapping of that page ([`FlushPage`]);
 //! - 0xff00_0000: a 64 KiB memory-backed MMIO window ("iomem") — [`Iomem`].
 
+use crate::state::devices::{from_hex, to_hex};
+use crate::state::{DeviceState, StateError};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -111,6 +113,20 @@ impl BusDevice for DataPort {
         *reg = u32::from_le_bytes(bytes);
         None
     }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::TestdevData {
+            value: *self.reg.lock().unwrap_or_else(|e| e.into_inner()),
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::TestdevData { value } = state else {
+            return Err(state.wrong("testdev-data"));
+        };
+        *self.reg.lock().unwrap_or_else(|e| e.into_inner()) = *value;
+        Ok(())
+    }
 }
 
 /// The flush-page register: a 32-bit write of a guest-physical address
@@ -185,6 +201,20 @@ impl BusDevice for FlushPage {
         }
         None
     }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::TestdevFlush {
+            flushes: self.flushes,
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::TestdevFlush { flushes } = state else {
+            return Err(state.wrong("testdev-flush"));
+        };
+        self.flushes = *flushes;
+        Ok(())
+    }
 }
 
 /// The 64 KiB iomem window: plain memory behind MMIO exits, readable and
@@ -222,6 +252,31 @@ impl BusDevice for Iomem {
             dst.copy_from_slice(data);
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        let bytes = if self.buf.iter().all(|&b| b == 0) {
+            String::new()
+        } else {
+            to_hex(&self.buf)
+        };
+        Some(DeviceState::TestdevIomem { bytes })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::TestdevIomem { bytes } = state else {
+            return Err(state.wrong("testdev-iomem"));
+        };
+        if bytes.is_empty() {
+            self.buf.fill(0);
+            return Ok(());
+        }
+        let b = from_hex(bytes)?;
+        if b.len() != self.buf.len() {
+            return Err(StateError::Mismatch(format!("iomem of {} bytes", b.len())));
+        }
+        self.buf.copy_from_slice(&b);
+        Ok(())
     }
 }
 

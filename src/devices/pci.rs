@@ -13,6 +13,8 @@
 //! - 0xcfc–0xcff ([`PciData`]): the selected dword of configuration space,
 //!   accessed at any width and byte offset.
 
+use crate::state::devices::{from_hex, to_hex};
+use crate::state::{DeviceState, StateError};
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{BusDevice, VmEvent};
@@ -239,6 +241,42 @@ impl BusDevice for PciData {
             f.write(reg | offset as usize, data);
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        let c = lock(&self.0);
+        Some(DeviceState::Pci {
+            address: c.address,
+            functions: c.functions.iter().map(|(d, f)| (*d, to_hex(&f.config))).collect(),
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Pci { address, functions } = state else {
+            return Err(state.wrong("pci"));
+        };
+        let mut c = lock(&self.0);
+        if functions.iter().map(|(d, _)| d).ne(c.functions.keys()) {
+            return Err(StateError::Mismatch(
+                "the saved PCI functions differ from the machine's".into(),
+            ));
+        }
+        for (d, hex) in functions {
+            let bytes = from_hex(hex)?;
+            let f = c
+                .functions
+                .get_mut(d)
+                .ok_or_else(|| StateError::Mismatch("pci".into()))?;
+            if bytes.len() != f.config.len() {
+                return Err(StateError::Mismatch(format!(
+                    "pci config of {} bytes",
+                    bytes.len()
+                )));
+            }
+            f.config.copy_from_slice(&bytes);
+        }
+        c.address = *address;
+        Ok(())
     }
 }
 

@@ -16,6 +16,8 @@
 //! berth has no ioeventfd here and counts every matching write. Like QEMU,
 //! every access is split into byte accesses.
 
+use crate::state::devices::{from_hex, to_hex};
+use crate::state::{DeviceState, StateError};
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{BusDevice, VmEvent};
@@ -129,6 +131,28 @@ impl BusDevice for PciTestdevBar {
             d.write_byte(self.io, offset + i as u64, *b);
         }
         None
+    }
+
+    // The shared state is saved once, with the memory BAR.
+    fn save_state(&self) -> Option<DeviceState> {
+        if self.io {
+            return None;
+        }
+        let d = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        Some(DeviceState::PciTestdev {
+            current: d.current.map(|c| c as u64),
+            headers: d.headers.iter().map(|h| to_hex(h)).collect(),
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::PciTestdev { current, headers } = state else {
+            return Err(state.wrong("pci-testdev"));
+        };
+        let mut d = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        d.headers = headers.iter().map(|h| from_hex(h)).collect::<Result<_, _>>()?;
+        d.current = current.map(|c| c as usize);
+        Ok(())
     }
 }
 

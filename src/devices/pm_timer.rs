@@ -11,6 +11,7 @@
 //! Accesses of any width at any offset read the register's little-endian
 //! byte lanes; lanes past the 4-byte block read `0xff`; writes are ignored.
 
+use crate::state::{DeviceState, StateError};
 use std::time::Instant;
 
 use crate::bus::{BusDevice, VmEvent};
@@ -36,8 +37,11 @@ pub fn host_monotonic_ns() -> u64 {
 /// The PM timer.
 pub struct PmTimer {
     clock: MonotonicNs,
-    /// Clock value at which the count was 0.
+    /// Clock value at which the count was `base`.
     origin: u64,
+    /// Nanoseconds already counted at `origin` (a restored timer goes on
+    /// from its snapshot).
+    base: u64,
 }
 
 impl std::fmt::Debug for PmTimer {
@@ -52,12 +56,23 @@ impl PmTimer {
     /// A timer that reads 0 now and counts from `clock`.
     pub fn new(clock: MonotonicNs) -> PmTimer {
         let origin = clock();
-        PmTimer { clock, origin }
+        PmTimer {
+            clock,
+            origin,
+            base: 0,
+        }
+    }
+
+    /// Nanoseconds counted so far.
+    fn elapsed_ns(&self) -> u64 {
+        (self.clock)()
+            .saturating_sub(self.origin)
+            .saturating_add(self.base)
     }
 
     /// The 24-bit count now.
     pub fn count(&self) -> u32 {
-        let ns = (self.clock)().saturating_sub(self.origin);
+        let ns = self.elapsed_ns();
         // ns * 3579545 / 1e9 without overflow for any u64 ns (u128).
         let ticks = u128::from(ns) * u128::from(PM_TMR_HZ) / 1_000_000_000;
         (ticks as u64 as u32) & PM_TMR_MASK
@@ -78,6 +93,21 @@ impl BusDevice for PmTimer {
 
     fn write(&mut self, _offset: u64, _data: &[u8]) -> Option<VmEvent> {
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::PmTimer {
+            elapsed_ns: self.elapsed_ns(),
+        })
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::PmTimer { elapsed_ns } = state else {
+            return Err(state.wrong("pm-timer"));
+        };
+        self.origin = (self.clock)();
+        self.base = *elapsed_ns;
+        Ok(())
     }
 }
 

@@ -3,6 +3,9 @@
 //! [`KEEP`] records are kept, all of them go into a running sha256.
 
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::devices::RecorderState;
+use crate::state::{DeviceState, StateError};
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +97,29 @@ impl BusDevice for Recorder {
             log.records.push(r);
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        Some(DeviceState::Recorder(RecorderState {
+            count: log.count,
+            hasher: log.hasher.serialize().to_vec(),
+        }))
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Recorder(s) = state else {
+            return Err(state.wrong("recorder"));
+        };
+        let ser = SerializedState::<Sha256>::try_from(s.hasher.as_slice())
+            .map_err(|_| StateError::Mismatch(format!("recorder hash state of {} bytes", s.hasher.len())))?;
+        let hasher = Sha256::deserialize(&ser)
+            .map_err(|_| StateError::Mismatch("recorder hash state does not decode".into()))?;
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.count = s.count;
+        log.hasher = hasher;
+        log.records.clear();
+        Ok(())
     }
 }
 

@@ -111,6 +111,21 @@ pub struct RtcIrq {
     raised: u64,
 }
 
+impl RtcIrq {
+    /// The interrupt state a snapshot keeps: flags, settled time, line level.
+    pub(super) fn saved(&self) -> (u8, i128, bool) {
+        (self.flags, self.settled_ns, self.high)
+    }
+
+    /// Loads what [`RtcIrq::saved`] returned (the line stays as the
+    /// restored interrupt controllers have it).
+    pub(super) fn load(&mut self, flags: u8, settled_ns: i128, high: bool) {
+        self.flags = flags;
+        self.settled_ns = settled_ns;
+        self.high = high;
+    }
+}
+
 impl fmt::Debug for RtcIrq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RtcIrq")

@@ -26,6 +26,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::EventFdTrigger;
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::{DeviceState, StateError};
+
+/// vm-superio's receive FIFO size.
+const SERIAL_FIFO_LEN: usize = 64;
 
 /// Number of UART registers (and length of the bus range).
 pub const SERIAL_REGS_LEN: u64 = 8;
@@ -338,6 +342,42 @@ pub struct SerialDevice {
     /// Whether an output error has already been logged (logged once only:
     /// a closed pipe would otherwise log once per guest byte).
     output_error_logged: bool,
+    /// LCR.DLAB: offsets 0 and 1 are the divisor, not THR/IER.
+    dlab: bool,
+    /// `--snapshot-at`: a pattern and what to do when a line has it.
+    watch: Option<LineWatch>,
+}
+
+/// Watches transmitted lines for a pattern; fires once.
+struct LineWatch {
+    pattern: Vec<u8>,
+    line: Vec<u8>,
+    fire: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Longest line kept for matching (longer lines are matched on their start).
+const WATCH_LINE_MAX: usize = 4096;
+
+impl LineWatch {
+    fn byte(&mut self, b: u8) {
+        if b != b'\n' {
+            if self.line.len() < WATCH_LINE_MAX {
+                self.line.push(b);
+            }
+            return;
+        }
+        let hit = !self.pattern.is_empty()
+            && self
+                .line
+                .windows(self.pattern.len())
+                .any(|w| w == self.pattern.as_slice());
+        self.line.clear();
+        if hit {
+            if let Some(f) = self.fire.take() {
+                f();
+            }
+        }
+    }
 }
 
 impl fmt::Debug for SerialDevice {
@@ -360,7 +400,18 @@ impl SerialDevice {
             counters,
             output,
             output_error_logged: false,
+            dlab: false,
+            watch: None,
         }
+    }
+
+    /// Calls `fire` (once) when a complete transmitted line contains `pattern`.
+    pub fn watch_line(&mut self, pattern: Vec<u8>, fire: Box<dyn FnOnce() + Send>) {
+        self.watch = Some(LineWatch {
+            pattern,
+            line: Vec::new(),
+            fire: Some(fire),
+        });
     }
 
     /// The interrupt eventfd.
@@ -428,6 +479,11 @@ impl BusDevice for SerialDevice {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent> {
         if let (Some(&value), Ok(reg)) = (data.first(), u8::try_from(offset)) {
+            match (offset, &mut self.watch) {
+                (3, _) => self.dlab = value & 0x80 != 0,
+                (0, Some(w)) if !self.dlab => w.byte(value),
+                _ => {}
+            }
             if offset < SERIAL_REGS_LEN {
                 if let Err(e) = self.uart.write(reg, value) {
                     self.log_error(e);
@@ -435,6 +491,47 @@ impl BusDevice for SerialDevice {
             }
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::Serial(self.uart.state().into()))
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Serial(regs) = state else {
+            return Err(state.wrong("serial"));
+        };
+        // vm-superio refuses more than its FIFO holds; refuse it before the
+        // UART is taken apart.
+        if regs.in_buffer.len() > SERIAL_FIFO_LEN {
+            return Err(StateError::Mismatch(format!(
+                "serial receive FIFO of {} bytes (at most {SERIAL_FIFO_LEN})",
+                regs.in_buffer.len()
+            )));
+        }
+        let irq = self
+            .irq_evt()
+            .try_clone()
+            .map_err(|e| StateError::Mismatch(format!("serial eventfd: {e}")))?;
+        let placeholder = Serial::with_events(
+            EventFdTrigger::new(
+                irq.try_clone()
+                    .map_err(|e| StateError::Mismatch(format!("serial eventfd: {e}")))?,
+            ),
+            Arc::clone(&self.counters),
+            Box::new(io::sink()) as Box<dyn Write + Send>,
+        );
+        let old = std::mem::replace(&mut self.uart, placeholder);
+        let writer = old.into_writer();
+        self.uart = Serial::from_state(
+            &regs.into(),
+            EventFdTrigger::new(irq),
+            Arc::clone(&self.counters),
+            writer,
+        )
+        .map_err(|e| StateError::Mismatch(format!("serial: {e:?}")))?;
+        self.dlab = regs.line_control & 0x80 != 0;
+        Ok(())
     }
 }
 

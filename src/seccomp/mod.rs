@@ -28,10 +28,12 @@
 //!
 //! | kind | own calls |
 //! | --- | --- |
-//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twelve KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, and for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
+//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twenty KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE, to save a parked vCPU KVM_GET_FPU, _XSAVE, _XCRS, _DEBUGREGS, _LAPIC, _MSRS, _CPUID2, _VCPU_EVENTS on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
 //! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
+//! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
+//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
 //! the main thread installs [`ThreadKind::Main`] only after it has started
@@ -75,15 +77,23 @@ pub enum ThreadKind {
     /// The main thread once every other thread runs: waits, kicks vCPUs,
     /// joins, reports, exits.
     Main,
+    /// The `control` thread: serves the control socket.
+    Control,
+    /// The main thread of a run that takes snapshots or reads the dirty log
+    /// (`--control`, `--snapshot-at`, `dirty_log`): [`ThreadKind::Main`]
+    /// plus writing the snapshot directory and the VM-wide KVM reads.
+    Snapshot,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Vcpu,
         ThreadKind::SerialOut,
         ThreadKind::RtcTimer,
         ThreadKind::Main,
+        ThreadKind::Control,
+        ThreadKind::Snapshot,
     ];
 
     /// The kind's name, as in messages.
@@ -93,6 +103,8 @@ impl ThreadKind {
             ThreadKind::SerialOut => "serial-out",
             ThreadKind::RtcTimer => "rtc",
             ThreadKind::Main => "main",
+            ThreadKind::Control => "control",
+            ThreadKind::Snapshot => "main",
         }
     }
 }
@@ -181,6 +193,51 @@ const THREAD_LIFETIME: &[Sys] = sys![
     SYS_exit,
     SYS_exit_group,
 ];
+
+/// The `control` thread's own calls: wait for and accept clients, read
+/// requests, set the reply timeout, remove the socket file at the end.
+const CONTROL_CALLS: &[Sys] = sys![
+    SYS_poll,
+    SYS_accept4,
+    SYS_read,
+    SYS_recvfrom,
+    SYS_sendto,
+    SYS_setsockopt,
+    SYS_unlink
+];
+
+/// The snapshot-writing main thread's own calls: create, write and rename
+/// the directory and its (sparse) files, read manifests, clean up a failed
+/// write.
+const SNAPSHOT_CALLS: &[Sys] = sys![
+    SYS_openat,
+    SYS_read,
+    SYS_mkdir,
+    SYS_pwrite64,
+    SYS_ftruncate,
+    SYS_fsync,
+    SYS_rename,
+    SYS_statx,
+    SYS_newfstatat,
+    SYS_fstat,
+    SYS_lseek,
+    SYS_unlinkat,
+    SYS_rmdir,
+    SYS_getdents64,
+    SYS_getcwd,
+    SYS_readlink,
+];
+
+impl ThreadKind {
+    /// Calls this kind adds to [`THREAD_LIFETIME`] without argument checks.
+    fn own_calls(self) -> &'static [Sys] {
+        match self {
+            ThreadKind::Control => CONTROL_CALLS,
+            ThreadKind::Snapshot => SNAPSHOT_CALLS,
+            _ => &[],
+        }
+    }
+}
 
 /// Calls allowed only with an argument check, in every kind unless noted:
 /// `tgkill` to this process (vCPU kicks, `abort`), `fcntl` with `F_GETFD`
@@ -278,7 +335,9 @@ const FORBIDDEN_NAMES: &[Sys] = sys![
 mod kvm_nr {
     #![allow(missing_docs)]
     use kvm_bindings::{
-        kvm_irq_level, kvm_irq_routing, kvm_mp_state, kvm_msi, kvm_regs, kvm_sregs, kvm_translation, KVMIO,
+        kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_dirty_log, kvm_fpu, kvm_irq_level, kvm_irq_routing,
+        kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msi, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs,
+        kvm_translation, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
     };
     // On the vCPU fd: the run loop and the state read for reports.
     vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
@@ -305,14 +364,38 @@ mod kvm_nr {
         0x68,
         kvm_bindings::kvm_coalesced_mmio_zone
     );
+    // On the vCPU fd: saving the state of a parked vCPU.
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_FPU, KVMIO, 0x8c, kvm_fpu);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    // On the VM fd: the chips and the dirty log, read by the snapshot thread.
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
+    vmm_sys_util::ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
+}
+
+/// The ioctl requests a snapshot-writing main thread may make.
+fn snapshot_ioctls() -> [(&'static str, u64); 4] {
+    [
+        ("KVM_GET_IRQCHIP", kvm_nr::KVM_GET_IRQCHIP()),
+        ("KVM_GET_PIT2", kvm_nr::KVM_GET_PIT2()),
+        ("KVM_GET_CLOCK", kvm_nr::KVM_GET_CLOCK()),
+        ("KVM_GET_DIRTY_LOG", kvm_nr::KVM_GET_DIRTY_LOG()),
+    ]
 }
 
 /// How many of [`vcpu_ioctls`] are on the vCPU fd (the rest, interrupt
 /// requests on the VM fd, are the `rtc` thread's too).
-const VCPU_FD_IOCTLS: usize = 8;
+const VCPU_FD_IOCTLS: usize = 16;
 
 /// The only ioctl requests a vCPU thread may make (name, request).
-fn vcpu_ioctls() -> [(&'static str, u64); 12] {
+fn vcpu_ioctls() -> [(&'static str, u64); 20] {
     [
         ("KVM_RUN", kvm_nr::KVM_RUN()),
         ("KVM_GET_REGS", kvm_nr::KVM_GET_REGS()),
@@ -322,6 +405,14 @@ fn vcpu_ioctls() -> [(&'static str, u64); 12] {
         ("KVM_SET_REGS", kvm_nr::KVM_SET_REGS()),
         ("KVM_SET_SREGS", kvm_nr::KVM_SET_SREGS()),
         ("KVM_SET_MP_STATE", kvm_nr::KVM_SET_MP_STATE()),
+        ("KVM_GET_FPU", kvm_nr::KVM_GET_FPU()),
+        ("KVM_GET_XSAVE", kvm_nr::KVM_GET_XSAVE()),
+        ("KVM_GET_XCRS", kvm_nr::KVM_GET_XCRS()),
+        ("KVM_GET_DEBUGREGS", kvm_nr::KVM_GET_DEBUGREGS()),
+        ("KVM_GET_LAPIC", kvm_nr::KVM_GET_LAPIC()),
+        ("KVM_GET_MSRS", kvm_nr::KVM_GET_MSRS()),
+        ("KVM_GET_CPUID2", kvm_nr::KVM_GET_CPUID2()),
+        ("KVM_GET_VCPU_EVENTS", kvm_nr::KVM_GET_VCPU_EVENTS()),
         ("KVM_IRQ_LINE", kvm_nr::KVM_IRQ_LINE()),
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),
@@ -370,19 +461,31 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
             vec![cond(kind, 0, SeccompCmpArgLen::Dword, u64::from(pid))?],
         )?],
     );
-    // fcntl(fd, F_GETFD): std's debug-build check in OwnedFd::drop.
-    map.insert(
-        libc::SYS_fcntl,
-        vec![rule(
-            kind,
-            vec![cond(kind, 1, SeccompCmpArgLen::Dword, libc::F_GETFD as u64)?],
-        )?],
-    );
+    // fcntl(fd, F_GETFD): std's debug-build check in OwnedFd::drop; the
+    // snapshot writer's directory removal (fdopendir) adds F_GETFL, F_SETFD.
+    let mut fcntl = vec![rule(
+        kind,
+        vec![cond(kind, 1, SeccompCmpArgLen::Dword, libc::F_GETFD as u64)?],
+    )?];
+    if kind == ThreadKind::Snapshot {
+        for cmd in [libc::F_GETFL, libc::F_SETFD] {
+            fcntl.push(rule(
+                kind,
+                vec![cond(kind, 1, SeccompCmpArgLen::Dword, cmd as u64)?],
+            )?);
+        }
+    }
+    map.insert(libc::SYS_fcntl, fcntl);
+    for s in kind.own_calls() {
+        map.insert(s.nr, Vec::new());
+    }
+    let snapshot: Vec<(&str, u64)> = main_ioctls().into_iter().chain(snapshot_ioctls()).collect();
     let ioctls: &[(&str, u64)] = match kind {
         ThreadKind::Vcpu => &vcpu_ioctls(),
         ThreadKind::Main => &main_ioctls(),
         ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..],
-        ThreadKind::SerialOut => &[],
+        ThreadKind::Snapshot => &snapshot,
+        ThreadKind::SerialOut | ThreadKind::Control => &[],
     };
     if !ioctls.is_empty() {
         // The kernel reads the request as an unsigned int: compare 32 bits.
@@ -433,7 +536,12 @@ pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
 
 /// Every system call this module names: allowed, checked, or known forbidden.
 fn named_calls() -> impl Iterator<Item = &'static Sys> {
-    THREAD_LIFETIME.iter().chain(CHECKED).chain(FORBIDDEN_NAMES)
+    THREAD_LIFETIME
+        .iter()
+        .chain(CHECKED)
+        .chain(FORBIDDEN_NAMES)
+        .chain(CONTROL_CALLS)
+        .chain(SNAPSHOT_CALLS)
 }
 
 /// Test-only fault injection: when the environment variable

@@ -77,6 +77,8 @@
 //! The sink is called with the device borrowed mutably (in berth, with the
 //! bus device's mutex held), so it must not call back into the [`Ioapic`].
 
+use crate::state::devices::IoapicState;
+use crate::state::{DeviceState, StateError};
 use std::fmt;
 
 use serde::Serialize;
@@ -346,6 +348,37 @@ impl Ioapic {
         }
     }
 
+    /// The state for a snapshot.
+    pub fn save(&self) -> IoapicState {
+        IoapicState {
+            id: self.id,
+            ioregsel: self.ioregsel,
+            table: self.table.to_vec(),
+            inputs: self.inputs,
+            refire_streak: self.refire_streak.to_vec(),
+        }
+    }
+
+    /// Loads a saved state and passes every pin's route to the sink again
+    /// (a fresh VM has none of the dynamic routes yet).
+    pub fn load(&mut self, s: &IoapicState) -> Result<(), StateError> {
+        if s.table.len() != IOAPIC_NUM_PINS || s.refire_streak.len() != IOAPIC_NUM_PINS {
+            return Err(StateError::Mismatch(format!(
+                "ioapic with {} pins (this one has {IOAPIC_NUM_PINS})",
+                s.table.len()
+            )));
+        }
+        self.id = s.id & ID_MASK;
+        self.ioregsel = s.ioregsel;
+        self.table.copy_from_slice(&s.table);
+        self.inputs = s.inputs;
+        self.refire_streak.copy_from_slice(&s.refire_streak);
+        for pin in 0..IOAPIC_NUM_PINS {
+            self.sync_route(pin);
+        }
+        Ok(())
+    }
+
     /// Snapshot of the redirection table (for tests and --stats).
     pub fn redirection_table(&self) -> [u64; IOAPIC_NUM_PINS] {
         self.table
@@ -489,6 +522,17 @@ impl BusDevice for Ioapic {
             off = off.wrapping_add(4);
         }
         None
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState::Ioapic(self.save()))
+    }
+
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Ioapic(s) = state else {
+            return Err(state.wrong("ioapic"));
+        };
+        self.load(s)
     }
 }
 

@@ -400,8 +400,17 @@ fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiErr
     Ok((out, at(facs_off)))
 }
 
-/// Writes [`build`]`(spec, rsdp_addr)` to `mem` at `rsdp_addr`; returns
-/// the FACS's address (where the guest leaves its S3 waking vector).
+/// Where [`write`] puts the FACS for `spec` at `rsdp_addr`, without
+/// writing anything (a restored VM's tables are in its memory already).
+///
+/// # Errors
+///
+/// Everything [`build`] rejects.
+pub fn facs_address(spec: &AcpiSpec, rsdp_addr: u64) -> Result<u64, AcpiError> {
+    build_blob(spec, rsdp_addr).map(|(_, facs)| facs)
+}
+
+/// Writes the tables of `spec` at `rsdp_addr`; returns the FACS address.
 ///
 /// # Errors
 ///

@@ -1,0 +1,226 @@
+//! The run loop's side of control requests ([`crate::control`] and
+//! `--snapshot-at`): pause and resume every vCPU through the kick
+//! ([`crate::vcpu::Pause`]), take snapshots ([`crate::state::take`]), stats
+//! and stop. Runs on the main thread, between the run loop's waits.
+
+use crate::build::Vm;
+use crate::control::{error_reply, Reply, Request};
+use crate::outcome::Outcome;
+use crate::state::dirty::DirtyLog;
+use crate::state::take::{self, Incremental, Source, Taken};
+use crate::state::vcpu::VcpuCaps;
+use crate::vcpu::{Parked, VcpuHandle, VcpuState, VmShared};
+use kvm_ioctls::Cap;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the vCPUs may take to park.
+const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// `--snapshot-at LINE --snapshot-to DIR [--snapshot-continue]`.
+#[derive(Clone, Debug)]
+pub struct SnapshotAt {
+    /// The text a complete serial line must contain.
+    pub line: String,
+    /// Where the snapshot goes.
+    pub dir: PathBuf,
+    /// Keep running after it (default: exit 0).
+    pub keep_running: bool,
+}
+
+/// Pause, resume, snapshot and stats for one run.
+pub struct Controller {
+    source: Option<Source>,
+    msrs: Arc<Vec<u32>>,
+    caps: VcpuCaps,
+    paused: Option<BTreeMap<u32, Parked>>,
+    last: Option<PathBuf>,
+    dirty: DirtyLog,
+    started: Instant,
+}
+
+impl Controller {
+    /// Prepares for `vm` (reads the host's MSR list: before the main
+    /// thread's seccomp filter).
+    pub fn new(vm: &Vm, source: Option<Source>) -> Controller {
+        // Only a run that can pause needs the list (one system call).
+        let msrs = match &source {
+            Some(_) => vm
+                .host
+                .kvm
+                .get_msr_index_list()
+                .map(|l| l.as_slice().to_vec())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let caps = VcpuCaps {
+            xsave: vm.host.kvm.check_extension(Cap::Xsave),
+            xcrs: vm.host.kvm.check_extension(Cap::Xcrs),
+        };
+        let dirty = DirtyLog::new(source.as_ref().map(|s| s.slots.clone()).unwrap_or_default());
+        Controller {
+            source,
+            msrs: Arc::new(msrs),
+            caps,
+            paused: None,
+            last: None,
+            dirty,
+            started: Instant::now(),
+        }
+    }
+
+    /// The snapshot this run was restored from: the base of its first
+    /// incremental snapshot.
+    pub fn set_base(&mut self, dir: PathBuf) {
+        self.last = Some(dir);
+    }
+
+    /// Whether the vCPUs are parked.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// Parks every running vCPU (each saves its state).
+    pub fn pause(&mut self, shared: &VmShared, handles: &[VcpuHandle]) -> Result<(), String> {
+        if self.paused.is_some() {
+            return Ok(());
+        }
+        shared.pause.request(self.msrs.clone(), self.caps);
+        let deadline = Instant::now() + PAUSE_LIMIT;
+        loop {
+            let live = handles.iter().filter(|h| h.state() != VcpuState::Exited).count();
+            for h in handles {
+                h.kick();
+            }
+            if shared.pause.wait_parked(Duration::from_millis(2)) >= live {
+                break;
+            }
+            if Instant::now() >= deadline {
+                shared.pause.release();
+                return Err("the vCPUs did not pause within 5 s".into());
+            }
+        }
+        self.paused = Some(shared.pause.take_states());
+        Ok(())
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn resume(&mut self, shared: &VmShared) {
+        if self.paused.take().is_some() {
+            shared.pause.release();
+        }
+    }
+
+    /// Writes a snapshot to `dir` (pausing meanwhile if running). On error
+    /// the VM keeps its state and runs on as before.
+    pub fn snapshot(
+        &mut self,
+        dir: &Path,
+        incremental: bool,
+        vm: &Vm,
+        shared: &VmShared,
+        handles: &[VcpuHandle],
+    ) -> Result<Taken, String> {
+        let Some(src) = self.source.clone() else {
+            return Err("this run cannot take snapshots".into());
+        };
+        let base = match (incremental, &self.last) {
+            (true, None) => {
+                return Err("an incremental snapshot needs a previous snapshot of this run".into())
+            }
+            (true, Some(b)) => Some(b.clone()),
+            (false, _) => None,
+        };
+        if incremental && !self.dirty.tracks_all() {
+            return Err("an incremental snapshot needs dirty_log = true on every [[memory]] region".into());
+        }
+        let was_paused = self.is_paused();
+        self.pause(shared, handles)?;
+        let result = self.write(dir, base, &src, vm);
+        if !was_paused {
+            self.resume(shared);
+        }
+        result
+    }
+
+    fn write(&mut self, dir: &Path, base: Option<PathBuf>, src: &Source, vm: &Vm) -> Result<Taken, String> {
+        // Serial bytes already sent belong to this side of the snapshot.
+        let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        let vcpus = self
+            .paused
+            .as_ref()
+            .map(|p| p.iter().map(|(i, r)| (*i, r.clone())).collect())
+            .unwrap_or_default();
+        let state = take::vm_state(src, vcpus, &vm.fd, &vm.bus).map_err(|e| e.to_string())?;
+        // The dirty log is read (and so reset) with the VM paused, so the
+        // pages of the next incremental snapshot are exactly those written
+        // after this one.
+        let dirty = self.dirty.collect(&vm.fd).map_err(|e| e.to_string())?;
+        let inc = base.map(|b| Incremental {
+            base: b,
+            pages: dirty,
+        });
+        let taken = take::write(dir, src, &state, &vm.mem, inc.as_ref()).map_err(|e| e.to_string());
+        // On failure the pages stay pending for the next snapshot.
+        if taken.is_ok() {
+            self.last = Some(dir.to_path_buf());
+            self.dirty.commit();
+        }
+        taken
+    }
+
+    /// Carries out a control request; returns the reply and, for `stop`,
+    /// the outcome.
+    pub fn handle(
+        &mut self,
+        req: Request,
+        vm: &Vm,
+        shared: &VmShared,
+        handles: &[VcpuHandle],
+    ) -> (Reply, Option<Outcome>) {
+        match req {
+            Request::Pause => match self.pause(shared, handles) {
+                Ok(()) => (json!({"ok": true, "paused": true}), None),
+                Err(e) => (error_reply(e), None),
+            },
+            Request::Resume => {
+                self.resume(shared);
+                (json!({"ok": true, "paused": false}), None)
+            }
+            Request::Snapshot { dir, incremental } => {
+                match self.snapshot(&dir, incremental, vm, shared, handles) {
+                    Ok(t) => (
+                        json!({"ok": true, "dir": t.dir, "ms": t.ms, "pages": t.pages,
+                               "base": t.base, "paused": self.is_paused()}),
+                        None,
+                    ),
+                    Err(e) => (error_reply(e), None),
+                }
+            }
+            Request::Stats => {
+                let dirty: BTreeMap<String, u64> = self
+                    .dirty
+                    .peek(&vm.fd)
+                    .into_iter()
+                    .map(|(slot, _, n)| (format!("slot{slot}"), n))
+                    .collect();
+                (
+                    json!({"ok": true, "paused": self.is_paused(), "vcpus": handles.len(),
+                           "run_ms": self.started.elapsed().as_secs_f64() * 1000.0,
+                           "serial_bytes_out": vm.serial_counters.bytes_out(),
+                           "dirty_pages": dirty}),
+                    None,
+                )
+            }
+            Request::Stop => (json!({"ok": true}), Some(Outcome::Stopped)),
+        }
+    }
+
+    /// Dirty pages per slot since the last snapshot (for `--stats`).
+    pub fn dirty_counts(&mut self, vm: &Vm) -> Vec<(u32, String, u64)> {
+        self.dirty.peek(&vm.fd)
+    }
+}

@@ -1,0 +1,221 @@
+//! One vCPU's KVM state. Saved on the vCPU's own thread while it is parked
+//! (after a KVM_RUN with `immediate_exit` completed any pending I/O), loaded
+//! on a fresh vCPU before its thread starts.
+//!
+//! Save order follows KVM's constraints: MP state first (KVM_GET_MP_STATE
+//! delivers pending INIT/SIPI events into the LAPIC), events last.
+
+use super::StateError;
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs,
+    kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::VcpuFd;
+use serde::{Deserialize, Serialize};
+
+/// MSRs read or written per KVM_GET_MSRS / KVM_SET_MSRS call.
+const MSR_CHUNK: usize = 64;
+
+/// What the host offers for the optional parts of the state.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct VcpuCaps {
+    /// KVM_CAP_XSAVE.
+    pub xsave: bool,
+    /// KVM_CAP_XCRS.
+    pub xcrs: bool,
+}
+
+/// One vCPU's state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VcpuState {
+    /// vCPU index.
+    pub index: u32,
+    /// KVM_GET_CPUID2.
+    pub cpuid: Vec<kvm_cpuid_entry2>,
+    /// KVM_GET_MP_STATE.
+    pub mp_state: kvm_mp_state,
+    /// KVM_GET_REGS.
+    pub regs: kvm_regs,
+    /// KVM_GET_SREGS.
+    pub sregs: kvm_sregs,
+    /// KVM_GET_FPU, as its bytes (`struct kvm_fpu`).
+    pub fpu: Vec<u8>,
+    /// KVM_GET_XSAVE, where the host has it.
+    pub xsave: Option<kvm_xsave>,
+    /// KVM_GET_XCRS, where the host has it.
+    pub xcrs: Option<kvm_xcrs>,
+    /// KVM_GET_DEBUGREGS.
+    pub debugregs: kvm_debugregs,
+    /// KVM_GET_LAPIC.
+    pub lapic: kvm_lapic_state,
+    /// Every MSR of KVM_GET_MSR_INDEX_LIST that KVM_GET_MSRS could read.
+    pub msrs: Vec<kvm_msr_entry>,
+    /// KVM_GET_VCPU_EVENTS.
+    pub events: kvm_vcpu_events,
+}
+
+impl Clone for VcpuState {
+    fn clone(&self) -> Self {
+        VcpuState {
+            index: self.index,
+            cpuid: self.cpuid.clone(),
+            mp_state: self.mp_state,
+            regs: self.regs,
+            sregs: self.sregs,
+            fpu: self.fpu.clone(),
+            // SAFETY: kvm_xsave is plain data (its flexible array member is
+            // zero-sized and unused for the legacy 4 KiB layout), so a
+            // bitwise copy is a valid, independent value.
+            xsave: self.xsave.as_ref().map(|x| unsafe { std::ptr::read(x) }),
+            xcrs: self.xcrs,
+            debugregs: self.debugregs,
+            lapic: self.lapic,
+            msrs: self.msrs.clone(),
+            events: self.events,
+        }
+    }
+}
+
+fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
+    // SAFETY: kvm_fpu is a plain repr(C) struct of integers and byte arrays;
+    // viewing its storage as bytes for its own size is sound.
+    unsafe { std::slice::from_raw_parts(f as *const kvm_fpu as *const u8, std::mem::size_of::<kvm_fpu>()) }
+        .to_vec()
+}
+
+fn fpu_from(b: &[u8]) -> Result<kvm_fpu, StateError> {
+    if b.len() != std::mem::size_of::<kvm_fpu>() {
+        return Err(StateError::Mismatch(format!("fpu state of {} bytes", b.len())));
+    }
+    let mut f = kvm_fpu::default();
+    // SAFETY: the lengths are equal (checked above) and every bit pattern is
+    // a valid kvm_fpu (integers and byte arrays only).
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), &mut f as *mut kvm_fpu as *mut u8, b.len()) };
+    Ok(f)
+}
+
+/// The MSRs in `indices` that KVM_GET_MSRS reads, with their values (the
+/// ones it refuses are left out).
+fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, StateError> {
+    let mut out = Vec::with_capacity(indices.len());
+    let mut rest = indices;
+    while !rest.is_empty() {
+        let n = rest.len().min(MSR_CHUNK);
+        let entries: Vec<kvm_msr_entry> = rest[..n]
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs =
+            Msrs::from_entries(&entries).map_err(|e| StateError::Mismatch(format!("msrs: {e:?}")))?;
+        let read = fd.get_msrs(&mut msrs).map_err(StateError::kvm("KVM_GET_MSRS"))?;
+        out.extend_from_slice(&msrs.as_slice()[..read]);
+        // KVM stops at the first MSR it cannot read: skip that one.
+        rest = &rest[if read < n { read + 1 } else { n }..];
+    }
+    Ok(out)
+}
+
+/// Saves vCPU `index`'s state. `msr_indices` is KVM_GET_MSR_INDEX_LIST.
+pub fn save(fd: &VcpuFd, index: u32, msr_indices: &[u32], caps: VcpuCaps) -> Result<VcpuState, StateError> {
+    let mp_state = fd.get_mp_state().map_err(StateError::kvm("KVM_GET_MP_STATE"))?;
+    let regs = fd.get_regs().map_err(StateError::kvm("KVM_GET_REGS"))?;
+    let sregs = fd.get_sregs().map_err(StateError::kvm("KVM_GET_SREGS"))?;
+    let fpu = fpu_bytes(&fd.get_fpu().map_err(StateError::kvm("KVM_GET_FPU"))?);
+    let xsave = if caps.xsave {
+        Some(fd.get_xsave().map_err(StateError::kvm("KVM_GET_XSAVE"))?)
+    } else {
+        None
+    };
+    let xcrs = if caps.xcrs {
+        Some(fd.get_xcrs().map_err(StateError::kvm("KVM_GET_XCRS"))?)
+    } else {
+        None
+    };
+    let debugregs = fd
+        .get_debug_regs()
+        .map_err(StateError::kvm("KVM_GET_DEBUGREGS"))?;
+    let lapic = fd.get_lapic().map_err(StateError::kvm("KVM_GET_LAPIC"))?;
+    let msrs = read_msrs(fd, msr_indices)?;
+    let cpuid = fd
+        .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+        .map_err(StateError::kvm("KVM_GET_CPUID2"))?
+        .as_slice()
+        .to_vec();
+    let events = fd
+        .get_vcpu_events()
+        .map_err(StateError::kvm("KVM_GET_VCPU_EVENTS"))?;
+    Ok(VcpuState {
+        index,
+        cpuid,
+        mp_state,
+        regs,
+        sregs,
+        fpu,
+        xsave,
+        xcrs,
+        debugregs,
+        lapic,
+        msrs,
+        events,
+    })
+}
+
+/// Loads a saved state into a fresh vCPU (before its first KVM_RUN).
+pub fn load(fd: &VcpuFd, s: &VcpuState) -> Result<(), StateError> {
+    let cpuid = CpuId::from_entries(&s.cpuid).map_err(|e| StateError::Mismatch(format!("cpuid: {e:?}")))?;
+    fd.set_cpuid2(&cpuid).map_err(StateError::kvm("KVM_SET_CPUID2"))?;
+    fd.set_mp_state(s.mp_state)
+        .map_err(StateError::kvm("KVM_SET_MP_STATE"))?;
+    fd.set_regs(&s.regs).map_err(StateError::kvm("KVM_SET_REGS"))?;
+    fd.set_sregs(&s.sregs).map_err(StateError::kvm("KVM_SET_SREGS"))?;
+    fd.set_fpu(&fpu_from(&s.fpu)?)
+        .map_err(StateError::kvm("KVM_SET_FPU"))?;
+    if let Some(x) = &s.xsave {
+        // SAFETY: `x` is a whole kvm_xsave (4 KiB), the legacy layout KVM
+        // reads when KVM_CAP_XSAVE2 has not been enabled on this VM.
+        unsafe { fd.set_xsave(x) }.map_err(StateError::kvm("KVM_SET_XSAVE"))?;
+    }
+    if let Some(x) = &s.xcrs {
+        fd.set_xcrs(x).map_err(StateError::kvm("KVM_SET_XCRS"))?;
+    }
+    fd.set_debug_regs(&s.debugregs)
+        .map_err(StateError::kvm("KVM_SET_DEBUGREGS"))?;
+    fd.set_lapic(&s.lapic).map_err(StateError::kvm("KVM_SET_LAPIC"))?;
+    for chunk in s.msrs.chunks(MSR_CHUNK) {
+        let msrs = Msrs::from_entries(chunk).map_err(|e| StateError::Mismatch(format!("msrs: {e:?}")))?;
+        let n = fd.set_msrs(&msrs).map_err(StateError::kvm("KVM_SET_MSRS"))?;
+        if n != chunk.len() {
+            return Err(StateError::Mismatch(format!(
+                "KVM_SET_MSRS refused MSR {:#x}",
+                chunk[n].index
+            )));
+        }
+    }
+    fd.set_vcpu_events(&s.events)
+        .map_err(StateError::kvm("KVM_SET_VCPU_EVENTS"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fpu_bytes_round_trip() {
+        let mut f = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        f.xmm[3][5] = 9;
+        let b = fpu_bytes(&f);
+        let g = fpu_from(&b).unwrap();
+        assert_eq!(g.fcw, 0x37f);
+        assert_eq!(g.mxcsr, 0x1f80);
+        assert_eq!(g.xmm[3][5], 9);
+        assert!(fpu_from(&b[1..]).is_err());
+    }
+}
