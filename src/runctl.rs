@@ -91,11 +91,16 @@ impl Controller {
         shared.pause.request(self.msrs.clone(), self.caps);
         let deadline = Instant::now() + PAUSE_LIMIT;
         loop {
-            let live = handles.iter().filter(|h| h.state() != VcpuState::Exited).count();
+            // A vCPU that left its loop (the guest is ending) cannot be
+            // saved: no snapshot of a VM that is stopping.
+            if let Some(h) = handles.iter().find(|h| h.state() == VcpuState::Exited) {
+                shared.pause.release();
+                return Err(format!("vcpu{} has stopped: the VM is ending", h.index()));
+            }
             for h in handles {
                 h.kick();
             }
-            if shared.pause.wait_parked(Duration::from_millis(2)) >= live {
+            if shared.pause.wait_parked(Duration::from_millis(2)) >= handles.len() {
                 break;
             }
             if Instant::now() >= deadline {
