@@ -105,21 +105,24 @@ pub fn create(
                 flags |= libc::MAP_HUGETLB;
             }
         }
-        let region = builder
-            .with_mmap_flags(flags)
-            .with_hugetlbfs(s.hugepages)
-            .build()
-            .map_err(|source| MemoryError::Map {
-                slot: s.slot,
-                name: s.name.clone(),
-                size: s.size.0,
-                source,
-            })?;
-        let r = GuestRegionMmap::new(region, GuestAddress(s.guest_addr.0))
-            .ok_or_else(|| MemoryError::Assemble(format!("slot {} wraps the address space", s.slot)))?;
-        regions.push(r);
+        regions.push(place(
+            s,
+            builder.with_mmap_flags(flags).with_hugetlbfs(s.hugepages),
+        )?);
     }
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Assemble(e.to_string()))
+}
+
+/// Maps one planned region with `builder` and places it at its guest address.
+fn place(s: &MemslotPlan, builder: MmapRegionBuilder) -> Result<GuestRegionMmap, MemoryError> {
+    let region = builder.build().map_err(|source| MemoryError::Map {
+        slot: s.slot,
+        name: s.name.clone(),
+        size: s.size.0,
+        source,
+    })?;
+    GuestRegionMmap::new(region, GuestAddress(s.guest_addr.0))
+        .ok_or_else(|| MemoryError::Assemble(format!("slot {} wraps the address space", s.slot)))
 }
 
 /// Registers each region as a KVM memslot, in plan order.
@@ -165,20 +168,13 @@ pub fn create_from_files(
             slot: s.slot,
             size: s.size.0,
         })?;
-        let region = MmapRegionBuilder::new(size)
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
-            .with_file_offset(FileOffset::new(file, 0))
-            .build()
-            .map_err(|source| MemoryError::Map {
-                slot: s.slot,
-                name: s.name.clone(),
-                size: s.size.0,
-                source,
-            })?;
-        let r = GuestRegionMmap::new(region, GuestAddress(s.guest_addr.0))
-            .ok_or_else(|| MemoryError::Assemble(format!("slot {} wraps the address space", s.slot)))?;
-        regions.push(r);
+        regions.push(place(
+            s,
+            MmapRegionBuilder::new(size)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
+                .with_file_offset(FileOffset::new(file, 0)),
+        )?);
     }
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Assemble(e.to_string()))
 }

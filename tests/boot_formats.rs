@@ -10,19 +10,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn plan_of(file: &std::path::Path) -> Value {
-    let mut c = berth();
-    c.args(["plan", "--format", "json"]).arg(file);
-    let o = run_with_limit(c, LIMIT);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = stdout(&o);
-    serde_json::from_str(&t[..t.rfind("plan-sha256:").unwrap()]).unwrap()
-}
-
-fn hexnum(v: &Value) -> u64 {
-    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
 fn hexfield(line: &str, key: &str) -> u64 {
     let v = line
         .split_whitespace()

@@ -15,23 +15,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn plan_of(file: &str) -> Value {
-    let mut c = berth();
-    c.args(["plan", "--format", "json", file]);
-    let o = run_with_limit(c, LIMIT);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = stdout(&o);
-    serde_json::from_str(&t[..t.rfind("plan-sha256:").unwrap()]).unwrap()
-}
-
-fn hexnum(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap(),
-        Value::Number(n) => n.as_u64().unwrap(),
-        _ => panic!("not a number: {v}"),
-    }
-}
-
 /// `probe.KEY=` value from the plan's command line.
 fn opt<'a>(plan: &'a Value, key: &str) -> Option<&'a str> {
     plan["kernel"]["cmdline"]

@@ -11,25 +11,11 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "BERTH-LINUX-SMOKE-OK";
-
-fn plan_of(file: &str) -> Value {
-    let mut c = berth();
-    c.args(["plan", "--format", "json", file]);
-    let o = run_with_limit(c, Duration::from_secs(60));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = stdout(&o);
-    serde_json::from_str(&t[..t.rfind("plan-sha256:").unwrap()]).unwrap()
-}
-
-fn hexnum(v: &Value) -> u64 {
-    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
 
 /// Boots `file` with extra args; returns (exit code, serial lines with the
 /// time each arrived, stderr).

@@ -174,3 +174,22 @@ pub fn recorder_digest(records: impl Iterator<Item = (u64, u8, u64)>) -> String 
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `berth plan --format json FILE` as JSON (without the digest line).
+pub fn plan_of(file: impl AsRef<std::ffi::OsStr>) -> serde_json::Value {
+    let mut c = berth();
+    c.args(["plan", "--format", "json"]).arg(file);
+    let o = run_with_limit(c, Duration::from_secs(120));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    serde_json::from_str(&t[..t.rfind("plan-sha256:").unwrap()]).unwrap()
+}
+
+/// A plan number: a `"0x…"` string or a JSON number.
+pub fn hexnum(v: &serde_json::Value) -> u64 {
+    match v {
+        serde_json::Value::String(s) => u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap(),
+        serde_json::Value::Number(n) => n.as_u64().unwrap(),
+        other => panic!("not a plan number: {other}"),
+    }
+}
