@@ -243,7 +243,7 @@ fn harness(root: &Path) -> Result<bool, String> {
         root: root.into(),
         qemu,
     };
-    let host = host::facts(root, &ctx.qemu.version, &ctx.qemu.cpu_name());
+    let mut host = host::facts(root, &ctx.qemu.version, &ctx.qemu.cpu_name());
     eprintln!(
         "bench: {} | {} × {} | pvm: {} | {} | -cpu {} | berth {}",
         host.kernel,
@@ -291,6 +291,7 @@ fn harness(root: &Path) -> Result<bool, String> {
     }
 
     let cfg = &ctx.cfg;
+    host.load_end = host::loadavg();
     let results = Results {
         host,
         settings: Settings {
