@@ -79,9 +79,11 @@ fn one_fleet(
 ) -> Result<Sample, String> {
     let before = meminfo()?;
     let tmp = std::env::temp_dir().join(format!("berth-bench-density-{}.stderr", std::process::id()));
+    // BENCH_TIMEOUT per 50 VMs: 200 QEMUs take tens of seconds to start on 2 busy CPUs.
+    let timeout = ctx.cfg.timeout * n.div_ceil(50).max(1) as u32;
     let result = (|| {
         let mut fleet = Fleet::start(n, program, args, IDLE_LINE, &tmp)?;
-        let running = fleet.wait_running(ctx.cfg.timeout)?;
+        let running = fleet.wait_running(timeout)?;
         let after = meminfo()?;
         let (mut uss, mut pss) = (0u64, 0u64);
         for pid in fleet.pids() {
@@ -89,8 +91,8 @@ fn one_fleet(
             uss += u;
             pss += p;
         }
-        let exited = fleet.terminate(ctx.cfg.timeout)?;
-        let gone = fleet.wait_groups_empty(ctx.cfg.timeout)?;
+        let exited = fleet.terminate(timeout)?;
+        let gone = fleet.wait_groups_empty(timeout)?;
         fleet.check_statuses(&format!("exit status {expect_status}"), |s| {
             libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == expect_status
         })?;
@@ -143,8 +145,9 @@ pub fn density(ctx: &Ctx, b: &mut Bench) -> Result<(), String> {
          threads' stacks, page tables; KVM's page allocations outside slab are only in the \
          meminfo Δ). VMs/GiB = 1024 / MiB per VM. Then SIGTERM to every VMM: time until the last \
          has exited (berth: status 143, QEMU: 0, each checked), and until its process group is \
-         empty (berth's teardown helper finishes KVM's teardown; polled every 1 ms). Any VM left \
-         on an error path is killed with its group and reaped. The sides alternate per N; \
+         empty (berth's teardown helper finishes KVM's teardown; polled every 1 ms). Bounds: \
+         BENCH_TIMEOUT per 50 VMs for each phase. Any VM left on an error path is killed with \
+         its group and reaped. The sides alternate per N; \
          {runs} run(s) per side and N (BENCH_DENSITY_RUNS).",
         KERNEL_FIELDS.join(" + ")
     );
