@@ -38,20 +38,24 @@ pub fn startup(ctx: &Ctx, b: &mut Bench) -> Result<(), String> {
     b.method = "Guest bench-exit-*.elf: its first instructions write 0 to isa-debug-exit. Wall \
                 time from just before spawn until the process has exited; CPU time = the child's \
                 user + sys from wait4. 128 MiB, 1 vCPU, in-kernel irqchip on both sides \
-                (one pair with the split irqchip on both sides). QEMU -M pc runs SeaBIOS before \
+                (one pair with the split irqchip on both sides). berth's tuned machine \
+                (exit-pvh.toml) sets `pit = false` like QEMU's pit=off; its default-style one \
+                (exit-pvh-default.toml) keeps the in-kernel PIT, as configs/default.toml and \
+                users' machines do, and runs in the same alternation. QEMU -M pc runs SeaBIOS before \
                 the multiboot loader; berth has no firmware."
         .into();
     let pvh = ctx.berth_run("berth pvh", "exit-pvh", false);
+    let pvh_default = ctx.berth_run("berth pvh default", "exit-pvh-default", false);
     let microvm = ctx.qemu_microvm("qemu microvm", "bench-exit-pvh", "128M", Serial::Null);
     let mb = ctx.berth_run("berth multiboot", "exit-mb", false);
     let pc = ctx.qemu_pc("qemu pc", "bench-exit-mb", "128M");
     let split = ctx.berth_run("berth pvh split", "exit-pvh-split", false);
     let microvm_split = ctx.qemu_microvm_split("qemu microvm split", "bench-exit-pvh", "128M");
-    for s in [&pvh, &microvm, &split, &microvm_split, &mb, &pc] {
+    for s in [&pvh, &pvh_default, &microvm, &split, &microvm_split, &mb, &pc] {
         b.commands.push(s.command_line());
     }
     let floor = Spec::new("true", "true", Vec::<String>::new(), ctx.cfg.timeout).status(0);
-    let r = ctx.alternate("pvh/microvm", &[&pvh, &microvm, &floor])?;
+    let r = ctx.alternate("pvh/microvm", &[&pvh, &microvm, &floor, &pvh_default])?;
     let s = Summary::of(column(&r[2], Measured::wall_ms));
     b.notes.push(format!(
         "harness floor: spawn → exit of `true`, in the same alternation: median {} ms ({}–{})",
@@ -65,6 +69,30 @@ pub fn startup(ctx: &Ctx, b: &mut Bench) -> Result<(), String> {
         &r[0],
         &r[1],
     ));
+    b.rows.extend(time_rows(
+        "PVH, default machine (PIT on): berth vs QEMU microvm",
+        "startup PVH default (ms)",
+        &r[3],
+        &r[1],
+    ));
+    let (tuned, default) = (
+        Summary::of(column(&r[0], Measured::wall_ms)).median,
+        Summary::of(column(&r[3], Measured::wall_ms)).median,
+    );
+    let ratio = default / tuned;
+    b.rows.push(
+        Row::new(
+            "default machine (PIT on) / tuned (pit = false): wall, spawn → exit",
+            "×",
+            Some(Stat::Derived {
+                value: ratio,
+                from: "median wall of berth pvh default / median wall of berth pvh".into(),
+            }),
+            None,
+            Better::Lower,
+        )
+        .target("≤ 1.3×", ratio <= 1.3),
+    );
     let pairs = [
         (
             "split irqchip",

@@ -38,5 +38,15 @@ pub fn facts(root: &Path, qemu_version: &str, qemu_cpu: &str) -> Host {
         qemu_cpu: qemu_cpu.to_string(),
         berth_git_rev: output("git", &["-C", &root, "describe", "--always", "--dirty"]),
         date: output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        load_start: loadavg(),
+        load_end: String::new(),
     }
+}
+
+/// The 1-, 5- and 15-minute load averages from /proc/loadavg ("unknown" when unreadable).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -1,9 +1,9 @@
 //! `cargo bench --bench compare` (run by `make bench`): berth and QEMU side by side on the same
 //! tiny guests (guests/bench-*.elf), written to `bench/results.{json,md,png}`.
 //!
-//! Benchmarks, in order: startup, first-line, footprint, exit-cost, coalescing, churn, plan. Each
-//! one alternates its sides (A B A B …) after warm-up runs, checks every run (exit status,
-//! expected output) and reports median, min and max. A benchmark whose run misbehaves stops and
+//! Benchmarks, in order: startup, first-line, footprint, exit-cost, coalescing, churn, plan,
+//! density. Each one alternates its sides (A B A B …) after warm-up runs, checks every run (exit
+//! status, expected output) and reports median, min and max. A benchmark whose run misbehaves stops and
 //! reports its error instead of numbers; the harness then exits 1 after writing the rest.
 //!
 //! Knobs (environment): BENCH_RUNS (counted runs per side, default 10), BENCH_WARMUP (default
@@ -11,12 +11,15 @@
 //! built with, default 100000), BENCH_CHURN_M (VMs per churn batch, default 50),
 //! BENCH_CHURN_BATCHES (counted batches per side, default 10), BENCH_ONLY (comma-separated ids),
 //! BENCH_OUT (output directory, default `bench/`), BENCH_BERTH (the berth binary to measure,
-//! default the one cargo built for this bench).
+//! default the one cargo built for this bench), BENCH_DENSITY_NS (fleet sizes, default
+//! 50,100,200), BENCH_DENSITY_RUNS (runs per side and size, default 3).
 
 mod boot;
 mod chart;
 mod churn;
+mod density;
 mod exits;
+mod fleet;
 mod host;
 mod markdown;
 mod plan;
@@ -180,6 +183,7 @@ const BENCHES: &[(&str, &str, BenchFn)] = &[
     ("coalescing", "5. Coalesced MMIO (berth only)", exits::coalescing),
     ("churn", "6. Churn: VMs per second", churn::churn),
     ("plan", "7. Plan of a large machine (berth only)", plan::plan),
+    ("density", "8. Density: idle VMs at once", density::density),
 ];
 
 /// The guest images every benchmark needs.
@@ -189,6 +193,7 @@ const IMAGES: &[&str] = &[
     "bench-line-pvh",
     "bench-pio-pvh",
     "bench-mmio-pvh",
+    "bench-idle-pvh",
 ];
 
 fn main() {
@@ -238,7 +243,7 @@ fn harness(root: &Path) -> Result<bool, String> {
         root: root.into(),
         qemu,
     };
-    let host = host::facts(root, &ctx.qemu.version, &ctx.qemu.cpu_name());
+    let mut host = host::facts(root, &ctx.qemu.version, &ctx.qemu.cpu_name());
     eprintln!(
         "bench: {} | {} × {} | pvm: {} | {} | -cpu {} | berth {}",
         host.kernel,
@@ -286,6 +291,7 @@ fn harness(root: &Path) -> Result<bool, String> {
     }
 
     let cfg = &ctx.cfg;
+    host.load_end = host::loadavg();
     let results = Results {
         host,
         settings: Settings {

@@ -77,6 +77,7 @@ pub fn render(res: &Results) -> String {
     let _ = writeln!(
         o,
         "- host: Linux {}, {} × {}, PVM: {}\n- QEMU: {} (`-cpu {}`)\n- berth: {}\n- date: {}\n\
+         - load average (1/5/15 min; other work on the host): {} at the start, {} at the end\n\
          - runs: {} warm-up + {} counted per side, alternating; timeout {} s per run; N = {} \
          for the pio/mmio guests; churn {} batches × {} VMs\n- harness wall time: {:.0} s\n",
         h.kernel,
@@ -91,6 +92,8 @@ pub fn render(res: &Results) -> String {
         h.qemu_cpu,
         h.berth_git_rev,
         h.date,
+        h.load_start,
+        h.load_end,
         s.warmup,
         s.runs,
         s.timeout_s,

@@ -154,6 +154,10 @@ pub struct Host {
     pub berth_git_rev: String,
     /// UTC date and time of the run.
     pub date: String,
+    /// /proc/loadavg (1, 5, 15 min) when the harness started: other work on the host.
+    pub load_start: String,
+    /// /proc/loadavg when the harness finished.
+    pub load_end: String,
 }
 
 /// The harness settings of this run.

@@ -1,8 +1,8 @@
 /*
  * bench.S - minimal 32-bit benchmark guests for berth (and QEMU, to compare).
  *
- * One source, four modes chosen at compile time (exactly one of
- * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO), each linked twice (see
+ * One source, five modes chosen at compile time (exactly one of
+ * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE), each linked twice (see
  * guests/bench/bench.mk):
  *   bench-<mode>-pvh.elf  PVH: a XEN_ELFNOTE_PHYS32_ENTRY note (type 18,
  *                         name "Xen", 4-byte entry _start), no multiboot
@@ -28,9 +28,9 @@
  * although nothing is ever pushed. No GDT/IDT is loaded; flat DS from the
  * loader is used for the stores. Nothing relies on .bss being zeroed.
  *
- * MODES (every one ends through isa-debug-exit with value 0: `outl` of 0 to
- * port 0xf4, VMM exit status (0 << 1) | 1 = 1; should the VMM keep running,
- * `cli; hlt` forever):
+ * MODES (every one but idle ends through isa-debug-exit with value 0: `outl`
+ * of 0 to port 0xf4, VMM exit status (0 << 1) | 1 = 1; should the VMM keep
+ * running, `cli; hlt` forever):
  *   exit  the very first instructions are `xor %eax, %eax; outl %eax, $0xf4`
  *         (time from VMM start to the first guest instruction).
  *   line  prints exactly "bench: first line\n" on COM1 (8250 at 0x3f8),
@@ -44,6 +44,9 @@
  *   mmio  BENCH_N iterations of a 1-byte store `movb %al, (%edi)` to
  *         BENCH_MMIO (default 0xd0001000, unclaimed MMIO), loop:
  *         mov/dec/jnz, then exits.
+ *   idle  prints exactly "bench: idle\n" on COM1 like line mode (the sign
+ *         that it runs), then `cli; hlt` forever without exiting: the
+ *         density benchmark's idle VM, stopped by signalling the VMM.
  * Build-time knobs: -DBENCH_N=N (default 100000, >= 1), -DBENCH_MMIO=ADDR
  * (make BENCH_N=... BENCH_MMIO=..., with -B to rebuild).
  *
@@ -75,8 +78,9 @@
 #endif
 
 #if defined(BENCH_MODE_EXIT) + defined(BENCH_MODE_LINE) + \
-    defined(BENCH_MODE_PIO) + defined(BENCH_MODE_MMIO) != 1
-#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO"
+    defined(BENCH_MODE_PIO) + defined(BENCH_MODE_MMIO) + \
+    defined(BENCH_MODE_IDLE) != 1
+#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE"
 #endif
 #if BENCH_N < 1
 #error "BENCH_N must be at least 1"
@@ -95,7 +99,7 @@ _start:
     cli
     mov     $stack_top, %esp
 
-#if defined(BENCH_MODE_LINE)
+#if defined(BENCH_MODE_LINE) || defined(BENCH_MODE_IDLE)
     mov     $line, %esi
     mov     $UART_POLL_LIMIT, %ebx      /* polls per byte; 0 after a timeout */
 next_byte:
@@ -120,7 +124,11 @@ send:
     inc     %esi
     jmp     next_byte
 line_done:
+#if defined(BENCH_MODE_IDLE)
+    jmp     halt_forever
+#else
     movb    $BOOT_TIMER_VALUE, BENCH_BOOT_TIMER
+#endif
 
 #elif defined(BENCH_MODE_PIO)
     mov     $BENCH_N, %ecx
@@ -149,6 +157,10 @@ halt_forever:
     .section .rodata, "a", @progbits
 line:
     .asciz  "bench: first line\n"
+#elif defined(BENCH_MODE_IDLE)
+    .section .rodata, "a", @progbits
+line:
+    .asciz  "bench: idle\n"
 #endif
 
 /* Multiboot v1 header (kept by bench/mb.ld only). */

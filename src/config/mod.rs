@@ -168,8 +168,6 @@ pub fn parse_with(file: &Path, text: &str, overrides: &Overrides) -> Result<Conf
     // The spanned document only serves error messages: it is parsed again
     // only on the way to one (a large file's parse costs milliseconds).
     let doc = || DeTable::parse(text).ok();
-    // serde_path_to_error keeps the field path even inside internally tagged
-    // sections ([[device]]), where toml's own spans are lost.
     let de = toml::Deserializer::parse(text).map_err(|e| {
         located(
             e.span(),
@@ -178,31 +176,30 @@ pub fn parse_with(file: &Path, text: &str, overrides: &Overrides) -> Result<Conf
             ConfigErrorKind::Syntax,
         )
     })?;
-    let mut machine: MachineFile = serde_path_to_error::deserialize(de).map_err(|e| {
-        let mut field = FieldPath::root();
-        for seg in e.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Seq { index } => field = field.index(*index),
-                serde_path_to_error::Segment::Map { key } => field = field.key(key),
-                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let inner = e.inner();
-        let message = first_line(inner.message());
+    let mut machine: MachineFile = serde::Deserialize::deserialize(de).map_err(|e: toml::de::Error| {
+        let message = first_line(e.message());
         // An unknown key is named in the message; point at the key itself.
         let unknown = message
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next());
+        let doc = doc();
+        // toml's span names the innermost value it was deserializing.
+        let mut field = match (&doc, e.span()) {
+            (Some(doc), Some(s)) => locate::path_at(doc, &s),
+            _ => FieldPath::root(),
+        };
+        // Inside an internally tagged [[device]] table the span is the whole
+        // array's: find the entry that fails with this message.
+        if field.0.first() == Some(&locate::Step::Key("device".into())) && field.0.len() <= 2 {
+            if let Some(i) = doc.as_ref().and_then(|d| failing_device(d, &message)) {
+                field = FieldPath::root().key("device").index(i);
+            }
+        }
         if let Some(key) = unknown {
             if field.0.last() != Some(&locate::Step::Key(key.to_string())) {
                 field = field.key(key);
             }
         }
-        let doc = doc();
-        let field = match (&doc, inner.span()) {
-            (Some(doc), Some(s)) if field.0.is_empty() => locate::path_at(doc, &s),
-            _ => field,
-        };
         let span = doc.and_then(|doc| {
             if unknown.is_some() {
                 locate::key_span_of(&doc, &field)
@@ -210,7 +207,7 @@ pub fn parse_with(file: &Path, text: &str, overrides: &Overrides) -> Result<Conf
                 locate::span_of(&doc, &field)
             }
         });
-        located(span.or(inner.span()), field, message, ConfigErrorKind::Syntax)
+        located(span.or(e.span()), field, message, ConfigErrorKind::Syntax)
     })?;
     overrides.apply(&mut machine).map_err(|e| ConfigError {
         file: file.to_path_buf(),
@@ -261,6 +258,20 @@ pub fn parse_with(file: &Path, text: &str, overrides: &Overrides) -> Result<Conf
         })
     })?;
     Ok(config)
+}
+
+/// The first `[[device]]` entry of `doc` that, deserialized on its own, fails
+/// with `message` (only on the way to an error message; the same deserializer
+/// as the whole file's, so no code of its own).
+fn failing_device(doc: &toml::Spanned<DeTable<'_>>, message: &str) -> Option<usize> {
+    let (_, devices) = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "device")?;
+    devices.get_ref().as_array()?.iter().position(|d| {
+        <DeviceConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(d.clone()))
+            .is_err_and(|e| first_line(e.message()) == message)
+    })
 }
 
 fn first_line(m: &str) -> String {
