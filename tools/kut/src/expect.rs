@@ -1,0 +1,154 @@
+//! tests/kut/expected.toml: what this host must give for each test, under
+//! berth and (for the record) under QEMU.
+
+use crate::run::Status;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One test's entry.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// What berth must give.
+    pub berth: Status,
+    /// Why, when it is not PASS (the reason seen, in words).
+    pub why: Option<String>,
+    /// What QEMU gave on this host (`make kut QEMU=1`), for the record.
+    pub qemu: Option<Status>,
+    /// QEMU's reason, when it is not PASS.
+    pub qemu_why: Option<String>,
+}
+
+/// The whole file: test name → expectation.
+pub type Expectations = BTreeMap<String, Expectation>;
+
+/// Reads the file; errors name it.
+pub fn load(path: &Path) -> Result<Expectations, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// How a run compares with the file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Expected PASS, got something else: these fail `make kut`.
+    pub regressions: Vec<(String, Status, String)>,
+    /// Expected something else, got PASS: the file needs updating.
+    pub unexpected_passes: Vec<(String, Status, String)>,
+    /// Neither PASS, but not the expected word (e.g. FAIL instead of TIMEOUT).
+    pub changed: Vec<(String, Status, Status)>,
+    /// Tests the file does not list.
+    pub unlisted: Vec<(String, Status)>,
+}
+
+impl Verdict {
+    /// Compares `(name, status, details)` results with `exp`.
+    pub fn new<'a>(exp: &Expectations, results: impl Iterator<Item = (&'a str, Status, &'a str)>) -> Verdict {
+        let mut v = Verdict::default();
+        for (name, got, details) in results {
+            let Some(e) = exp.get(name) else {
+                v.unlisted.push((name.to_string(), got));
+                continue;
+            };
+            match (e.berth, got) {
+                (a, b) if a == b => {}
+                (Status::Pass, b) => v.regressions.push((name.to_string(), b, details.to_string())),
+                (a, Status::Pass) => {
+                    let why = e.why.clone().unwrap_or_default();
+                    v.unexpected_passes.push((name.to_string(), a, why))
+                }
+                (a, b) => v.changed.push((name.to_string(), a, b)),
+            }
+        }
+        v
+    }
+
+    /// Prints the comparison; true when there is no regression.
+    pub fn report(&self, file: &Path) -> bool {
+        let f = file.display();
+        for (n, got, d) in &self.regressions {
+            println!("kut: REGRESSION {n}: expected PASS, got {got} ({d})");
+        }
+        for (n, was, why) in &self.unexpected_passes {
+            println!("kut: unexpected PASS {n} (expected {was}: {why}): update {f}");
+        }
+        for (n, was, got) in &self.changed {
+            println!("kut: {n}: expected {was}, got {got}: update {f} if this is the new normal");
+        }
+        for (n, got) in &self.unlisted {
+            println!("kut: {n} ({got}) is not in {f}: add it");
+        }
+        println!(
+            "kut: against {f}: {} regressions, {} unexpected passes, {} other changes, {} unlisted",
+            self.regressions.len(),
+            self.unexpected_passes.len(),
+            self.changed.len(),
+            self.unlisted.len()
+        );
+        self.regressions.is_empty()
+    }
+}
+
+/// QEMU results that differ from the file's `qemu` words: (name, file,
+/// got). Informational: QEMU is not what `make kut` checks.
+pub fn qemu_changes<'a>(
+    exp: &Expectations,
+    got: impl Iterator<Item = (&'a str, Status, &'a str)>,
+) -> Vec<String> {
+    got.filter_map(|(name, status, details)| {
+        let e = exp.get(name)?;
+        match e.qemu {
+            Some(want) if want == status => None,
+            want => Some(format!(
+                "{name}: QEMU gave {status} ({details}); {} says {} ({})",
+                "the file",
+                want.map_or("nothing".to_string(), |w| w.to_string()),
+                e.qemu_why.as_deref().unwrap_or("")
+            )),
+        }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_each_way() {
+        let exp: Expectations = toml::from_str(
+            r#"
+            [a]
+            berth = "PASS"
+            [b]
+            berth = "FAIL"
+            why = "xgetbv"
+            qemu = "FAIL"
+            [c]
+            berth = "TIMEOUT"
+            [d]
+            berth = "SKIP"
+            "#,
+        )
+        .unwrap();
+        let got = [
+            ("a", Status::Fail, "boom"),
+            ("b", Status::Pass, ""),
+            ("c", Status::Fail, ""),
+            ("d", Status::Skip, ""),
+            ("e", Status::Pass, ""),
+        ];
+        let v = Verdict::new(&exp, got.into_iter());
+        assert_eq!(v.regressions, [("a".into(), Status::Fail, "boom".into())]);
+        assert_eq!(v.unexpected_passes, [("b".into(), Status::Fail, "xgetbv".into())]);
+        assert_eq!(v.changed, [("c".into(), Status::Timeout, Status::Fail)]);
+        assert_eq!(v.unlisted, [("e".into(), Status::Pass)]);
+        assert!(!v.report(Path::new("x.toml")));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Expectations>("[a]\nberth = \"PASS\"\nwhy_not = 1\n").is_err());
+        assert!(toml::from_str::<Expectations>("[a]\nberth = \"MAYBE\"\n").is_err());
+    }
+}
