@@ -3,6 +3,7 @@
 
 use crate::run::Status;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
 /// One test's entry.
@@ -89,6 +90,67 @@ impl Verdict {
     }
 }
 
+/// The file rewritten from a run (`--bless`): berth's word for every test
+/// that ran, its details as `why` (an existing `why` stays while the word
+/// is the same), and QEMU's word and details from `qemu` when that ran,
+/// else the file's. Entries for tests that did not run are kept.
+pub fn bless(
+    old: &Expectations,
+    results: &[(String, crate::run::Result)],
+    qemu: Option<&BTreeMap<String, crate::qemu::Line>>,
+) -> String {
+    let mut s = String::from(
+        "# What `make kut` must give on this repository's dev host (PVM nested KVM: guest CPL0 code is\n\
+         # emulated, and the emulator cannot do int3, 32-bit iret, cmpxchg16b, xrstor, clwb, invpcid,\n\
+         # xgetbv, stac, movbe, rdpru; vmcall hangs). `berth` is checked: a test expected to PASS that\n\
+         # does not fails make kut. `qemu` is what KUT's run_tests.sh gave under QEMU here\n\
+         # (make kut QEMU=1), for the record. Rewrite with `make kut KUT_ARGS=--bless` and review the diff.\n",
+    );
+    for (name, r) in results {
+        let prev = old.get(name);
+        let why = match prev {
+            _ if r.status == Status::Pass => None,
+            Some(p) if p.berth == r.status && p.why.is_some() => p.why.clone(),
+            _ => Some(r.details.clone()),
+        };
+        let (q, qwhy) = match qemu {
+            Some(q) => (
+                q.get(name).map(|l| l.status),
+                q.get(name).map(|l| l.details.clone()),
+            ),
+            None => (prev.and_then(|p| p.qemu), prev.and_then(|p| p.qemu_why.clone())),
+        };
+        entry(&mut s, name, r.status, why, q, qwhy);
+    }
+    for (name, p) in old {
+        if !results.iter().any(|(n, _)| n == name) {
+            entry(&mut s, name, p.berth, p.why.clone(), p.qemu, p.qemu_why.clone());
+        }
+    }
+    s
+}
+
+fn entry(
+    s: &mut String,
+    name: &str,
+    berth: Status,
+    why: Option<String>,
+    qemu: Option<Status>,
+    qwhy: Option<String>,
+) {
+    use crate::machine::quote;
+    let _ = write!(s, "\n[{name}]\nberth = \"{berth}\"\n");
+    if let Some(why) = why.filter(|w| !w.is_empty()) {
+        let _ = writeln!(s, "why = {}", quote(&why));
+    }
+    if let Some(q) = qemu {
+        let _ = writeln!(s, "qemu = \"{q}\"");
+        if let Some(why) = qwhy.filter(|w| q != Status::Pass && !w.is_empty()) {
+            let _ = writeln!(s, "qemu_why = {}", quote(&why));
+        }
+    }
+}
+
 /// QEMU results that differ from the file's `qemu` words: (name, file,
 /// got). Informational: QEMU is not what `make kut` checks.
 pub fn qemu_changes<'a>(
@@ -144,6 +206,30 @@ mod tests {
         assert_eq!(v.changed, [("c".into(), Status::Timeout, Status::Fail)]);
         assert_eq!(v.unlisted, [("e".into(), Status::Pass)]);
         assert!(!v.report(Path::new("x.toml")));
+    }
+
+    #[test]
+    fn bless_round_trips_and_keeps_reasons() {
+        let old: Expectations = toml::from_str(
+            "[a]\nberth = \"FAIL\"\nwhy = \"curated\"\nqemu = \"FAIL\"\n[z]\nberth = \"SKIP\"\n",
+        )
+        .unwrap();
+        let r = |status, details: &str| crate::run::Result {
+            status,
+            details: details.into(),
+            wall: std::time::Duration::ZERO,
+        };
+        let results = [
+            ("a".to_string(), r(Status::Fail, "raw")),
+            ("b".to_string(), r(Status::Timeout, "t \"q\"")),
+        ];
+        let text = bless(&old, &results, None);
+        let new: Expectations = toml::from_str(&text).unwrap();
+        assert_eq!(new["a"].why.as_deref(), Some("curated"));
+        assert_eq!(new["a"].qemu, Some(Status::Fail));
+        assert_eq!(new["b"].berth, Status::Timeout);
+        assert_eq!(new["b"].why.as_deref(), Some("t \"q\""));
+        assert_eq!(new["z"].berth, Status::Skip);
     }
 
     #[test]

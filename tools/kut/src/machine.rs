@@ -225,7 +225,7 @@ impl Machine {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut q = String::from("\"");
     for c in s.chars() {
         match c {

@@ -36,7 +36,8 @@ usage: berth-kut [options] [TEST...]
   --list            print the selected test names and stop
   --qemu            then run the same tests through KUT's run_tests.sh under QEMU
   --qemu-wrapper P  QEMU= for run_tests.sh (default tools/kut/qemu-wrap.sh)
-  --report FILE     with --qemu: the markdown comparison (default bench/kut.md)";
+  --report FILE     with --qemu: the markdown comparison (default bench/kut.md)
+  --bless           rewrite the expectations file from this run (review the diff)";
 
 struct Options {
     src: PathBuf,
@@ -50,6 +51,7 @@ struct Options {
     qemu: bool,
     wrapper: PathBuf,
     report: PathBuf,
+    bless: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -65,6 +67,7 @@ fn parse_args() -> Result<Options, String> {
         qemu: false,
         wrapper: "tools/kut/qemu-wrap.sh".into(),
         report: "bench/kut.md".into(),
+        bless: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -94,6 +97,7 @@ fn parse_args() -> Result<Options, String> {
             "--qemu" => o.qemu = true,
             "--qemu-wrapper" => o.wrapper = val()?.into(),
             "--report" => o.report = val()?.into(),
+            "--bless" => o.bless = true,
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             // Names may come as one blank-separated word (make KUT_TESTS="a b").
@@ -261,6 +265,7 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode, String> {
     let o = parse_args()?;
     let exp = match &o.expected {
+        Some(p) if o.bless && !p.exists() => Some(expect::Expectations::new()),
         Some(p) => Some(expect::load(p)?),
         None => None,
     };
@@ -326,6 +331,7 @@ fn real_main() -> Result<ExitCode, String> {
         _ => true,
     };
 
+    let mut qemu_lines = None;
     if o.qemu {
         let mut args = Vec::new();
         if o.sel.all {
@@ -376,6 +382,13 @@ fn real_main() -> Result<ExitCode, String> {
         for (name, status, why) in rep.qemu_only_passes() {
             println!("kut: passes under QEMU, not under berth: {name}: {status} ({why})");
         }
+        qemu_lines = Some(q);
+    }
+    if let (true, Some(exp), Some(path)) = (o.bless, &exp, &o.expected) {
+        let text = expect::bless(exp, &results, qemu_lines.as_ref());
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("kut: wrote {}; review the diff", path.display());
+        return Ok(ExitCode::SUCCESS);
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
