@@ -18,6 +18,10 @@ pub struct Expectation {
     pub qemu: Option<Status>,
     /// QEMU's reason, when it is not PASS.
     pub qemu_why: Option<String>,
+    /// For a test known to time out here: stop it after this long instead
+    /// of KUT's timeout (keeps make test short; --kut-timeouts and --qemu
+    /// ignore it).
+    pub timeout: Option<String>,
 }
 
 /// The whole file: test name → expectation.
@@ -120,11 +124,22 @@ pub fn bless(
             ),
             None => (prev.and_then(|p| p.qemu), prev.and_then(|p| p.qemu_why.clone())),
         };
-        entry(&mut s, name, r.status, why, q, qwhy);
+        let cap = prev
+            .filter(|p| p.berth == r.status)
+            .and_then(|p| p.timeout.clone());
+        entry(&mut s, name, r.status, why, q, qwhy, cap);
     }
     for (name, p) in old {
         if !results.iter().any(|(n, _)| n == name) {
-            entry(&mut s, name, p.berth, p.why.clone(), p.qemu, p.qemu_why.clone());
+            entry(
+                &mut s,
+                name,
+                p.berth,
+                p.why.clone(),
+                p.qemu,
+                p.qemu_why.clone(),
+                p.timeout.clone(),
+            );
         }
     }
     s
@@ -137,11 +152,15 @@ fn entry(
     why: Option<String>,
     qemu: Option<Status>,
     qwhy: Option<String>,
+    timeout: Option<String>,
 ) {
     use crate::machine::quote;
     let _ = write!(s, "\n[{name}]\nberth = \"{berth}\"\n");
     if let Some(why) = why.filter(|w| !w.is_empty()) {
         let _ = writeln!(s, "why = {}", quote(&why));
+    }
+    if let Some(t) = timeout {
+        let _ = writeln!(s, "timeout = {}", quote(&t));
     }
     if let Some(q) = qemu {
         let _ = writeln!(s, "qemu = \"{q}\"");
@@ -211,7 +230,7 @@ mod tests {
     #[test]
     fn bless_round_trips_and_keeps_reasons() {
         let old: Expectations = toml::from_str(
-            "[a]\nberth = \"FAIL\"\nwhy = \"curated\"\nqemu = \"FAIL\"\n[z]\nberth = \"SKIP\"\n",
+            "[a]\nberth = \"FAIL\"\nwhy = \"curated\"\nqemu = \"FAIL\"\n[z]\nberth = \"TIMEOUT\"\ntimeout = \"5s\"\n",
         )
         .unwrap();
         let r = |status, details: &str| crate::run::Result {
@@ -229,7 +248,7 @@ mod tests {
         assert_eq!(new["a"].qemu, Some(Status::Fail));
         assert_eq!(new["b"].berth, Status::Timeout);
         assert_eq!(new["b"].why.as_deref(), Some("t \"q\""));
-        assert_eq!(new["z"].berth, Status::Skip);
+        assert_eq!(new["z"].timeout.as_deref(), Some("5s"));
     }
 
     #[test]

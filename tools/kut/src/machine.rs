@@ -11,20 +11,23 @@ use std::path::Path;
 
 /// The `[[device]]` tables of every generated machine, standing in for what
 /// KUT's `x86/run` gives QEMU (`-device pc-testdev -device
-/// isa-debug-exit,iobase=0xf4,iosize=0x4`) and QEMU's pc machine has
-/// built in. One line per device.
+/// isa-debug-exit,iobase=0xf4,iosize=0x4 -device pci-testdev`) and what
+/// QEMU's pc machine has built in (fw_cfg, the PCI host bridge). One line
+/// per device, its keys separated by `, `.
 pub const DEVICES: &[&str] = &[
     r#"kind = "debug-exit", port = 0xf4, size = 4"#,
-    r#"kind = "irq-lines", port = 0x2000"#,
+    r#"kind = "pc-testdev""#,
+    r#"kind = "fw-cfg""#,
+    r#"kind = "pci", testdev = true"#,
 ];
 
 /// QEMU `-device` drivers the machine above already stands in for.
-const PROVIDED_QEMU_DEVICES: &[&str] = &["pc-testdev", "isa-debug-exit"];
+const PROVIDED_QEMU_DEVICES: &[&str] = &["pc-testdev", "isa-debug-exit", "pci-testdev"];
 
-/// berth's multiboot loader passes `[kernel] cmdline` verbatim, so the
-/// generator puts the kernel path first itself (QEMU's `<kernel> <append>`,
-/// KUT's argv[0]). Set to false once berth adds the kernel path on its own.
-const ARGV0_IN_CMDLINE: bool = true;
+/// Whether the generator puts the kernel path first in `[kernel] cmdline`
+/// itself (KUT's argv[0]). berth's multiboot loader already hands the guest
+/// QEMU's `<kernel path> <cmdline>`, so it does not.
+const ARGV0_IN_CMDLINE: bool = false;
 
 /// Guest RAM when the test gives no `-m` (QEMU's pc default, which KUT's
 /// x86/run does not change).

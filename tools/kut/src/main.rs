@@ -33,6 +33,8 @@ usage: berth-kut [options] [TEST...]
   -g GROUP          only tests in GROUP (KUT's -g)
   -a                nodefault tests too (KUT's -a)
   --timeout DUR     every test's timeout (KUT's TIMEOUT), e.g. 30s
+  --kut-timeouts    ignore the expectations file's shorter timeouts for tests
+                    known to time out here (--qemu does too)
   --list            print the selected test names and stop
   --qemu            then run the same tests through KUT's run_tests.sh under QEMU
   --qemu-wrapper P  QEMU= for run_tests.sh (default tools/kut/qemu-wrap.sh)
@@ -52,6 +54,7 @@ struct Options {
     wrapper: PathBuf,
     report: PathBuf,
     bless: bool,
+    kut_timeouts: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Options, String> {
         wrapper: "tools/kut/qemu-wrap.sh".into(),
         report: "bench/kut.md".into(),
         bless: false,
+        kut_timeouts: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,6 +102,7 @@ fn parse_args() -> Result<Options, String> {
             "--qemu-wrapper" => o.wrapper = val()?.into(),
             "--report" => o.report = val()?.into(),
             "--bless" => o.bless = true,
+            "--kut-timeouts" => o.kut_timeouts = true,
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             // Names may come as one blank-separated word (make KUT_TESTS="a b").
@@ -146,13 +151,24 @@ fn path_from(from: &Path, to: &Path) -> String {
 
 /// Decides each selected test: the runtime.bash filters, the QEMU options,
 /// and writes its machine file and env module.
-fn prepare(t: &UnitTest, o: &Options, tree: &Path, machines: &Path) -> Result<Job, String> {
+/// `cap` is the expectations file's timeout for a test known to time out
+/// here (ignored with --qemu and --kut-timeouts, so comparisons use KUT's).
+fn prepare(
+    t: &UnitTest,
+    o: &Options,
+    cap: Option<&str>,
+    tree: &Path,
+    machines: &Path,
+) -> Result<Job, String> {
     let kernel = tree.join("x86").join(&t.file);
-    let secs = match (&o.timeout, &t.timeout) {
-        (Some(d), _) => d.as_secs_f64(),
-        (None, Some(s)) => unittests::parse_duration(s)
+    let cap = cap.filter(|_| !o.qemu && !o.kut_timeouts);
+    let secs = match (&o.timeout, cap, &t.timeout) {
+        (Some(d), _, _) => d.as_secs_f64(),
+        (None, Some(s), _) => unittests::parse_duration(s)
+            .ok_or_else(|| format!("expectations: {}: timeout = {s}: not a duration", t.name))?,
+        (None, None, Some(s)) => unittests::parse_duration(s)
             .ok_or_else(|| format!("{}: timeout = {s}: not a duration", t.name))?,
-        (None, None) => 90.0,
+        (None, None, None) => 90.0,
     };
     let mut job = Job {
         name: t.name.clone(),
@@ -297,7 +313,13 @@ fn real_main() -> Result<ExitCode, String> {
     let machines = machines.canonicalize().map_err(|e| e.to_string())?;
     let jobs = tests
         .iter()
-        .map(|t| prepare(t, &o, &tree, &machines))
+        .map(|t| {
+            let cap = exp
+                .as_ref()
+                .and_then(|e| e.get(&t.name))
+                .and_then(|e| e.timeout.as_deref());
+            prepare(t, &o, cap, &tree, &machines)
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let start = Instant::now();
