@@ -18,6 +18,9 @@ pub struct Line {
     pub status: Status,
     /// The parenthesised text.
     pub details: String,
+    /// Time since the previous result line (with -j 1: about the test's
+    /// own wall time, QEMU start included).
+    pub wall: Duration,
 }
 
 /// Reads one run_tests.sh output line: `PASS name (details)` with ANSI
@@ -52,7 +55,14 @@ pub fn parse_line(line: &str) -> Option<(String, Line)> {
     if status == Status::Fail && details.starts_with("timeout;") {
         status = Status::Timeout;
     }
-    Some((name.to_string(), Line { status, details }))
+    Some((
+        name.to_string(),
+        Line {
+            status,
+            details,
+            wall: Duration::ZERO,
+        },
+    ))
 }
 
 /// Runs `./run_tests.sh [-a] [-g G] [-j N] [names…]` in `tree`, echoing its
@@ -78,10 +88,16 @@ pub fn run(
         .map_err(|e| format!("{}/run_tests.sh: {e}", tree.display()))?;
     let mut lines = BTreeMap::new();
     let out = child.stdout.take().ok_or("no stdout")?;
+    let mut last = start;
     for line in BufReader::new(out).lines() {
         let line = line.map_err(|e| e.to_string())?;
-        if let Some((name, l)) = parse_line(&line) {
-            println!("qemu: {} {} ({})", l.status, name, l.details);
+        if let Some((name, mut l)) = parse_line(&line) {
+            l.wall = last.elapsed();
+            last = Instant::now();
+            match l.details.as_str() {
+                "" => println!("qemu: {} {name}", l.status),
+                d => println!("qemu: {} {name} ({d})", l.status),
+            }
             lines.insert(name, l);
         }
     }

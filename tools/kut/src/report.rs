@@ -37,6 +37,15 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A wall time cell; filtered tests (no process) show a dash.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        "—".into()
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
 /// Table cells must not break the row.
 fn cell(s: &str) -> String {
     let s = s.replace('|', "\\|");
@@ -73,7 +82,7 @@ impl Report<'_> {
              run once under berth (one generated machine file per test, `target/kut/machines/`) and once \
              through KUT's own `./run_tests.sh` under QEMU (`QEMU=tools/kut/qemu-wrap.sh ACCEL=kvm`; the \
              wrapper only adds `-arch-capabilities` to `-cpu host`/`-cpu max`, which abort on this host), \
-             one after the other, `-j {}`.\n",
+             one after the other, `-j {}`. QEMU's per-test wall is the time between its result lines.\n",
             self.jobs
         );
         let _ = writeln!(s, "- date: {}", sh("date -u '+%Y-%m-%d %H:%M UTC'"));
@@ -109,19 +118,15 @@ impl Report<'_> {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         for (n, r) in self.results {
-            let (qs, qd) = match self.qemu.get(n) {
-                Some(l) => (l.status.to_string(), l.details.clone()),
-                None => ("—".into(), String::new()),
-            };
-            let wall = if r.wall.is_zero() {
-                "—".to_string()
-            } else {
-                format!("{:.2} s", r.wall.as_secs_f64())
+            let (qs, qd, qw) = match self.qemu.get(n) {
+                Some(l) => (l.status.to_string(), l.details.clone(), secs(l.wall)),
+                None => ("—".into(), String::new(), "—".into()),
             };
             let _ = writeln!(
                 s,
-                "| {n} | {} | {wall} | {qs} | {} | {} |",
+                "| {n} | {} | {} | {qs} | {qw} | {} | {} |",
                 r.status,
+                secs(r.wall),
                 cell(&r.details),
                 cell(&qd)
             );
