@@ -10,6 +10,10 @@
 #   make golden  rewrite configs/golden/*.plan from the current code
 #   make bench   berth vs QEMU: startup, first line, footprint, exit cost,
 #                coalescing, churn, plan (benches/README.md; bench/results.*)
+#   make kut     kvm-unit-tests' x86 suite under berth, checked against
+#                tests/kut/expected.toml (in make test; KUT_SRC=tarball|dir,
+#                KUT_TESTS="a b", KUT_JOBS=N; QEMU=1 also runs it under QEMU
+#                and writes bench/kut.md; BERTH_KUT=skip make test opts out)
 
 CARGO ?= cargo
 
@@ -22,7 +26,8 @@ STATIC := RUSTFLAGS="-C target-feature=+crt-static"
 RELEASE := --release --target $(HOST_TARGET)
 BERTH := target/$(HOST_TARGET)/release/berth
 
-.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench fuzz fuzz-smoke
+.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench fuzz fuzz-smoke \
+	kut kut-tool kut-test
 
 FUZZ_SECONDS ?= 60
 
@@ -46,11 +51,14 @@ run: all
 check:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --check --manifest-path tools/kut/Cargo.toml
+	$(CARGO) clippy $(KUT_CARGO) --all-targets -- -D warnings
 
 test: guests linux-fetch check
 	$(LINUX_ENV) $(CARGO) test --all-targets
 	$(LINUX_ENV) $(CARGO) test --doc
 	$(MAKE) fuzz-smoke
+	$(MAKE) kut-test
 
 fuzz: guests
 	bash fuzz/run.sh $(FUZZ_SECONDS)
@@ -73,6 +81,46 @@ bench: all
 	command -v gnuplot >/dev/null 2>&1 || \
 	  { apt-get update && apt-get install -y gnuplot-nox; }
 	$(STATIC) $(CARGO) bench --bench compare --target $(HOST_TARGET)
+
+# kvm-unit-tests under berth (tools/kut, its own Cargo package built into
+# target/kut-tool; berth never links it). The source tarball is unpacked and
+# built once into target/kut/build/<tarball name>/; every test gets a machine
+# file in target/kut/machines/ and a log in target/kut/logs/.
+KUT_SRC ?= ../shared/kvm-unit-tests-1da1819e.tar.gz
+KUT_TESTS ?=
+KUT_JOBS ?= 1
+KUT_ARGS ?=
+KUT_CARGO := --manifest-path tools/kut/Cargo.toml --target-dir target/kut-tool
+KUT_TOOL := target/kut-tool/debug/berth-kut
+KUT_RUN = $(KUT_TOOL) --src $(KUT_SRC) -j $(KUT_JOBS) $(KUT_ARGS)
+
+kut-tool:
+	$(CARGO) build $(KUT_CARGO)
+
+ifeq ($(QEMU),1)
+# berth's release binary (what users run) against QEMU through KUT's own
+# run_tests.sh; installs qemu-system-x86 only when missing, as make bench.
+kut: kut-tool berth
+	command -v qemu-system-x86_64 >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y qemu-system-x86; }
+	$(KUT_RUN) --berth $(BERTH) --qemu --report bench/kut.md "$(KUT_TESTS)"
+else
+kut: kut-tool
+	$(CARGO) build --bin berth
+	$(KUT_RUN) --berth target/debug/berth "$(KUT_TESTS)"
+endif
+
+# make test's hook: never passes silently without the source.
+kut-test:
+	@if [ "$(BERTH_KUT)" = skip ]; then \
+	  if [ -e "$(KUT_SRC)" ]; then echo "kut: SKIPPED (BERTH_KUT=skip)"; \
+	  else echo "kut: SKIPPED (source not found at $(KUT_SRC))"; fi; \
+	elif [ ! -e "$(KUT_SRC)" ]; then \
+	  echo "kut: kvm-unit-tests source not found at $(KUT_SRC): set KUT_SRC to its tarball or source directory, or opt out explicitly with BERTH_KUT=skip make test" >&2; \
+	  exit 1; \
+	else \
+	  $(CARGO) test $(KUT_CARGO) && $(MAKE) kut; \
+	fi
 
 golden: guests linux-fetch
 	BERTH_BLESS=1 $(CARGO) test --test golden
