@@ -327,8 +327,10 @@ fn real_main() -> Result<ExitCode, String> {
     let berth_wall = start.elapsed();
     let count = |s: Status| results.iter().filter(|(_, r)| r.status == s).count();
     let failed = count(Status::Fail) + count(Status::Timeout);
+    // Not the plain "N passed, N failed" line: expected failures are not
+    // make test failures; the verdict against the expectations follows.
     println!(
-        "{} passed, {failed} failed, {} skipped",
+        "kut summary: {} PASS, {failed} FAIL or TIMEOUT, {} SKIP",
         count(Status::Pass),
         count(Status::Skip)
     );
