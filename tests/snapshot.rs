@@ -236,8 +236,13 @@ fn control_socket_protocol_and_errors() {
     let r: serde_json::Value = serde_json::from_str(&vm.raw(b"{\"cmd\":\"pa", true)).unwrap();
     assert!(r["error"].as_str().unwrap().contains("incomplete"), "{r}");
     // A second client while one is connected.
-    let first = UnixStream::connect(&sock).unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // (The first is being served once it has had a reply: no fixed wait.)
+    let mut first = UnixStream::connect(&sock).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    first.write_all(b"{\"cmd\":\"stats\"}\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&first).read_line(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
     let r: serde_json::Value = serde_json::from_str(&vm.raw(b"{\"cmd\":\"stats\"}\n", false)).unwrap();
     assert!(r["error"].as_str().unwrap().contains("another client"), "{r}");
     let _ = first.shutdown(std::net::Shutdown::Both);
