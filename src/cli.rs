@@ -275,18 +275,12 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             };
             crate::outcome::inject_panic_here();
             let signals = vmm::Signals::install().map_err(Error::Run)?;
-            let limit = timeout.or(p.machine.timeout_ms);
-            let run_opts = vmm::RunOptions {
-                deadline: limit.map(|ms| {
-                    (
-                        std::time::Instant::now() + std::time::Duration::from_millis(ms),
-                        ms,
-                    )
-                }),
-                signals: signals.clone(),
-                // A restart rebuilds the VM on this thread, which the Main filter forbids.
-                seccomp_main: p.machine.on_reboot != "restart",
-            };
+            // A restart rebuilds the VM on this thread, which the Main filter forbids.
+            let run_opts = vmm::RunOptions::new(
+                timeout.or(p.machine.timeout_ms),
+                signals.clone(),
+                p.machine.on_reboot != "restart",
+            );
             loop {
                 if let Some(sig) = signals.pending() {
                     return Ok(Outcome::Signal(sig).exit_code());

@@ -98,17 +98,7 @@ pub fn restore(
         source,
     })?;
     tl.mark("state-loaded");
-    let limit = timeout.or(opened.plan.machine.timeout_ms);
-    let run_opts = vmm::RunOptions {
-        deadline: limit.map(|ms| {
-            (
-                std::time::Instant::now() + std::time::Duration::from_millis(ms),
-                ms,
-            )
-        }),
-        signals,
-        seccomp_main: true,
-    };
+    let run_opts = vmm::RunOptions::new(timeout.or(opened.plan.machine.timeout_ms), signals, true);
     let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
     Ok(crate::cli::print_report(&report, stats, &mut tl, false))
 }

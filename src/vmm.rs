@@ -121,6 +121,18 @@ pub struct RunOptions {
     pub seccomp_main: bool,
 }
 
+impl RunOptions {
+    /// Options whose deadline is `limit_ms` from now (`--timeout` or
+    /// `[machine] timeout`), fixed for the whole run, restarts included.
+    pub fn new(limit_ms: Option<u64>, signals: Signals, seccomp_main: bool) -> RunOptions {
+        RunOptions {
+            deadline: limit_ms.map(|ms| (Instant::now() + Duration::from_millis(ms), ms)),
+            signals,
+            seccomp_main,
+        }
+    }
+}
+
 /// What a run may be asked beyond running: the control socket,
 /// `--snapshot-at`, snapshots and the dirty log.
 #[derive(Default)]
@@ -152,11 +164,10 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         ctl.set_base(dir);
     }
     let snapshot_at = controls.snapshot_at;
-    if snapshot_at.is_some() {
+    if let Some(at) = &snapshot_at {
         let txl = tx.clone();
-        let line = snapshot_at.as_ref().map(|s| s.line.clone()).unwrap_or_default();
         vm.serial.lock().unwrap_or_else(|e| e.into_inner()).watch_line(
-            line.into_bytes(),
+            at.line.clone().into_bytes(),
             Box::new(move || {
                 let _ = txl.send(VmMessage::LineSeen);
             }),
