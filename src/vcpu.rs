@@ -124,6 +124,9 @@ pub type Parked = Result<SavedVcpu, String>;
 pub struct Pause {
     inner: Mutex<PauseInner>,
     cond: Condvar,
+    /// `inner.requested`, readable without the lock: every vCPU checks it
+    /// before each KVM_RUN. Written only under the lock.
+    requested: AtomicBool,
 }
 
 #[derive(Default)]
@@ -148,13 +151,14 @@ impl Pause {
 
     /// Whether a pause is requested (checked by the vCPU loop).
     pub fn requested(&self) -> bool {
-        self.lock().requested
+        self.requested.load(Ordering::SeqCst)
     }
 
     /// Asks every vCPU to park, saving the given MSRs; kick them next.
     pub fn request(&self, msrs: Arc<Vec<u32>>, caps: VcpuCaps) {
         let mut g = self.lock();
         g.requested = true;
+        self.requested.store(true, Ordering::SeqCst);
         g.msrs = msrs;
         g.caps = caps;
     }
@@ -190,6 +194,7 @@ impl Pause {
     pub fn release(&self) {
         let mut g = self.lock();
         g.requested = false;
+        self.requested.store(false, Ordering::SeqCst);
         g.generation += 1;
         self.cond.notify_all();
     }
@@ -384,8 +389,9 @@ impl Vcpu {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return None;
             }
-            if let Some(sleep) = self.shared.sleep.clone() {
+            if let Some(sleep) = &self.shared.sleep {
                 if sleep.epoch() != self.sleep_epoch {
+                    let sleep = sleep.clone();
                     if let Err(o) = self.sleep_until_wake(&sleep) {
                         return o;
                     }

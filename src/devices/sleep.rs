@@ -17,6 +17,7 @@
 //!
 //! Stopping the VM ([`SleepControl::release`]) lets parked vCPUs go.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::acpi_pm::{PM1_RTC, PM1_STS_WAK};
@@ -46,6 +47,9 @@ struct State {
 #[derive(Debug)]
 pub struct SleepControl {
     state: Mutex<State>,
+    /// `state.epoch`, readable without the lock: every vCPU checks it
+    /// before each KVM_RUN. Written only under the lock, in `suspend`.
+    epoch: AtomicU64,
     changed: Condvar,
     vcpus: usize,
     facs: u64,
@@ -56,6 +60,7 @@ impl SleepControl {
     pub fn new(vcpus: usize, facs: u64) -> SleepControl {
         SleepControl {
             state: Mutex::new(State::default()),
+            epoch: AtomicU64::new(0),
             changed: Condvar::new(),
             vcpus,
             facs,
@@ -74,7 +79,7 @@ impl SleepControl {
     /// The number of suspends so far; a vCPU whose last seen epoch differs
     /// must [`park`](Self::park).
     pub fn epoch(&self) -> u64 {
-        self.lock().epoch
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Whether the VM is suspended (entered S3 and not woken since).
@@ -87,6 +92,7 @@ impl SleepControl {
     pub fn suspend(&self) {
         let mut s = self.lock();
         s.epoch += 1;
+        self.epoch.store(s.epoch, Ordering::SeqCst);
         s.parked = 0;
         s.reset = 0;
     }
