@@ -3,8 +3,9 @@
 //! - Hardware KVM: the bzImage and the PVH vmlinux both boot to /init with 1
 //!   and 2 vCPUs; /init prints the marker and powers off (berth exits 0).
 //! - PVM (CPL0 emulated, ~1 µs/instruction): the PVH vmlinux must reach its
-//!   early milestones, each checked against the plan, within 4 minutes; then
-//!   the emulator fails (cmpxchg16b / xrstor) and berth must exit 4, not
+//!   early milestones, each checked against the plan, within 7 minutes (41 s
+//!   on a quiet host, 234 s seen with six parallel builds: the bound is for a
+//!   loaded CI machine, a quiet run never waits on it); then the emulator fails (cmpxchg16b / xrstor) and berth must exit 4, not
 //!   hang. (The bzImage's zero page is checked by the unit test
 //!   `boot::…::real_bzimage_from_env`, which `make test` points at the image.)
 
@@ -86,13 +87,13 @@ fn debian_kernel_boots() {
 fn pvm_milestones(dir: &TempDir) {
     let file = with_vcpus("configs/linux-pvh.toml", 2, dir);
     let plan = plan_of(file.to_str().unwrap());
-    let (code, lines, err) = boot_timed(&file, &["--timeout", "240s"], Duration::from_secs(300));
+    let (code, lines, err) = boot_timed(&file, &["--timeout", "420s"], Duration::from_secs(480));
     let find = |pat: &str| lines.iter().find(|(_, l)| l.contains(pat)).cloned();
     let mut seen = Vec::new();
     let mut need = |what: &str, pat: String| match find(&pat) {
         Some((t, l)) => seen.push(format!("{:>7.1}s {l}", t.as_secs_f64())),
         None => panic!(
-            "milestone {what} (`{pat}`) not seen within 4 minutes\n--- serial ---\n{}\n--- stderr ---\n{err}",
+            "milestone {what} (`{pat}`) not seen within 7 minutes\n--- serial ---\n{}\n--- stderr ---\n{err}",
             lines
                 .iter()
                 .map(|(_, l)| l.as_str())
