@@ -421,14 +421,25 @@ fn every_irqfd_ioeventfd_and_zone_is_deassigned_at_reset_and_teardown() {
         .expect("strace");
     let start = std::time::Instant::now();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
     let mut done = 0;
+    let mut seen = String::new();
     while done < 3 {
         let mut l = String::new();
         use std::io::BufRead as _;
-        assert!(
-            out.read_line(&mut l).unwrap() > 0,
-            "berth ended after {done} boots"
-        );
+        if out.read_line(&mut l).unwrap() == 0 {
+            let status = child.wait();
+            panic!(
+                "berth ended ({status:?}) after {done} boots; stdout:\n{seen}stderr:\n{}",
+                err.join().unwrap()
+            );
+        }
+        seen.push_str(&l);
         done += usize::from(l.trim_end() == "probe: done");
         assert!(start.elapsed() < LIMIT, "only {done} boots");
     }
