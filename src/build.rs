@@ -30,7 +30,7 @@ use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
 use crate::ram_loss;
-use crate::teardown::Reaper;
+use crate::teardown::{Reaper, Settle};
 use kvm_bindings::{
     kvm_enable_cap, kvm_irqchip, kvm_pit_config, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Build errors. Kernel errors map to exit code 5, the rest to 3.
@@ -136,8 +136,6 @@ pub struct Vm {
     pub zones: Arc<Vec<ZoneCounter>>,
     /// Where the kernel went (`None`: restored from a snapshot).
     pub kernel: Option<LoadedKernel>,
-    /// The memslot-settle thread (joined before the VM is closed).
-    pub settle: Option<std::thread::JoinHandle<()>>,
     /// ACPI S3 state, with ACPI tables.
     pub sleep: Option<Arc<SleepControl>>,
     /// The teardown helper: holds the VM and vCPU fds so that KVM's teardown
@@ -232,11 +230,6 @@ fn build_from(
     // 10. Interrupt controllers, before vCPUs so each gets an in-kernel LAPIC:
     //     kernel mode = PIC + IOAPIC (+ PIT), split mode = LAPICs only.
     create_irqchip(&fd, plan)?;
-    //     Then a one-page slot comes and goes on a thread of its own, so KVM's
-    //     one-time wait after the irqchip passes while the guest boots
-    //     (memory::settle_in_background; joined before the VM is closed).
-    let settle =
-        settle_slot(&host, plan).and_then(|(slot, at)| memory::settle_in_background(&fd, &mem, slot, at));
     tl.mark("10 irqchip");
     // 11. The GSI routing table, in one KVM_SET_GSI_ROUTING (needs the irqchip).
     let host_irq = HostIrq {
@@ -265,8 +258,17 @@ fn build_from(
     tl.mark("15 vcpus");
     // 16. The teardown helper takes its own reference to the VM and vCPU
     //     fds (after step 15, so it has them all): KVM's teardown then runs
-    //     there, not in berth's last close() or exit (teardown.rs).
-    let reaper = Reaper::spawn(fd.as_raw_fd(), vcpus.iter().map(|v| v.as_raw_fd()))
+    //     there, not in berth's last close() or exit (teardown.rs). It first
+    //     adds and removes a one-page slot, so KVM's one-time wait after the
+    //     irqchip passes there while the guest boots (teardown::Settle).
+    let settle = settle_slot(&host, plan).and_then(|(slot, guest_addr)| {
+        Some(Settle {
+            slot,
+            guest_addr,
+            host_addr: mem.iter().next()?.as_ptr() as u64,
+        })
+    });
+    let reaper = Reaper::spawn(fd.as_raw_fd(), vcpus.iter().map(|v| v.as_raw_fd()), settle)
         .map_err(|e| log::warn!("no teardown helper ({e}); the VM is torn down in-process"))
         .ok();
     tl.mark("16 reaper");
@@ -287,7 +289,6 @@ fn build_from(
         doorbells: parts.doorbells,
         zones: Arc::new(zones),
         kernel,
-        settle,
         sleep,
         reaper,
     })

@@ -179,61 +179,8 @@ pub fn create_from_files(
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Assemble(e.to_string()))
 }
 
-/// Adds and removes a one-page memslot on a thread of its own, while the
-/// guest boots.
-///
-/// Why: on some hosts KVM waits once per VM, asleep, at the first memslot
-/// update after KVM_CREATE_IRQCHIP, or, when there is none, at the VM's
-/// teardown. Measured on the PVM dev host (C reproducer, 128 MiB slot, one
-/// vCPU run): 5-10 ms at that update (0.1 ms of CPU), or 13-22 ms when the
-/// VM fd is closed. berth registers its memslots before the irqchip (build
-/// step 9) so the guest does not wait at start; this pays the wait in the
-/// background, so the process does not wait for it at exit either. Elsewhere
-/// it costs a thread and two cheap ioctls.
-///
-/// The page is the first page of guest RAM, aliased for a moment at `at`,
-/// an address above everything the plan maps, which no vCPU touches.
-/// `slot` must be a slot number the plan does not use. The caller joins the
-/// thread before closing the VM.
-pub fn settle_in_background(
-    vm: &std::sync::Arc<VmFd>,
-    mem: &GuestMemoryMmap,
-    slot: u32,
-    at: u64,
-) -> Option<std::thread::JoinHandle<()>> {
-    let page = mem.iter().next()?.as_ptr() as u64;
-    let vm = vm.clone();
-    std::thread::Builder::new()
-        .name("memslot-settle".into())
-        .spawn(move || {
-            let mut desc = kvm_userspace_memory_region {
-                slot,
-                flags: 0,
-                guest_phys_addr: at,
-                memory_size: SETTLE_PAGE,
-                userspace_addr: page,
-            };
-            // SAFETY: `page` is the start of guest RAM's first mapping,
-            // page-aligned and at least a page long. KVM only records the
-            // address: it would read or write through it only for a vCPU
-            // access to `at`, which lies above everything the plan maps, so
-            // no guest touches it, and the slot is removed again just below.
-            // (On the normal path the owner joins this thread before the
-            // mapping is dropped.)
-            if let Err(e) = unsafe { vm.set_user_memory_region(desc) } {
-                log::debug!("memslot settle: cannot add slot {slot} at {at:#x}: {e}");
-                return;
-            }
-            desc.memory_size = 0;
-            // SAFETY: a zero size deletes the slot; no memory is referenced.
-            if let Err(e) = unsafe { vm.set_user_memory_region(desc) } {
-                log::warn!("memslot settle: cannot remove slot {slot} at {at:#x}: {e}");
-            }
-        })
-        .ok()
-}
-
-/// The settle slot's size: one page.
+/// The settle slot's size: one page (the teardown helper adds and removes
+/// it: [`crate::teardown::Settle`]).
 pub const SETTLE_PAGE: u64 = 4096;
 
 /// Where the settle page can go: the first page-aligned address above every

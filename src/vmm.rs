@@ -346,11 +346,6 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         }
     }
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
-    // Closing the VM while the settle slot is being added would make the
-    // teardown pay the wait it exists to hide (memory::settle_in_background).
-    if let Some(t) = vm.settle.take() {
-        let _ = t.join();
-    }
 
     let st = &vm.irq.stats;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -471,28 +471,6 @@ fn every_irqfd_ioeventfd_and_zone_is_deassigned_at_reset_and_teardown() {
     assert_eq!(calls("KVM_UNREGISTER_COALESCED_MMIO"), 2 * vms);
 }
 
-/// strace -f output with each call whole: a `<unfinished ...>` line joined
-/// with its thread's `<... NAME resumed>` line.
-fn strace_calls(text: &str) -> Vec<String> {
-    let mut open: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out: Vec<String> = Vec::new();
-    for l in text.lines() {
-        let pid = l.split_whitespace().next().unwrap_or("").to_string();
-        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
-            open.insert(pid, out.len());
-            out.push(head.to_string());
-        } else if let Some(rest) = l.split_once(" resumed>").map(|(_, r)| r) {
-            match open.remove(&pid) {
-                Some(i) => out[i].push_str(rest),
-                None => out.push(l.to_string()),
-            }
-        } else {
-            out.push(l.to_string());
-        }
-    }
-    out
-}
-
 #[test]
 fn doorbells_on_ports_of_every_length_and_wildcard_ring_without_an_exit() {
     // guests/test/bell.S rings each doorbell below and counts the MSIs.

@@ -137,6 +137,54 @@ fn helper_holds_the_vm_split_irqchip() {
     check_machine("\n[irqchip]\nmode = \"split\"\n", 2);
 }
 
+#[test]
+fn the_helper_not_berth_pays_the_settle_slot() {
+    // KVM's one-time wait after the irqchip is paid by adding and removing a
+    // one-page slot above guest RAM (teardown::Settle). It must happen in the
+    // helper, a process berth's exit does not wait for, not in a thread of
+    // berth's (whose exit would join it).
+    let dir = TempDir::new("teardown-settle");
+    let text = machine(&guest("bench-exit-pvh"), 1, "port = 0xf4\nsize = 4\n")
+        + "\n[irqchip]\nmode = \"kernel\"\npit = true\n";
+    let f = dir.write("m.toml", &text);
+    let trace = dir.0.join("strace.txt");
+    let mut c = Command::new("strace");
+    c.current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_LOG", "berth::teardown=debug")
+        .arg("run")
+        .arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let helper = stderr(&o)
+        .lines()
+        .find_map(|l| {
+            l.rsplit_once("teardown helper pid ")?
+                .1
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("no helper pid logged");
+    let calls = strace_calls(&std::fs::read_to_string(&trace).unwrap());
+    let settle: Vec<&String> = calls
+        .iter()
+        .filter(|l| l.contains("KVM_SET_USER_MEMORY_REGION") && l.contains("guest_phys_addr=0x100000000"))
+        .collect();
+    assert_eq!(settle.len(), 2, "{settle:#?}");
+    assert!(settle[0].contains("memory_size=4096"), "{settle:#?}");
+    assert!(settle[1].contains("memory_size=0"), "{settle:#?}");
+    for l in &settle {
+        assert!(
+            l.starts_with(&format!("{helper} ")),
+            "not the helper ({helper}): {l}"
+        );
+        assert!(l.ends_with("= 0"), "{l}");
+    }
+}
+
 /// berth's children (helpers, running or zombie).
 fn children(pid: u32) -> usize {
     std::fs::read_dir("/proc")

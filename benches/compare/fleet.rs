@@ -291,11 +291,19 @@ impl Fleet {
     }
 
     /// Waits until no process is left in any VM's process group (berth's teardown helpers end
-    /// after KVM's teardown). Returns the time it took from the call, or an error naming how many
-    /// groups still had members at the bound (they are killed by the drop).
-    pub fn wait_groups_empty(&mut self, timeout: Duration) -> Result<Duration, String> {
+    /// after KVM's teardown). Returns the time from the call until every process of the groups
+    /// had ended (only zombies left: the helpers' teardown is done) and until the groups were
+    /// empty (those zombies reaped too: a helper outlives berth, so the host's init reaps it,
+    /// and that takes init's time), or an error naming how many groups still had members at the
+    /// bound (they are killed by the drop).
+    pub fn wait_groups_empty(&mut self, timeout: Duration) -> Result<(Duration, Duration), String> {
         let t0 = Instant::now();
+        let groups: std::collections::BTreeSet<i32> = self.vms.iter().map(|v| v.pid).collect();
+        let mut ended = None;
         loop {
+            if ended.is_none() && live_members(&groups) == 0 {
+                ended = Some(t0.elapsed());
+            }
             let alive = self
                 .vms
                 .iter()
@@ -304,7 +312,8 @@ impl Fleet {
                 .count();
             if alive == 0 {
                 self.groups_empty = true;
-                return Ok(t0.elapsed());
+                let empty = t0.elapsed();
+                return Ok((ended.unwrap_or(empty), empty));
             }
             if t0.elapsed() >= timeout {
                 return Err(format!(
@@ -356,4 +365,29 @@ impl Drop for Fleet {
             unsafe { libc::kill(-vm.pid, libc::SIGKILL) };
         }
     }
+}
+
+/// How many processes of the process groups `groups` are not zombies (from /proc/PID/stat).
+fn live_members(groups: &std::collections::BTreeSet<i32>) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // After the command's closing parenthesis: state, ppid, pgrp, …
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut f = rest.split(' ');
+            let state = f.next().unwrap_or("Z");
+            let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+            state != "Z" && pgrp.is_some_and(|g| groups.contains(&g))
+        })
+        .count()
 }

@@ -221,9 +221,11 @@ pub fn check_range(mem: &GuestMemoryMmap, addr: u64, len: u64, min: u64) -> Resu
     Ok(())
 }
 
-/// Zeroes `[addr, addr + len)` in guest memory, in chunks.
+/// Zeroes `[addr, addr + len)` in guest memory, in chunks of one page: a
+/// bigger buffer on the stack would be that much more of berth's resident
+/// memory (the main thread's stack is otherwise about 30 KiB deep).
 pub fn zero(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<(), String> {
-    const CHUNK: u64 = 64 << 10;
+    const CHUNK: u64 = 4 << 10;
     let buf = [0u8; CHUNK as usize];
     let mut done = 0u64;
     while done < len {

@@ -351,12 +351,17 @@ pub fn optional_caps_named(names: &[String]) -> Result<Vec<Cap>, String> {
 }
 
 /// Guest physical address width the host CPU supports (CPUID 0x80000008 EAX[7:0]).
+/// Read once per process: under nested virtualization each `cpuid` traps
+/// (about 13 µs on the PVM dev host), and every build asks twice.
 pub fn host_phys_addr_bits() -> u32 {
-    let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
-    if max_ext < 0x8000_0008 {
-        return 36;
-    }
-    std::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+    static BITS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *BITS.get_or_init(|| {
+        let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+        if max_ext < 0x8000_0008 {
+            return 36;
+        }
+        std::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+    })
 }
 
 /// Whether this host's KVM is the PVM flavour (reported, never acted upon).

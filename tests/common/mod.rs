@@ -193,3 +193,25 @@ pub fn hexnum(v: &serde_json::Value) -> u64 {
         other => panic!("not a plan number: {other}"),
     }
 }
+
+/// strace -f output with each call whole: a `<unfinished ...>` line joined
+/// with its thread's `<... NAME resumed>` line.
+pub fn strace_calls(text: &str) -> Vec<String> {
+    let mut open: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, out.len());
+            out.push(head.to_string());
+        } else if let Some(rest) = l.split_once(" resumed>").map(|(_, r)| r) {
+            match open.remove(&pid) {
+                Some(i) => out[i].push_str(rest),
+                None => out.push(l.to_string()),
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    out
+}

@@ -1,51 +1,35 @@
-//! The command line: `berth run | check | plan | caps`.
+//! The command line: `berth run | restore | ctl | check | plan | caps`.
 
 use crate::error::Error;
-use crate::outcome::{exit_code, Outcome};
+use crate::outcome::Outcome;
 use crate::plan::dump::{self, Format};
 use crate::{build, config, kvm, plan, vmm};
-use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// berth: boot a whole machine from one TOML file, deterministically.
-#[derive(Parser, Debug)]
-#[command(name = "berth", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
+pub mod args;
 
-/// Subcommands.
-#[derive(Subcommand, Debug)]
+/// Subcommands (their options and help text: [`args`]).
+#[derive(Debug)]
 pub enum Command {
     /// Build and boot the machine; exit with the guest's status.
     Run {
         /// Machine file.
         file: PathBuf,
         /// Print exit counts per reason and per device at the end (stderr).
-        #[arg(long)]
         stats: bool,
         /// Print boot-sha256:<hex> over guest RAM and vCPU registers before the first KVM_RUN (stderr).
-        #[arg(long)]
         boot_digest: bool,
         /// Refuse to boot (exit 2) unless the plan digest equals this.
-        #[arg(long, value_name = "HEX")]
         expect_plan: Option<String>,
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
-        #[arg(long, value_name = "CAP")]
         disable_cap: Vec<String>,
         /// Run without the per-thread seccomp filters (for debugging).
-        #[arg(long)]
         no_seccomp: bool,
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
-        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
         timeout: Option<u64>,
         /// Overrides of the machine file.
-        #[command(flatten)]
         overrides: OverrideArgs,
         /// Snapshot options and the control socket.
-        #[command(flatten)]
         snap: SnapshotArgs,
     },
     /// Restore a snapshot and run it on.
@@ -53,19 +37,14 @@ pub enum Command {
         /// Snapshot directory.
         dir: PathBuf,
         /// The machine file; its plan digest must equal the snapshot's (default: the saved copy).
-        #[arg(long, value_name = "FILE")]
         machine: Option<PathBuf>,
         /// Print the `--stats` report at the end (stderr).
-        #[arg(long)]
         stats: bool,
         /// Run without the per-thread seccomp filters (for debugging).
-        #[arg(long)]
         no_seccomp: bool,
         /// End the VM with exit 6 after this long.
-        #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
         timeout: Option<u64>,
         /// Snapshot options and the control socket.
-        #[command(flatten)]
         snap: SnapshotArgs,
     },
     /// Send one request to a running berth's control socket; print the reply.
@@ -75,7 +54,6 @@ pub enum Command {
         /// pause, resume, snapshot DIR [--incremental], stats, stop.
         command: String,
         /// The command's arguments.
-        #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Parse and validate the machine file only.
@@ -83,7 +61,6 @@ pub enum Command {
         /// Machine file.
         file: PathBuf,
         /// Overrides of the machine file.
-        #[command(flatten)]
         overrides: OverrideArgs,
     },
     /// Print the fully resolved plan, then plan-sha256:<hex>.
@@ -91,10 +68,8 @@ pub enum Command {
         /// Machine file.
         file: PathBuf,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = PlanFormat::Toml)]
         format: PlanFormat,
         /// Overrides of the machine file.
-        #[command(flatten)]
         overrides: OverrideArgs,
     },
     /// Report the host's KVM: API version, capabilities, limits.
@@ -104,22 +79,17 @@ pub enum Command {
 /// Command-line overrides of the machine file (QEMU's `-kernel`, `-append`,
 /// `-initrd`, `-smp`, `-m`), applied before planning. Paths are relative to
 /// the current directory.
-#[derive(clap::Args, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct OverrideArgs {
     /// Boot this kernel image instead of [kernel] path.
-    #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Use this kernel command line instead of [kernel] cmdline.
-    #[arg(long, value_name = "TEXT")]
     pub append: Option<String>,
     /// Use this initrd (multiboot, PVH: module 0) instead of [kernel] initrd.
-    #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
     /// Number of vCPUs, instead of [machine] vcpus.
-    #[arg(long, value_name = "N")]
     pub vcpus: Option<u32>,
     /// RAM size (e.g. 256MiB) of the machine's one memory region.
-    #[arg(long, value_name = "SIZE", value_parser = config::size::parse_size)]
     pub memory: Option<u64>,
 }
 
@@ -136,24 +106,20 @@ impl From<OverrideArgs> for config::Overrides {
 }
 
 /// The control socket and `--snapshot-at` (run and restore).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SnapshotArgs {
     /// Serve the control socket at PATH (one JSON object per line; README "Control socket").
-    #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// When a complete serial line contains LINE, pause, snapshot to --snapshot-to and exit 0.
-    #[arg(long, value_name = "LINE", requires = "snapshot_to")]
     pub snapshot_at: Option<String>,
     /// Where --snapshot-at writes the snapshot (must not exist).
-    #[arg(long, value_name = "DIR", requires = "snapshot_at")]
     pub snapshot_to: Option<PathBuf>,
     /// Keep running after the --snapshot-at snapshot.
-    #[arg(long, requires = "snapshot_at")]
     pub snapshot_continue: bool,
 }
 
 /// `berth plan --format`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanFormat {
     /// Canonical TOML (the digest covers this text).
     Toml,
@@ -163,14 +129,19 @@ pub enum PlanFormat {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { exit_code::USAGE } else { 0 };
+    let command = match args::parse(std::env::args_os().collect()) {
+        args::Parsed::Command(c) => *c,
+        args::Parsed::Print(args::Printout { text, stderr, code }) => {
+            use std::io::Write as _;
+            let _ = if stderr {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().write_all(text.as_bytes())
+            };
+            return code;
         }
     };
-    match dispatch(cli.command) {
+    match dispatch(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e}");
