@@ -150,6 +150,8 @@ pub struct Vm {
 pub struct BuildOptions {
     /// Capabilities to treat as absent (KVM_CAP_ suffixes).
     pub disable_caps: Vec<String>,
+    /// Host limits to treat as lower (`--host-limit`).
+    pub host_limits: kvm::HostLimits,
 }
 
 /// Builds the VM the plan describes.
@@ -181,6 +183,7 @@ fn build_from(
     // 1. /dev/kvm and its API version (and capabilities the user switched off).
     let mut host = HostKvm::open()?;
     host.disable(&opts.disable_caps).map_err(BuildError::Usage)?;
+    host.limits = opts.host_limits;
     // 2. Capabilities and limits, named when missing; nothing created yet.
     let host_gsis = check_host(&host, plan)?;
     //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15).

@@ -35,6 +35,9 @@ pub enum Command {
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
         #[arg(long, value_name = "CAP")]
         disable_cap: Vec<String>,
+        /// Treat a host limit as at most N: vcpus=N, memslots=N or gsis=N (lowers only), to exercise the limit errors.
+        #[arg(long, value_name = "NAME=N")]
+        host_limit: Vec<String>,
         /// Run without the per-thread seccomp filters (for debugging).
         #[arg(long)]
         no_seccomp: bool,
@@ -240,6 +243,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             boot_digest,
             expect_plan,
             disable_cap,
+            host_limit,
             timeout,
             no_seccomp,
             overrides,
@@ -248,6 +252,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             if no_seccomp {
                 crate::seccomp::disable();
             }
+            let host_limits = crate::kvm::HostLimits::parse(&host_limit).map_err(build::BuildError::Usage)?;
             let mut start_path = crate::clock::Timeline::default();
             let c = config::load_with(&file, &overrides.into())?;
             start_path.mark("config");
@@ -272,6 +277,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             }
             let opts = build::BuildOptions {
                 disable_caps: disable_cap,
+                host_limits,
             };
             crate::outcome::inject_panic_here();
             let signals = vmm::Signals::install().map_err(Error::Run)?;
