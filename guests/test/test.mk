@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages
+TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)

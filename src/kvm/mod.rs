@@ -4,6 +4,7 @@
 
 pub mod eventfds;
 pub mod irq;
+pub mod resample;
 
 use kvm_bindings::CpuId;
 use kvm_ioctls::{Cap, Kvm};
