@@ -325,7 +325,7 @@ fn check_host(host: &HostKvm, plan: &Plan) -> Result<u32, BuildError> {
         Cap::Pit2 => !split && plan.irqchip.pit,
         _ => c.required,
     })?;
-    let host_gsis = host.kvm.check_extension_int(Cap::IrqRouting).max(0) as u32;
+    let host_gsis = host.gsis();
     if plan.irqchip.gsi_count > host_gsis {
         let worst = plan.irqchip.routes.iter().map(|r| r.gsi).max().unwrap_or(0);
         return Err(HostError::TooManyGsis {

@@ -16,6 +16,9 @@
  *                 once (the handler lowers).
  *   edges=8       edge pin: raise once; the handler lowers and raises the
  *                 line (a new edge) before its EOI, 7 times; the 8th lowers.
+ *   late-edges=8  edge pin: raise once; the handler EOIs first, then lowers
+ *                 and raises the line (an edge between the EOI and berth's
+ *                 resample), 7 times; the 8th lowers after its EOI.
  *   edge-held=1   edge pin: raise; the handler EOIs without lowering: one
  *                 interrupt, no re-assertion; then the line is lowered.
  *   done, debug-exit 0 (status 1). Any other vector: triple fault (exit 4).
@@ -41,6 +44,7 @@
 #define M_RETRIGGER     1               /* EOI only, until `limit`, then lower, EOI */
 #define M_EDGES         2               /* lower, raise, EOI, until `limit`, then lower, EOI */
 #define M_HOLD          3               /* EOI only */
+#define M_LATE_EDGES    4               /* EOI, then lower, raise, until `limit`, then EOI, lower */
 
 /* Set the line to level \v. */
 #define LINE(v)         mov $(v), %al; mov $LINE_PORT, %dx; out %al, %dx
@@ -127,6 +131,15 @@ GUEST_START
     lea     str_edges(%rip), %rsi
     call    report
 
+    /* late-edges: edge pin; a new edge from the handler, after its EOI. */
+    movl    $M_LATE_EDGES, mode(%rip)
+    movl    $0, count(%rip)
+    LINE(1)
+    mov     $8, %ebx
+    call    wait_count
+    lea     str_late(%rip), %rsi
+    call    report
+
     /* edge-held: edge pin, the line stays high across the EOI. */
     movl    $M_HOLD, mode(%rip)
     movl    $0, count(%rip)
@@ -202,6 +215,8 @@ handler:
     push    %rdx
     incl    count(%rip)
     mov     mode(%rip), %eax
+    cmp     $M_LATE_EDGES, %eax
+    je      7f
     cmp     $M_HOLD, %eax
     je      9f
     cmp     $M_LOWER, %eax
@@ -220,6 +235,16 @@ handler:
     pop     %rdx
     pop     %rax
     iretq
+7:  mov     $LAPIC_BASE, %edx               /* M_LATE_EDGES: EOI first */
+    movl    $0, LAPIC_EOI(%rdx)
+    LINE(0)
+    mov     count(%rip), %edx
+    cmp     limit(%rip), %edx
+    jae     6f
+    LINE(1)
+6:  pop     %rdx
+    pop     %rax
+    iretq
     .size handler, . - handler
 
     .section .rodata, "a", @progbits
@@ -229,6 +254,7 @@ str_level:      .asciz "resample: level="
 str_masked:     .asciz "resample: masked="
 str_unmasked:   .asciz "resample: unmasked="
 str_edges:      .asciz "resample: edges="
+str_late:       .asciz "resample: late-edges="
 str_held:       .asciz "resample: edge-held="
 str_done:       .asciz "resample: done\n"
 
