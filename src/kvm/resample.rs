@@ -25,6 +25,9 @@
 //!   meanwhile, and an edge between the EOI and the resample is kept.
 //!
 //! GSIs without an IOAPIC pin route go to KVM_IRQ_LINE(_STATUS) as usual.
+//! Not carried across a snapshot: a restored machine's resampled lines start
+//! low here (the device's saved levels are restored, KVM's resample source
+//! is not), so a line that was high must be raised again by the guest.
 //! Split irqchip: KVM refuses resample irqfds (they need its IOAPIC), and
 //! berth's IOAPIC sees every EOI itself (KVM_EXIT_IOAPIC_EOI) and re-delivers
 //! a level line that is still high, so `resample` is refused there
