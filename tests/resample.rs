@@ -79,16 +79,16 @@ fn stat(err: &str, name: &str) -> u64 {
 fn resampled_level_lines_deliver_what_the_guest_raised() {
     let (out, err) = run(true);
     check_counts("resample", &out);
-    // The lines went through the resample irqfds, not KVM_IRQ_LINE: 43
-    // raises (16 + 1 + 8 + 1 + 8 + 8 + 1), each re-delivery of the level
+    // The lines went through the resample irqfds, not KVM_IRQ_LINE: 67
+    // raises (16 + 1 + 32 + 1 + 8 + 8 + 1), each re-delivery of the level
     // phase a re-assertion after an EOI, and every lowering of a held line
-    // (all 43) a deassign/assign.
+    // (all 67) a deassign/assign.
     assert_eq!(stat(&err, "line-delivered"), 0, "{err}");
     assert_eq!(stat(&err, "line-raised-no-status"), 0, "{err}");
-    assert_eq!(stat(&err, "resample-raised"), 43, "{err}");
+    assert_eq!(stat(&err, "resample-raised"), 67, "{err}");
     assert!(stat(&err, "resample-reasserted") >= 7, "{err}");
     assert!(stat(&err, "resample-eois") >= 8, "{err}");
-    assert_eq!(stat(&err, "resample-lowered"), 43, "{err}");
+    assert_eq!(stat(&err, "resample-lowered"), 67, "{err}");
 }
 
 #[test]

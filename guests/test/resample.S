@@ -10,8 +10,10 @@
  *   level=8       level pin: raise once; the handler EOIs without lowering
  *                 (the line stays high: KVM lowers it at the EOI, berth
  *                 re-asserts it) until the 8th, which lowers before its EOI.
- *   masked=0      level pin, 8 times: mask, raise, lower, unmask, 50 ms with
- *                 interrupts on: nothing arrives.
+ *   masked=0      level pin, 32 times: mask, raise, lower, unmask, 20 ms with
+ *                 interrupts on: nothing arrives. (An injection still queued
+ *                 when the line is lowered must not fire: a race, so many
+ *                 rounds.)
  *   unmasked=1    level pin masked: raise, unmask: the held level arrives
  *                 once (the handler lowers).
  *   edges=8       edge pin: raise once; the handler lowers and raises the
@@ -36,7 +38,7 @@
 #define RTE_LEVEL       0x8000
 #define RTE_MASKED      0x10000
 #define WINDOW_TICKS    715909          /* 200 ms of the 3.579545 MHz PM timer */
-#define SHORT_TICKS     178977          /* 50 ms */
+#define SHORT_TICKS     71591           /* 20 ms */
 #define HLT_WAITS       100000
 
 /* Handler modes. */
@@ -93,7 +95,7 @@ GUEST_START
     /* masked: raise and lower while the pin is masked, then unmask. */
     movl    $M_LOWER, mode(%rip)
     movl    $0, count(%rip)
-    mov     $8, %ebx
+    mov     $32, %ebx
 1:  mov     $(RTE_MASKED | RTE_LEVEL | VECTOR), %eax
     call    set_rte
     LINE(1)
