@@ -94,19 +94,26 @@ impl InjectedExit {
 /// a warning.
 pub fn injected_exit(vcpu: u32) -> Option<InjectedExit> {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    static WANTED: OnceLock<Option<InjectedExit>> = OnceLock::new();
     static TAKEN: AtomicBool = AtomicBool::new(false);
-    if !cfg!(debug_assertions) || vcpu != 0 {
+    if !cfg!(debug_assertions) || vcpu != 0 || TAKEN.load(Ordering::Relaxed) {
         return None;
     }
-    let want = std::env::var("BERTH_TEST_EXIT").ok()?;
-    if TAKEN.swap(true, Ordering::SeqCst) {
+    // Read once per process; every later KVM_RUN costs one atomic load.
+    let wanted = WANTED.get_or_init(|| {
+        let want = std::env::var("BERTH_TEST_EXIT").ok()?;
+        let exit = InjectedExit::parse(&want);
+        if exit.is_none() {
+            log::warn!("BERTH_TEST_EXIT={want}: not one of {INJECTABLE_EXITS}; ignored");
+        }
+        exit
+    });
+    if wanted.is_none() || TAKEN.swap(true, Ordering::SeqCst) {
+        TAKEN.store(true, Ordering::Relaxed);
         return None;
     }
-    let exit = InjectedExit::parse(&want);
-    if exit.is_none() {
-        log::warn!("BERTH_TEST_EXIT={want}: not one of {INJECTABLE_EXITS}; ignored");
-    }
-    exit
+    wanted.clone()
 }
 
 /// Installs the process-wide panic policy: print one line naming the thread,
