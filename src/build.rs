@@ -26,6 +26,7 @@ use crate::devices::sleep::SleepControl;
 use crate::devices::{DebugExit, SerialCounters, SerialDevice, SerialOutput};
 use crate::kvm::eventfds::{IoEvent, Registrations};
 use crate::kvm::irq::{HostIrq, IrqError, KvmIrq};
+use crate::kvm::resample::ResampleLines;
 use crate::kvm::{self, HostError, HostKvm};
 use crate::memory::{self, MemoryError};
 use crate::plan::{DeviceKind, Plan, RouteTarget, Space};
@@ -148,6 +149,8 @@ pub struct Vm {
 pub struct BuildOptions {
     /// Capabilities to treat as absent (KVM_CAP_ suffixes).
     pub disable_caps: Vec<String>,
+    /// Host limits to treat as lower (`--host-limit`).
+    pub host_limits: kvm::HostLimits,
 }
 
 /// Builds the VM the plan describes.
@@ -179,6 +182,7 @@ fn build_from(
     // 1. /dev/kvm and its API version (and capabilities the user switched off).
     let mut host = HostKvm::open()?;
     host.disable(&opts.disable_caps).map_err(BuildError::Usage)?;
+    host.limits = opts.host_limits;
     // 2. Capabilities and limits, named when missing; nothing created yet.
     let host_gsis = check_host(&host, plan)?;
     //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15).
@@ -243,10 +247,11 @@ fn build_from(
     // 12. Devices on the bus (split mode: berth's IOAPIC at its window).
     //     With ACPI, the S3 state the PM1a blocks, the RTC and the vCPUs share.
     let sleep = facs.map(|f| Arc::new(SleepControl::new(plan.cpus.len(), f)));
-    let parts = build_bus(plan, serial_out, &irq, &mem, sleep.as_ref())?;
-    // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
-    //     Each registration is deassigned again when the VM is torn down.
+    //     Every irqfd, ioeventfd and zone from here on (resampled irq-lines
+    //     among them) is deassigned again when the VM is torn down.
     let mut registrations = Registrations::new(fd.clone());
+    let parts = build_bus(plan, serial_out, &irq, &mem, sleep.as_ref(), &mut registrations)?;
+    // 13. irqfds and ioeventfds: COM1 → its GSI; doorbells ring in-kernel.
     bind_eventfds(&mut registrations, plan, &parts.serial_irq)?;
     // 14. Coalesced MMIO/PIO zones (writes queue in the shared ring).
     let zones = register_zones(&mut registrations, plan)?;
@@ -321,7 +326,7 @@ fn check_host(host: &HostKvm, plan: &Plan) -> Result<u32, BuildError> {
         Cap::Pit2 => !split && plan.irqchip.pit,
         _ => c.required,
     })?;
-    let host_gsis = host.kvm.check_extension_int(Cap::IrqRouting).max(0) as u32;
+    let host_gsis = host.gsis();
     if plan.irqchip.gsi_count > host_gsis {
         let worst = plan.irqchip.routes.iter().map(|r| r.gsi).max().unwrap_or(0);
         return Err(HostError::TooManyGsis {
@@ -513,6 +518,26 @@ fn create_irqchip(fd: &VmFd, plan: &Plan) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// An irq-lines device with `resample = true` (kernel irqchip): its GSIs
+/// below `n` that reach an IOAPIC pin go through resample irqfds.
+fn resample_lines(
+    plan: &Plan,
+    n: u32,
+    irq: &Arc<KvmIrq>,
+    regs: &mut Registrations,
+) -> Result<Arc<dyn LineSink>, String> {
+    let pins: BTreeMap<u32, u32> = plan
+        .irqchip
+        .routes
+        .iter()
+        .filter_map(|r| match &r.target {
+            RouteTarget::Irqchip { chip, pin } if chip == "ioapic" && r.gsi < n => Some((r.gsi, *pin)),
+            _ => None,
+        })
+        .collect();
+    Ok(Arc::new(ResampleLines::new(regs, &pins, irq.clone())?))
+}
+
 /// Line levels in kernel mode: KVM's irqchips, through the routing table.
 struct KernelLines(Arc<KvmIrq>);
 
@@ -579,6 +604,7 @@ fn build_bus(
     irq: &Arc<KvmIrq>,
     mem: &GuestMemoryMmap,
     sleep: Option<&Arc<SleepControl>>,
+    regs: &mut Registrations,
 ) -> Result<BusParts, BuildError> {
     let mut bus = Bus::new();
     let dev_err = |name: &str, message: String| BuildError::Device {
@@ -693,7 +719,13 @@ fn build_bus(
                 let de = DebugExit::new(*width).map_err(|e| dev_err(&d.name, e.to_string()))?;
                 Arc::new(Mutex::new(de))
             }
-            DeviceKind::IrqLines { lines: n } => Arc::new(Mutex::new(IrqLines::new(*n, lines.clone()))),
+            DeviceKind::IrqLines { lines: n, resample } => {
+                let sink = match resample {
+                    true => resample_lines(plan, *n, irq, regs).map_err(|m| dev_err(&d.name, m))?,
+                    false => lines.clone(),
+                };
+                Arc::new(Mutex::new(IrqLines::new(*n, sink)))
+            }
             DeviceKind::Recorder {} => {
                 let r = Recorder::new();
                 recorders.push((d.name.clone(), r.log()));

@@ -14,6 +14,9 @@ pub enum FaultKind {
     FailEntry,
     /// KVM_EXIT_UNKNOWN or an exit berth does not handle.
     UnhandledExit,
+    /// KVM_EXIT_SYSTEM_EVENT of type KVM_SYSTEM_EVENT_CRASH: the guest
+    /// reported a crash (e.g. the Hyper-V crash MSRs).
+    GuestCrash,
 }
 
 /// Test-only fault injection: when the environment variable `BERTH_TEST_PANIC`
@@ -27,6 +30,90 @@ pub fn inject_panic_here() {
             panic!("BERTH_TEST_PANIC: injected panic in thread {me}");
         }
     }
+}
+
+/// An exit the vCPU loop is handed instead of a KVM_RUN's (test-only, see
+/// [`injected_exit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InjectedExit {
+    /// KVM_EXIT_FAIL_ENTRY with this hardware reason, on this host CPU.
+    FailEntry {
+        /// `hardware_entry_failure_reason`.
+        reason: u64,
+        /// `cpu`.
+        cpu: u32,
+    },
+    /// KVM_EXIT_UNKNOWN with this `hardware_exit_reason`.
+    Unknown {
+        /// `hardware_exit_reason`.
+        hardware_reason: u64,
+    },
+    /// KVM_EXIT_SYSTEM_EVENT of this type (KVM_SYSTEM_EVENT_*), no data.
+    SystemEvent {
+        /// `system_event.type`.
+        kind: u32,
+    },
+}
+
+/// The values `BERTH_TEST_EXIT` takes, and what each injects.
+pub const INJECTABLE_EXITS: &str = "fail-entry, unknown, system-event=shutdown|reset|crash|<type number>";
+
+impl InjectedExit {
+    /// `fail-entry`: reason 0x80000021 (VMX: invalid guest state) on CPU 0;
+    /// `unknown`: hardware reason 0xbe7; `system-event=shutdown|reset|crash|N`.
+    pub fn parse(s: &str) -> Option<Self> {
+        use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+        Some(match s.trim() {
+            "fail-entry" => InjectedExit::FailEntry {
+                reason: 0x8000_0021,
+                cpu: 0,
+            },
+            "unknown" => InjectedExit::Unknown {
+                hardware_reason: 0xbe7,
+            },
+            other => {
+                let kind = match other.strip_prefix("system-event=")? {
+                    "shutdown" => KVM_SYSTEM_EVENT_SHUTDOWN,
+                    "reset" => KVM_SYSTEM_EVENT_RESET,
+                    "crash" => KVM_SYSTEM_EVENT_CRASH,
+                    n => n.parse().ok()?,
+                };
+                InjectedExit::SystemEvent { kind }
+            }
+        })
+    }
+}
+
+/// Test-only exit injection (debug builds only; release builds ignore it):
+/// when `BERTH_TEST_EXIT` holds one of [`INJECTABLE_EXITS`], vCPU 0's first
+/// KVM_RUN of the process is not made and this exit is handled in its place,
+/// through the same dispatch as a real one. Once per process: after a reset
+/// with `on_reboot = "restart"` the rebuilt machine runs normally. Used by
+/// tests/exits.rs; FAIL_ENTRY, UNKNOWN and (on x86) SYSTEM_EVENT exits
+/// cannot be provoked by a guest on demand. An unknown value is ignored with
+/// a warning.
+pub fn injected_exit(vcpu: u32) -> Option<InjectedExit> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    static WANTED: OnceLock<Option<InjectedExit>> = OnceLock::new();
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if !cfg!(debug_assertions) || vcpu != 0 || TAKEN.load(Ordering::Relaxed) {
+        return None;
+    }
+    // Read once per process; every later KVM_RUN costs one atomic load.
+    let wanted = WANTED.get_or_init(|| {
+        let want = std::env::var("BERTH_TEST_EXIT").ok()?;
+        let exit = InjectedExit::parse(&want);
+        if exit.is_none() {
+            log::warn!("BERTH_TEST_EXIT={want}: not one of {INJECTABLE_EXITS}; ignored");
+        }
+        exit
+    });
+    if wanted.is_none() || TAKEN.swap(true, Ordering::SeqCst) {
+        TAKEN.store(true, Ordering::Relaxed);
+        return None;
+    }
+    wanted.clone()
 }
 
 /// Installs the process-wide panic policy: print one line naming the thread,
@@ -139,6 +226,7 @@ impl fmt::Display for Outcome {
                     FaultKind::InternalError => "KVM internal error",
                     FaultKind::FailEntry => "VM entry failed",
                     FaultKind::UnhandledExit => "unhandled exit",
+                    FaultKind::GuestCrash => "guest reported a crash (KVM_SYSTEM_EVENT_CRASH)",
                 };
                 write!(f, "guest fault on vcpu{vcpu}: {what}: {detail}")
             }
@@ -205,6 +293,35 @@ mod tests {
         assert_eq!(Outcome::Host("x".into()).exit_code(), 3);
         assert_eq!(Outcome::Timeout(1).exit_code(), 6);
         assert_eq!(Outcome::MemoryLost(String::new()).exit_code(), 135);
+    }
+
+    #[test]
+    fn injectable_exits_parse() {
+        assert_eq!(
+            InjectedExit::parse("fail-entry"),
+            Some(InjectedExit::FailEntry {
+                reason: 0x8000_0021,
+                cpu: 0
+            })
+        );
+        assert_eq!(
+            InjectedExit::parse("unknown"),
+            Some(InjectedExit::Unknown {
+                hardware_reason: 0xbe7
+            })
+        );
+        assert_eq!(
+            InjectedExit::parse("system-event=reset"),
+            Some(InjectedExit::SystemEvent {
+                kind: kvm_bindings::KVM_SYSTEM_EVENT_RESET
+            })
+        );
+        assert_eq!(
+            InjectedExit::parse("system-event=9"),
+            Some(InjectedExit::SystemEvent { kind: 9 })
+        );
+        assert_eq!(InjectedExit::parse("system-event=frob"), None);
+        assert_eq!(InjectedExit::parse("shutdown"), None);
     }
 
     #[test]

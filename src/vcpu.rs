@@ -502,9 +502,9 @@ impl Vcpu {
     }
 
     fn run_once(&mut self) -> Next {
-        let exit = match self.fd.run() {
-            Ok(e) => Ok(Exit::from(e)),
-            Err(e) => Err(e),
+        let exit = match crate::outcome::injected_exit(self.index) {
+            Some(injected) => Ok(Exit::from(injected)),
+            None => self.fd.run().map(Exit::from),
         };
         // The ring first: every queued write happened before this exit.
         self.drain_coalesced();
@@ -569,13 +569,12 @@ impl Vcpu {
                 return Next::Stop(match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => Outcome::PowerOff,
                     KVM_SYSTEM_EVENT_RESET => Outcome::Reset,
-                    KVM_SYSTEM_EVENT_CRASH => self.fault(
-                        FaultKind::UnhandledExit,
-                        format!("guest reported a crash (system event data {data:x?})"),
-                    ),
+                    KVM_SYSTEM_EVENT_CRASH => {
+                        self.fault(FaultKind::GuestCrash, format!("system event data {data:x?}"))
+                    }
                     other => self.fault(
                         FaultKind::UnhandledExit,
-                        format!("system event {other}, data {data:x?}"),
+                        format!("KVM_EXIT_SYSTEM_EVENT of type {other}, data {data:x?}"),
                     ),
                 });
             }
@@ -592,11 +591,13 @@ impl Vcpu {
                 );
                 return Next::Stop(self.fault(FaultKind::FailEntry, detail));
             }
-            Exit::Unknown => {
+            Exit::Unknown(injected) => {
                 self.count("unknown");
                 // SAFETY: reading a plain-data union member of this vCPU's own
                 // kvm_run after a KVM_EXIT_UNKNOWN exit, which is the member KVM filled.
-                let hw = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.hw.hardware_exit_reason };
+                let hw = injected.unwrap_or_else(|| unsafe {
+                    self.fd.get_kvm_run().__bindgen_anon_1.hw.hardware_exit_reason
+                });
                 return Next::Stop(self.fault(
                     FaultKind::UnhandledExit,
                     format!("KVM_EXIT_UNKNOWN, hardware exit reason {hw:#x}"),
@@ -763,7 +764,9 @@ enum Exit {
     SystemEvent(u32, Vec<u64>),
     InternalError,
     FailEntry(u64, u32),
-    Unknown,
+    /// KVM_EXIT_UNKNOWN; its hardware exit reason is read from kvm_run,
+    /// unless the exit was injected with one (`outcome::injected_exit`).
+    Unknown(Option<u64>),
     Debug,
     Intr,
     Other(String),
@@ -789,10 +792,21 @@ impl From<VcpuExit<'_>> for Exit {
             VcpuExit::SystemEvent(kind, data) => Exit::SystemEvent(kind, data.to_vec()),
             VcpuExit::InternalError => Exit::InternalError,
             VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry(reason, cpu),
-            VcpuExit::Unknown => Exit::Unknown,
+            VcpuExit::Unknown => Exit::Unknown(None),
             VcpuExit::Debug(_) => Exit::Debug,
             VcpuExit::IrqWindowOpen | VcpuExit::Intr => Exit::Intr,
             other => Exit::Other(format!("{other:?}")),
+        }
+    }
+}
+
+impl From<crate::outcome::InjectedExit> for Exit {
+    fn from(e: crate::outcome::InjectedExit) -> Self {
+        use crate::outcome::InjectedExit as I;
+        match e {
+            I::FailEntry { reason, cpu } => Exit::FailEntry(reason, cpu),
+            I::Unknown { hardware_reason } => Exit::Unknown(Some(hardware_reason)),
+            I::SystemEvent { kind } => Exit::SystemEvent(kind, Vec::new()),
         }
     }
 }

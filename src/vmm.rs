@@ -359,6 +359,10 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         ("msi-via-route", ld(&st.msi_via_route)),
         ("msi-cache-flushes", ld(&st.msi_cache_flushes)),
         ("routing-commits", ld(&st.routing_commits)),
+        ("resample-raised", ld(&st.resample_raised)),
+        ("resample-lowered", ld(&st.resample_lowered)),
+        ("resample-eois", ld(&st.resample_eois)),
+        ("resample-reasserted", ld(&st.resample_reasserted)),
     ];
     let recorders = vm
         .recorders

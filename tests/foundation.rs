@@ -736,6 +736,41 @@ fn host_limits_and_missing_capabilities_exit_3_before_any_vm() {
         assert!(!created, "{cap}: {err}");
         assert!(err.contains(&format!("berth: {want}")), "{cap}: {err}");
     }
+    // The vCPU, memslot and GSI limits: this host's (1024, 32764, 4096) are
+    // above what a machine file may ask for, so `--host-limit` lowers them.
+    let two = dir.write("two.toml", &machine(&probe, 2, ""));
+    let two = two.to_str().unwrap();
+    for (limit, file, want) in [
+        (
+            "vcpus=1",
+            two,
+            "machine.vcpus = 2 exceeds this host's KVM limit of 1 vCPUs (KVM_CAP_MAX_VCPUS)",
+        ),
+        (
+            "memslots=1",
+            readonly,
+            "2 memory regions exceed this host's KVM limit of 1 memslots (KVM_CAP_NR_MEMSLOTS)",
+        ),
+        (
+            "gsis=24",
+            "configs/irq-kernel-1.toml",
+            "GSI 40 is beyond this host's 24 GSIs (KVM_CAP_IRQ_ROUTING)",
+        ),
+    ] {
+        let (code, err, created) = run_and_trace(&["run", "--host-limit", limit, file]);
+        assert_eq!(code, Some(3), "{limit}: {err}");
+        assert!(!created, "{limit}: {err}");
+        assert!(err.contains(&format!("berth: {want}")), "{limit}: {err}");
+    }
+    // At the limit the machine runs; a bad limit is a usage error.
+    let (code, err, _) = run_and_trace(&["run", "--host-limit", "vcpus=2", two]);
+    assert_eq!(code, Some(1), "{err}");
+    let (code, err, created) = run_and_trace(&["run", "--host-limit", "cpus=1", two]);
+    assert_eq!((code, created), (Some(2), false), "{err}");
+    assert!(
+        err.contains("berth: --host-limit cpus=1: expected vcpus=N, memslots=N or gsis=N"),
+        "{err}"
+    );
 }
 
 #[test]

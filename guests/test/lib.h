@@ -18,6 +18,10 @@
  *   put_dec     %rax as unsigned decimal
  *   put_hex     low %ecx nibbles of %rax as lowercase hex (no prefix)
  *   put_hex64   %rax as 16 lowercase hex digits (no prefix)
+ * In apic.S (linked into rtc and resample only):
+ *   apic_setup  maps the I/O APIC and LAPIC (3..4 GiB, uncached), masks the
+ *               8259s, loads an IDT of 256 absent gates, enables the LAPIC
+ *   idt_gate    64-bit interrupt gate to the handler at %rax for vector %ecx
  *   debug_exit  writes %eax (32-bit outl) to the isa-debug-exit port; if the
  *               VMM keeps running it loops on `cli; hlt`. Never returns.
  *   stack_top   (symbol) top of a 16 KiB stack in .bss.

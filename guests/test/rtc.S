@@ -27,8 +27,6 @@
 #define HLT_WAITS       100000
 #define LAPIC_BASE      0xfee00000
 #define LAPIC_EOI       0xb0
-#define LAPIC_SVR       0xf0
-#define LAPIC_TPR       0x80
 #define IOAPIC_BASE     0xfec00000
 #define RTC_VECTOR      0x38
 #define RTC_PIN         8
@@ -79,36 +77,12 @@ _start:
 7:  EXIT(0x34)
 8:  PUTS(str_pmtmr)
 
-    /* 2. Interrupt plumbing. Map 3..4 GiB (IOAPIC, LAPIC) with 2 MiB
-     * uncached pages in a page directory of our own, PDPT (0xa000) slot 3. */
-    lea     pd_hi(%rip), %rdi
-    mov     $((0xfec00000 >> 21) - 0x600), %eax /* slot of 0xfec00000 */
-    mov     $0xfec00093, %edx                   /* P RW PCD PS */
-    mov     %rdx, (%rdi,%rax,8)
-    mov     $0xfee00093, %edx
-    mov     %rdx, 8(%rdi,%rax,8)
-    or      $3, %rdi                            /* P RW */
-    mov     %rdi, 0xa000 + 3 * 8
-    mov     %cr3, %rax
-    mov     %rax, %cr3
-    mov     $0xff, %al
-    out     %al, $0x21
-    out     %al, $0xa1
+    /* 2. Interrupt plumbing (lib.S): I/O APIC and LAPIC mapped, PICs
+     * masked, the handler's gate. */
+    call    apic_setup
     lea     rtc_handler(%rip), %rax
-    lea     idt + RTC_VECTOR * 16(%rip), %rdi
-    mov     %eax, %edx
-    and     $0xffff, %edx
-    or      $(0x08 << 16), %edx
-    mov     %edx, (%rdi)
-    mov     %eax, %edx
-    and     $0xffff0000, %edx
-    or      $0x8e00, %edx
-    mov     %edx, 4(%rdi)
-    movq    $0, 8(%rdi)
-    lidt    idtr(%rip)
-    mov     $LAPIC_BASE, %edi
-    movl    $0, LAPIC_TPR(%rdi)
-    movl    $0x1ff, LAPIC_SVR(%rdi)
+    mov     $RTC_VECTOR, %ecx
+    call    idt_gate
     mov     $IOAPIC_BASE, %edi
     movl    $(0x10 + 2 * RTC_PIN + 1), (%rdi)   /* high dword: APIC 0 */
     movl    $0, 0x10(%rdi)
@@ -237,18 +211,7 @@ str_done:       .asciz "rtc: done\n"
 
     .section .data, "aw", @progbits
     .balign 8
-idtr:
-    .word   256 * 16 - 1
-    .quad   idt
 seen:   .long 0
 irqs:   .long 0
-
-    .section .bss, "aw", @nobits
-    .balign 4096
-idt:
-    .skip   256 * 16
-    .balign 4096
-pd_hi:
-    .skip   4096
 
     .section .note.GNU-stack, "", @progbits

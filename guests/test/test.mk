@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages
+TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)
@@ -27,6 +27,13 @@ test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
 
 %.elf: test/%.o $(TEST_LIB) $(TEST_LD)
 	$(CC) $(TEST_LDFLAGS) -o $@ $< $(TEST_LIB)
+
+# The guests that take interrupts also link apic.o (I/O APIC and LAPIC
+# mapping, IDT gates); the others keep the layout they had without it.
+APIC_GUESTS := rtc resample
+TEST_OBJS   += test/apic.o
+$(addsuffix .elf,$(APIC_GUESTS)): %.elf: test/%.o test/apic.o $(TEST_LIB) $(TEST_LD)
+	$(CC) $(TEST_LDFLAGS) -o $@ $< test/apic.o $(TEST_LIB)
 
 # Keep the objects (make would otherwise delete them as intermediates).
 .SECONDARY: $(TEST_OBJS)

@@ -23,6 +23,9 @@ pub enum Command {
         expect_plan: Option<String>,
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
         disable_cap: Vec<String>,
+        /// Treat a host limit as at most N: vcpus=N, memslots=N or gsis=N (lowers only), to exercise the limit errors.
+        #[arg(long, value_name = "NAME=N")]
+        host_limit: Vec<String>,
         /// Run without the per-thread seccomp filters (for debugging).
         no_seccomp: bool,
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
@@ -211,6 +214,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             boot_digest,
             expect_plan,
             disable_cap,
+            host_limit,
             timeout,
             no_seccomp,
             overrides,
@@ -219,6 +223,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             if no_seccomp {
                 crate::seccomp::disable();
             }
+            let host_limits = crate::kvm::HostLimits::parse(&host_limit).map_err(build::BuildError::Usage)?;
             let mut start_path = crate::clock::Timeline::default();
             let c = config::load_with(&file, &overrides.into())?;
             start_path.mark("config");
@@ -243,6 +248,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             }
             let opts = build::BuildOptions {
                 disable_caps: disable_cap,
+                host_limits,
             };
             crate::outcome::inject_panic_here();
             let signals = vmm::Signals::install().map_err(Error::Run)?;

@@ -400,6 +400,12 @@ pub enum DeviceConfig {
         /// Number of lines, i.e. GSIs 0..lines (default 24).
         #[serde(default = "default_irq_lines")]
         lines: u32,
+        /// Kernel irqchip only: drive the lines that reach IOAPIC pins
+        /// through resample irqfds (KVM_IRQFD_FLAG_RESAMPLE) instead of
+        /// KVM_IRQ_LINE: an interrupt arrives shortly after the write rather
+        /// than before the next instruction (default false).
+        #[serde(default)]
+        resample: bool,
     },
     /// Records every write (offset, size, value) in order; MMIO or PIO.
     Recorder {
@@ -592,7 +598,7 @@ impl DeviceConfig {
             DeviceConfig::DebugExit { port, size } => {
                 Some((WindowSpace::Pio, (*port).into(), (*size).into(), "port"))
             }
-            DeviceConfig::IrqLines { port, lines } => {
+            DeviceConfig::IrqLines { port, lines, .. } => {
                 Some((WindowSpace::Pio, (*port).into(), (*lines).into(), "port"))
             }
             DeviceConfig::Recorder {

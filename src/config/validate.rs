@@ -317,6 +317,16 @@ fn check_devices(c: &Config) -> Result<(), Invalid> {
                     format!("must be between 1 and 1024, got {lines}"),
                 ));
             }
+            DeviceConfig::IrqLines { resample: true, .. }
+                if c.machine.irqchip.mode == super::IrqchipMode::Split =>
+            {
+                return Err(invalid(
+                    at("resample"),
+                    "needs [irqchip] mode = \"kernel\": KVM resamples only lines of its own IOAPIC; \
+                     in split mode berth's IOAPIC sees each EOI and re-delivers a level line itself"
+                        .into(),
+                ));
+            }
             DeviceConfig::Recorder {
                 guest_addr,
                 port,

@@ -1,4 +1,5 @@
-//! The VM's eventfd and zone registrations: irqfds, ioeventfds (MMIO or port, 1/2/4/8 bytes, with datamatch or
+//! The VM's eventfd and zone registrations: irqfds (optionally with a
+//! resample fd), ioeventfds (MMIO or port, 1/2/4/8 bytes, with datamatch or
 //! wildcard) and coalesced zones. Each is recorded when KVM accepts it and
 //! deassigned, newest first, when the VM is torn down (a reset with
 //! `on_reboot = "restart"`, or the end of the run), as QEMU's KVM layer
@@ -57,9 +58,20 @@ impl IoEvent {
 }
 
 enum Item {
-    Irqfd { fd: EventFd, gsi: u32 },
-    Ioevent { fd: EventFd, at: IoEvent },
-    Zone { addr: IoEventAddress, len: u32 },
+    /// A plain irqfd, or one with a resample fd (kept open while registered).
+    Irqfd {
+        fd: EventFd,
+        gsi: u32,
+        _resample: Option<EventFd>,
+    },
+    Ioevent {
+        fd: EventFd,
+        at: IoEvent,
+    },
+    Zone {
+        addr: IoEventAddress,
+        len: u32,
+    },
 }
 
 /// Every eventfd and zone registered on one VM, undone on drop.
@@ -80,8 +92,35 @@ impl Registrations {
     /// KVM_IRQFD: writes to `fd` raise `gsi` (edge: assert and release).
     pub fn irqfd(&mut self, fd: EventFd, gsi: u32) -> Result<(), kvm_ioctls::Error> {
         self.vm.register_irqfd(&fd, gsi)?;
-        self.items.push(Item::Irqfd { fd, gsi });
+        self.items.push(Item::Irqfd {
+            fd,
+            gsi,
+            _resample: None,
+        });
         Ok(())
+    }
+
+    /// KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE (kernel irqchip only): a write
+    /// to `fd` asserts `gsi` until the guest's EOI; then KVM lowers it and
+    /// signals `resample` (`kvm::resample` re-asserts a line still high).
+    pub fn irqfd_resample(
+        &mut self,
+        fd: EventFd,
+        resample: EventFd,
+        gsi: u32,
+    ) -> Result<(), kvm_ioctls::Error> {
+        self.vm.register_irqfd_with_resample(&fd, &resample, gsi)?;
+        self.items.push(Item::Irqfd {
+            fd,
+            gsi,
+            _resample: Some(resample),
+        });
+        Ok(())
+    }
+
+    /// The VM these registrations are on.
+    pub fn vm(&self) -> &Arc<VmFd> {
+        &self.vm
     }
 
     /// KVM_IOEVENTFD: guest writes that `at` matches signal `fd` inside KVM,
@@ -103,7 +142,8 @@ impl Registrations {
     pub fn undo(&mut self) {
         while let Some(item) = self.items.pop() {
             let r = match &item {
-                Item::Irqfd { fd, gsi } => self.vm.unregister_irqfd(fd, *gsi),
+                // KVM finds an irqfd by its eventfd and GSI, resampling or not.
+                Item::Irqfd { fd, gsi, .. } => self.vm.unregister_irqfd(fd, *gsi),
                 Item::Ioevent { fd, at } => ioeventfd_ioctl(&self.vm, &at.ioctl_arg(fd, true)),
                 Item::Zone { addr, len } => self.vm.unregister_coalesced_mmio(*addr, *len),
             };

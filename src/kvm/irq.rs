@@ -66,6 +66,14 @@ pub struct IrqStats {
     pub msi_cache_flushes: AtomicU64,
     /// KVM_SET_GSI_ROUTING commits.
     pub routing_commits: AtomicU64,
+    /// Resampled irq-lines (`kvm::resample`): raises (trigger writes).
+    pub resample_raised: AtomicU64,
+    /// Resampled lines lowered while KVM could hold them (irqfd cycled).
+    pub resample_lowered: AtomicU64,
+    /// Resample notifications (EOIs of resampled GSIs).
+    pub resample_eois: AtomicU64,
+    /// Lines re-asserted after an EOI (still high, level-triggered pin).
+    pub resample_reasserted: AtomicU64,
 }
 
 #[derive(Default)]

@@ -4,6 +4,7 @@
 
 pub mod eventfds;
 pub mod irq;
+pub mod resample;
 
 use kvm_bindings::CpuId;
 use kvm_ioctls::{Cap, Kvm};
@@ -244,12 +245,46 @@ impl SupportedCpuid {
     }
 }
 
+/// Host limits lowered with `--host-limit NAME=N` (to exercise the limit
+/// errors on a host whose real limits are above berth's own caps). Each can
+/// only lower what the host reports, never raise it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    /// At most this many vCPUs (KVM_CAP_MAX_VCPUS).
+    pub vcpus: Option<usize>,
+    /// At most this many memslots (KVM_CAP_NR_MEMSLOTS).
+    pub memslots: Option<usize>,
+    /// At most this many GSIs (KVM_CAP_IRQ_ROUTING).
+    pub gsis: Option<u32>,
+}
+
+impl HostLimits {
+    /// Parses `--host-limit` values: `vcpus=N`, `memslots=N`, `gsis=N`.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut l = HostLimits::default();
+        for a in args {
+            let bad = || format!("--host-limit {a}: expected vcpus=N, memslots=N or gsis=N");
+            let (name, n) = a.split_once('=').ok_or_else(bad)?;
+            let n: u32 = n.trim().parse().map_err(|_| bad())?;
+            match name.trim() {
+                "vcpus" => l.vcpus = Some(n as usize),
+                "memslots" => l.memslots = Some(n as usize),
+                "gsis" => l.gsis = Some(n),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(l)
+    }
+}
+
 /// The opened host KVM.
 pub struct HostKvm {
     /// The /dev/kvm handle.
     pub kvm: Kvm,
     /// Capabilities to treat as absent (`--disable-cap`, to exercise fallbacks).
     pub disabled: Vec<Cap>,
+    /// Limits to treat as lower than the host's (`--host-limit`).
+    pub limits: HostLimits,
 }
 
 impl HostKvm {
@@ -263,6 +298,7 @@ impl HostKvm {
         Ok(HostKvm {
             kvm,
             disabled: Vec::new(),
+            limits: HostLimits::default(),
         })
     }
 
@@ -294,13 +330,24 @@ impl HostKvm {
 
     /// The vCPU limit, the documented way: KVM_CAP_MAX_VCPUS, else
     /// KVM_CAP_NR_VCPUS, else 4 (kvm-ioctls implements that fallback chain).
+    /// `--host-limit vcpus=N` lowers it.
     pub fn max_vcpus(&self) -> usize {
-        self.kvm.get_max_vcpus()
+        let host = self.kvm.get_max_vcpus();
+        self.limits.vcpus.map_or(host, |n| n.min(host))
     }
 
-    /// The memslot limit (KVM_CAP_NR_MEMSLOTS, else 32).
+    /// The memslot limit (KVM_CAP_NR_MEMSLOTS, else 32); `--host-limit
+    /// memslots=N` lowers it.
     pub fn max_memslots(&self) -> usize {
-        self.kvm.get_nr_memslots()
+        let host = self.kvm.get_nr_memslots();
+        self.limits.memslots.map_or(host, |n| n.min(host))
+    }
+
+    /// The GSI count (KVM_CAP_IRQ_ROUTING's value); `--host-limit gsis=N`
+    /// lowers it.
+    pub fn gsis(&self) -> u32 {
+        let host = self.kvm.check_extension_int(Cap::IrqRouting).max(0) as u32;
+        self.limits.gsis.map_or(host, |n| n.min(host))
     }
 
     /// Whether a capability is present.
@@ -431,6 +478,23 @@ mod tests {
         );
         let e = optional_caps_named(&names(&["FROB"])).unwrap_err();
         assert!(e.starts_with("--disable-cap FROB: unknown capability"), "{e}");
+    }
+
+    #[test]
+    fn host_limits_parse() {
+        let l = HostLimits::parse(&names(&["vcpus=1", "memslots=2", "gsis=24"])).unwrap();
+        assert_eq!(
+            l,
+            HostLimits {
+                vcpus: Some(1),
+                memslots: Some(2),
+                gsis: Some(24)
+            }
+        );
+        for bad in ["vcpus", "cpus=1", "gsis=-1", "memslots=x"] {
+            let e = HostLimits::parse(&names(&[bad])).unwrap_err();
+            assert!(e.starts_with(&format!("--host-limit {bad}: expected")), "{e}");
+        }
     }
 
     #[test]

@@ -90,6 +90,25 @@ mod tests {
     }
 
     #[test]
+    fn resample_is_shown_only_when_set() {
+        let plan = |resample: &str| {
+            let text = format!("{FILE}[[device]]\nkind = \"irq-lines\"\n{resample}");
+            super::super::plan(&parse(Path::new("x.toml"), &text).unwrap())
+        };
+        let (off, default, on) = (plan("resample = false\n"), plan(""), plan("resample = true\n"));
+        let t = render(&off, Format::Toml).unwrap();
+        assert!(t.contains("kind = \"irq-lines\"\nlines = 24\n"), "{t}");
+        assert!(!t.contains("resample"), "{t}");
+        assert_eq!(digest(&off).unwrap(), digest(&default).unwrap());
+        let t = render(&on, Format::Toml).unwrap();
+        assert!(
+            t.contains("kind = \"irq-lines\"\nlines = 24\nresample = true\n"),
+            "{t}"
+        );
+        assert_ne!(digest(&off).unwrap(), digest(&on).unwrap());
+    }
+
+    #[test]
     fn toml_and_json_carry_the_same_fields() {
         let p = super::super::plan(&parse(Path::new("x.toml"), FILE).unwrap());
         let t = render(&p, Format::Toml).unwrap();

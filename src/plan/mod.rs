@@ -228,6 +228,9 @@ pub enum DeviceKind {
     IrqLines {
         /// Number of lines (GSIs 0..lines).
         lines: u32,
+        /// Lines on IOAPIC pins through resample irqfds (shown when set).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        resample: bool,
     },
     /// Write recorder.
     Recorder {},
@@ -512,6 +515,7 @@ pub fn plan(c: &Config) -> Plan {
                 (DeviceConfig::FwCfg { .. }, _) => DeviceKind::FwCfgDma {},
                 (DeviceConfig::PcTestdev {}, "irq") => DeviceKind::IrqLines {
                     lines: crate::devices::pc_testdev::IRQ_LINES,
+                    resample: false,
                 },
                 (DeviceConfig::PcTestdev {}, "flush") => DeviceKind::TestdevFlushPage {},
                 (DeviceConfig::PcTestdev {}, "iomem") => DeviceKind::TestdevIomem {},
@@ -690,7 +694,10 @@ impl Plan {
 fn single_window_kind(d: &DeviceConfig, doorbell_gsis: &mut impl Iterator<Item = u32>) -> DeviceKind {
     match d {
         DeviceConfig::DebugExit { size, .. } => DeviceKind::DebugExit { width: *size },
-        DeviceConfig::IrqLines { lines, .. } => DeviceKind::IrqLines { lines: *lines },
+        DeviceConfig::IrqLines { lines, resample, .. } => DeviceKind::IrqLines {
+            lines: *lines,
+            resample: *resample,
+        },
         DeviceConfig::Recorder { .. } => DeviceKind::Recorder {},
         DeviceConfig::Null { .. } => DeviceKind::Null {},
         DeviceConfig::BootTimer { .. } => DeviceKind::BootTimer {},

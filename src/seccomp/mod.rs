@@ -28,9 +28,10 @@
 //!
 //! | kind | own calls |
 //! | --- | --- |
-//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twenty KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE, to save a parked vCPU KVM_GET_FPU, _XSAVE, _XCRS, _DEBUGREGS, _LAPIC, _MSRS, _CPUID2, _VCPU_EVENTS on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI on the VM fd) |
+//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twenty-one KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE, to save a parked vCPU KVM_GET_FPU, _XSAVE, _XCRS, _DEBUGREGS, _LAPIC, _MSRS, _CPUID2, _VCPU_EVENTS on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI, and KVM_IRQFD to lower a resampled irq-line, on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
 //! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
+//! | [`ThreadKind::IrqResample`] | `read` (the resample eventfd), `ioctl` with KVM_GET_IRQCHIP only (the IOAPIC's trigger modes) |
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
 //! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
@@ -74,6 +75,9 @@ pub enum ThreadKind {
     SerialOut,
     /// The `rtc` thread: raises the RTC's IRQ 8 (VM-fd interrupt ioctls).
     RtcTimer,
+    /// The `irq-resample` thread: waits on the resample eventfd, reads the
+    /// IOAPIC's trigger modes, re-asserts level lines (`kvm::resample`).
+    IrqResample,
     /// The main thread once every other thread runs: waits, kicks vCPUs,
     /// joins, reports, exits.
     Main,
@@ -87,10 +91,11 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Vcpu,
         ThreadKind::SerialOut,
         ThreadKind::RtcTimer,
+        ThreadKind::IrqResample,
         ThreadKind::Main,
         ThreadKind::Control,
         ThreadKind::Snapshot,
@@ -102,6 +107,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::SerialOut => "serial-out",
             ThreadKind::RtcTimer => "rtc",
+            ThreadKind::IrqResample => "irq-resample",
             ThreadKind::Main => "main",
             ThreadKind::Control => "control",
             ThreadKind::Snapshot => "main",
@@ -228,12 +234,16 @@ const SNAPSHOT_CALLS: &[Sys] = sys![
     SYS_readlink,
 ];
 
+/// The `irq-resample` thread's own call: blocking on the resample eventfd.
+const RESAMPLE_CALLS: &[Sys] = sys![SYS_read];
+
 impl ThreadKind {
     /// Calls this kind adds to [`THREAD_LIFETIME`] without argument checks.
     fn own_calls(self) -> &'static [Sys] {
         match self {
             ThreadKind::Control => CONTROL_CALLS,
             ThreadKind::Snapshot => SNAPSHOT_CALLS,
+            ThreadKind::IrqResample => RESAMPLE_CALLS,
             _ => &[],
         }
     }
@@ -390,12 +400,12 @@ fn snapshot_ioctls() -> [(&'static str, u64); 4] {
     ]
 }
 
-/// How many of [`vcpu_ioctls`] are on the vCPU fd (the rest, interrupt
-/// requests on the VM fd, are the `rtc` thread's too).
+/// How many of [`vcpu_ioctls`] are on the vCPU fd (the next four,
+/// interrupt requests on the VM fd, are the `rtc` thread's too).
 const VCPU_FD_IOCTLS: usize = 16;
 
 /// The only ioctl requests a vCPU thread may make (name, request).
-fn vcpu_ioctls() -> [(&'static str, u64); 20] {
+fn vcpu_ioctls() -> [(&'static str, u64); 21] {
     [
         ("KVM_RUN", kvm_nr::KVM_RUN()),
         ("KVM_GET_REGS", kvm_nr::KVM_GET_REGS()),
@@ -417,7 +427,14 @@ fn vcpu_ioctls() -> [(&'static str, u64); 20] {
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),
         ("KVM_SIGNAL_MSI", kvm_nr::KVM_SIGNAL_MSI()),
+        // Lowering a resampled irq-line: deassign and assign its irqfd.
+        ("KVM_IRQFD", kvm_nr::KVM_IRQFD()),
     ]
+}
+
+/// The only ioctl request the `irq-resample` thread may make.
+fn resample_ioctls() -> [(&'static str, u64); 1] {
+    [("KVM_GET_IRQCHIP", kvm_nr::KVM_GET_IRQCHIP())]
 }
 
 /// The only ioctl requests the main thread may make once filtered: the
@@ -483,7 +500,8 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
     let ioctls: &[(&str, u64)] = match kind {
         ThreadKind::Vcpu => &vcpu_ioctls(),
         ThreadKind::Main => &main_ioctls(),
-        ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..],
+        ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..VCPU_FD_IOCTLS + 4],
+        ThreadKind::IrqResample => &resample_ioctls(),
         ThreadKind::Snapshot => &snapshot,
         ThreadKind::SerialOut | ThreadKind::Control => &[],
     };

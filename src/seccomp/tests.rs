@@ -59,7 +59,8 @@ fn lists_are_consistent() {
         assert_eq!(
             rules.get(&libc::SYS_ioctl).map(Vec::len),
             match kind {
-                ThreadKind::Vcpu => Some(20),
+                ThreadKind::Vcpu => Some(21),
+                ThreadKind::IrqResample => Some(1),
                 ThreadKind::Main => Some(3),
                 ThreadKind::RtcTimer => Some(4),
                 ThreadKind::Snapshot => Some(7),
@@ -72,6 +73,8 @@ fn lists_are_consistent() {
             assert_eq!(rules[&libc::SYS_ioctl].len(), 4);
             assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS].0, "KVM_IRQ_LINE");
             assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS - 1].0, "KVM_GET_VCPU_EVENTS");
+            // The vCPUs' KVM_IRQFD (resampled irq-lines) is not the RTC's.
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS + 4].0, "KVM_IRQFD");
         }
         assert_eq!(
             rules.contains_key(&libc::SYS_openat),
@@ -140,7 +143,10 @@ fn kvm_request_numbers_match_linux_headers() {
         ("KVM_IRQ_LINE_STATUS", 0xc008_ae67),
         ("KVM_SET_GSI_ROUTING", 0x4008_ae6a),
         ("KVM_SIGNAL_MSI", 0x4020_aea5),
+        ("KVM_IRQFD", 0x4020_ae76),
     ];
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(resample_ioctls(), [("KVM_GET_IRQCHIP", 0xc208_ae62)]);
     #[cfg(target_arch = "x86_64")]
     assert_eq!(
         snapshot_ioctls(),

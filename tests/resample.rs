@@ -1,0 +1,128 @@
+//! Level-triggered irq-lines through resample irqfds (`resample = true`,
+//! kernel irqchip), as the guest sees them: guests/test/resample.S raises
+//! GSI 10 (I/O APIC pin 10) in six patterns and counts the interrupts each
+//! delivers (README of guests/test). The same guest on the same machine
+//! with `resample = false` (KVM_IRQ_LINE_STATUS, synchronous) is the control:
+//! both must give the counts a level/edge pin gives.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// (phase, interrupts a level/edge pin delivers, whether this host may add
+/// one after the line is lowered).
+///
+/// PVM's in-kernel IOAPIC delivers one extra interrupt after a level line
+/// that was high across an EOI is lowered (DEVELOPERS.md, "This host's
+/// KVM"; tests/irq.rs sees it with KVM_IRQ_LINE), and it does so for the
+/// control too, so on PVM the three level phases that end with the
+/// handler lowering a delivered line may count one more. The masked phase
+/// (nothing may arrive) and the edge phases are exact everywhere.
+const PHASES: [(&str, u32, bool); 7] = [
+    ("pulses", 16, true),
+    ("level", 8, true),
+    ("masked", 0, false),
+    ("unmasked", 1, true),
+    ("edges", 8, false),
+    ("late-edges", 8, false),
+    ("edge-held", 1, false),
+];
+
+fn run(resample: bool) -> (String, String) {
+    let dir = TempDir::new("resample");
+    let devices = format!("\n[[device]]\nkind = \"irq-lines\"\nresample = {resample}\n");
+    let f = dir.write("m.toml", &machine(&guest("resample"), 1, &devices));
+    let mut c = berth();
+    // A guest that never sees an interrupt it waits for halts for ever:
+    // the timeout (exit 6) ends it.
+    c.args(["run", "--stats", "--timeout", "60s"]).arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "resample = {resample}\n{out}\n{err}");
+    (out, err)
+}
+
+fn check_counts(what: &str, out: &str) {
+    for (phase, want, may_add_one) in PHASES {
+        let got: u32 = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("resample: {phase}=")))
+            .unwrap_or_else(|| panic!("{what}: no {phase} line\n{out}"))
+            .parse()
+            .unwrap();
+        if may_add_one && host_is_pvm() {
+            assert!(
+                got == want || got == want + 1,
+                "{what}: {phase}={got}, want {want} (or {} on PVM)\n{out}",
+                want + 1
+            );
+        } else {
+            assert_eq!(got, want, "{what}: {phase}\n{out}");
+        }
+    }
+    assert!(out.contains("resample: done"), "{what}\n{out}");
+}
+
+fn stat(err: &str, name: &str) -> u64 {
+    err.lines()
+        .find_map(|l| l.strip_prefix(&format!("stats: irq {name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{err}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn resampled_level_lines_deliver_what_the_guest_raised() {
+    let (out, err) = run(true);
+    check_counts("resample", &out);
+    // The lines went through the resample irqfds, not KVM_IRQ_LINE: 67
+    // raises (16 + 1 + 32 + 1 + 8 + 8 + 1), each re-delivery of the level
+    // phase a re-assertion after an EOI, and every lowering of a held line
+    // (all 67) a deassign/assign.
+    assert_eq!(stat(&err, "line-delivered"), 0, "{err}");
+    assert_eq!(stat(&err, "line-raised-no-status"), 0, "{err}");
+    assert_eq!(stat(&err, "resample-raised"), 67, "{err}");
+    assert!(stat(&err, "resample-reasserted") >= 7, "{err}");
+    assert!(stat(&err, "resample-eois") >= 8, "{err}");
+    assert_eq!(stat(&err, "resample-lowered"), 67, "{err}");
+    // Every lowering's deassign/assign and the teardown's deassignments
+    // succeeded (each failure is logged).
+    assert!(!err.contains("cannot lower GSI"), "{err}");
+    assert!(!err.contains("cannot deassign"), "{err}");
+}
+
+#[test]
+fn the_control_without_resample_gives_the_same_counts() {
+    let (out, err) = run(false);
+    check_counts("KVM_IRQ_LINE", &out);
+    assert_eq!(stat(&err, "resample-raised"), 0, "{err}");
+    assert!(stat(&err, "line-delivered") > 0, "{err}");
+}
+
+#[test]
+fn resample_irqfds_are_assigned_cycled_and_deassigned() {
+    // Under strace: the 24 lines (GSIs 0-23 reach IOAPIC pins) and COM1 are
+    // assigned once, each of the 67 lowerings deassigns and assigns (vCPU
+    // thread), and the teardown deassigns all 25; KVM refuses none (calls
+    // strace splits between threads are not checked for their result here;
+    // the first test checks that berth logged no refusal).
+    let dir = TempDir::new("resample-trace");
+    let devices = "\n[[device]]\nkind = \"irq-lines\"\nresample = true\n";
+    let f = dir.write("m.toml", &machine(&guest("resample"), 1, devices));
+    let mut c = std::process::Command::new("strace");
+    c.current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o", "/dev/stderr"])
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "--timeout", "60s"])
+        .arg(&f);
+    let o = run_with_limit(c, LIMIT);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{}\n{err}", stdout(&o));
+    let calls: Vec<&str> = err.lines().filter(|l| l.contains("KVM_IRQFD")).collect();
+    assert_eq!(calls.len(), 2 * 25 + 2 * 67, "{err}");
+    assert!(!calls.iter().any(|l| l.contains("= -1")), "{err}");
+}
