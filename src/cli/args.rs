@@ -80,6 +80,12 @@ const RUN: &[Opt] = &[
         help: "Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks",
         repeat: true,
     },
+    Opt {
+        long: "host-limit",
+        value: Some("NAME=N"),
+        help: "Treat a host limit as at most N: vcpus=N, memslots=N or gsis=N (lowers only), to exercise the limit errors",
+        repeat: true,
+    },
     flag(
         "no-seccomp",
         "Run without the per-thread seccomp filters (for debugging)",
@@ -530,6 +536,10 @@ fn command(m: Matches) -> Result<Command, Printout> {
                 .all("disable-cap")
                 .map(|v| v.to_string_lossy().into_owned())
                 .collect(),
+            host_limit: m
+                .all("host-limit")
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect(),
             no_seccomp: m.flag("no-seccomp"),
             timeout: m.value("timeout", config::parse_duration)?,
             overrides: overrides(&m)?,
@@ -640,6 +650,8 @@ mod tests {
             "--disable-cap",
             "SIGNAL_MSI",
             "--disable-cap=IRQFD",
+            "--host-limit",
+            "memslots=3",
             "--memory",
             "64MiB",
             "--vcpus",
@@ -657,6 +669,7 @@ mod tests {
             boot_digest,
             timeout,
             disable_cap,
+            host_limit,
             overrides,
             snap,
             ..
@@ -668,6 +681,7 @@ mod tests {
         assert!(stats && !boot_digest);
         assert_eq!(timeout, Some(120_000));
         assert_eq!(disable_cap, ["SIGNAL_MSI", "IRQFD"]);
+        assert_eq!(host_limit, ["memslots=3"]);
         assert_eq!(overrides.memory, Some(64 << 20));
         assert_eq!(overrides.vcpus, Some(3));
         assert_eq!(overrides.append.as_deref(), Some("console=ttyS0 x=-1"));
@@ -754,16 +768,21 @@ mod tests {
         assert!(run.contains("Usage: berth run [OPTIONS] <FILE>\n"), "{run}");
         assert!(run.contains("\n  <FILE>  Machine file\n"), "{run}");
         // One column for every option, as wide as the widest.
+        let column = |start: &str, help: &str| {
+            let line = run
+                .lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start:?} in {run}"));
+            assert!(line[start.len()..].trim_start().starts_with(help), "{line}");
+            line.find(help).unwrap()
+        };
+        let at = column("      --timeout <DURATION>", "End the VM with exit 6");
+        assert_eq!(column("      --stats", "Print exit counts"), at, "{run}");
+        assert_eq!(column("  -h, --help", "Print help"), at, "{run}");
         assert!(
-            run.contains("\n      --timeout <DURATION>  End the VM with exit 6"),
-            "{run}"
-        );
-        assert!(
-            run.contains("\n      --stats               Print exit counts"),
-            "{run}"
-        );
-        assert!(
-            run.contains("\n  -h, --help                Print help\n"),
+            run.lines()
+                .filter(|l| l.starts_with("      --"))
+                .all(|l| l[..at].ends_with(' ') && !l[at..].starts_with(' ')),
             "{run}"
         );
         let (ctl, _, _) = printed(&["ctl", "-h"]);

@@ -24,7 +24,6 @@ pub enum Command {
         /// Treat an optional KVM capability as absent (e.g. SIGNAL_MSI), to exercise fallbacks.
         disable_cap: Vec<String>,
         /// Treat a host limit as at most N: vcpus=N, memslots=N or gsis=N (lowers only), to exercise the limit errors.
-        #[arg(long, value_name = "NAME=N")]
         host_limit: Vec<String>,
         /// Run without the per-thread seccomp filters (for debugging).
         no_seccomp: bool,
