@@ -78,6 +78,13 @@ impl Controller {
         self.last = Some(dir);
     }
 
+    /// A request for a pause that can be made on a vCPU thread (the one
+    /// that sees the `--snapshot-at` line), ahead of [`Controller::pause`].
+    pub fn pause_request(&self, pause: Arc<crate::vcpu::Pause>) -> impl FnOnce() + Send + 'static {
+        let (msrs, caps) = (self.msrs.clone(), self.caps);
+        move || pause.request(msrs, caps)
+    }
+
     /// Whether the vCPUs are parked.
     pub fn is_paused(&self) -> bool {
         self.paused.is_some()

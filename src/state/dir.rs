@@ -180,15 +180,22 @@ impl Writer {
 
     /// Writes a memslot as a sparse file of `mem.len()` bytes: runs of
     /// non-zero pages are written straight from guest memory, zero pages
-    /// stay holes. Returns the number of pages written.
-    pub fn full_memory(&self, name: &str, mem: &[u8]) -> Result<u64, DirError> {
+    /// stay holes. `maybe_data(p)` false says page `p` is known to be zero
+    /// without reading it (anonymous memory the guest never touched); it is
+    /// then neither read nor written. Returns the number of pages written.
+    pub fn full_memory(
+        &self,
+        name: &str,
+        mem: &[u8],
+        maybe_data: &dyn Fn(usize) -> bool,
+    ) -> Result<u64, DirError> {
         let f = std::fs::File::create(self.tmp.join(name)).map_err(self.err(name))?;
         let zero = [0u8; PAGE];
         let mut written = 0u64;
         let mut run_start: Option<usize> = None;
         let pages = mem.len() / PAGE;
         for p in 0..=pages {
-            let nonzero = p < pages && mem[p * PAGE..(p + 1) * PAGE] != zero[..];
+            let nonzero = p < pages && maybe_data(p) && mem[p * PAGE..(p + 1) * PAGE] != zero[..];
             match (nonzero, run_start) {
                 (true, None) => run_start = Some(p),
                 (false, Some(s)) => {
@@ -388,7 +395,7 @@ mod tests {
         mem[PAGE + 5] = 1;
         mem[6 * PAGE] = 2;
         mem[7 * PAGE + 4095] = 3;
-        assert_eq!(w.full_memory("mem-0.bin", &mem).unwrap(), 3);
+        assert_eq!(w.full_memory("mem-0.bin", &mem, &|_| true).unwrap(), 3);
         let mut m = manifest();
         m.files
             .insert("state.json".into(), w.file("state.json", b"{}").unwrap());
