@@ -86,6 +86,13 @@ pub fn vm_state(
     fd: &VmFd,
     bus: &Bus,
 ) -> Result<VmState, TakeError> {
+    let unsaved = bus.unsaved();
+    if !unsaved.is_empty() {
+        return Err(TakeError::State(StateError::Mismatch(format!(
+            "device {} cannot be saved (it has no snapshot state); no snapshot was written",
+            unsaved.join(", device ")
+        ))));
+    }
     let mut states = Vec::with_capacity(vcpus.len());
     for (i, v) in vcpus {
         states.push(v.map_err(|e| TakeError::Vcpu(i, e))?);
