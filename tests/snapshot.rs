@@ -661,3 +661,40 @@ fn cmos_rtc_state_is_saved_and_restored() {
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     assert!(stdout(&second).contains("rtc: done"), "{}", stdout(&second));
 }
+
+/// A VM suspended to RAM (ACPI S3) is refused a pause or a snapshot at once,
+/// with an error reply naming S3, and keeps running (the 5 s pause limit
+/// is not what answers).
+#[test]
+fn a_vm_in_s3_refuses_pause_and_snapshot_at_once() {
+    guests();
+    let dir = TempDir::new("snap-s3");
+    let m = dir.write("s3never.toml", &machine(&guest("s3never"), 1, ""));
+    let sock = dir.0.join("ctl.sock");
+    let vm = Vm::start(
+        &["run", "--timeout", "60s", m.to_str().unwrap()],
+        &sock,
+        "s3: suspending",
+    );
+    let start = Instant::now();
+    while vm.request(r#"{"cmd":"stats"}"#)["suspended"] != true {
+        assert!(start.elapsed() < LIMIT, "the guest never reached S3");
+    }
+    for req in [
+        r#"{"cmd":"pause"}"#.to_string(),
+        format!(r#"{{"cmd":"snapshot","dir":"{}"}}"#, dir.0.join("snap").display()),
+    ] {
+        let t = Instant::now();
+        let r = vm.request(&req);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("ACPI S3"), "{r}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    assert!(!dir.0.join("snap").exists());
+    let s = vm.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(s["paused"], false, "{s}");
+    assert!(vm.request(r#"{"cmd":"stop"}"#)["ok"] == true);
+    let out = vm.wait();
+    assert!(out.status.code().is_some(), "{}", stderr(&out));
+}
