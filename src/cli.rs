@@ -281,33 +281,50 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
-            loop {
-                if let Some(sig) = signals.pending() {
-                    return Ok(Outcome::Signal(sig).exit_code());
-                }
-                let controls = crate::snapshot_cli::controls(&c, &p, &snap)?;
-                let mut tl = start_path.clone();
-                let vm = build::build(&c, &p, &opts, &mut tl).map_err(|e| match e {
-                    build::BuildError::Kernel(source) => Error::Kernel {
-                        file: c.locate_field("kernel.path"),
-                        source,
-                    },
-                    other => Error::Build(other),
-                })?;
-                if let Some(k) = &vm.kernel {
-                    log::info!("kernel {:?} entry {:#x}", k.format, k.entry);
-                }
-                if boot_digest {
-                    eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
-                }
-                let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
-                if report.outcome.resets_the_machine() && p.machine.on_reboot == "restart" {
-                    print_report(&report, stats, &mut tl, true);
-                    continue;
-                }
-                return Ok(print_report(&report, stats, &mut tl, false));
-            }
+            boot_loop(&c, &p, &opts, &run_opts, &snap, &start_path, stats, boot_digest)
         }
+    }
+}
+
+/// Boots the machine and runs it to its end; with `on_reboot = "restart"`
+/// a reset (or triple fault) builds it again from the plan and boots anew.
+/// Also where a restored VM goes on after such a reset.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn boot_loop(
+    c: &config::Config,
+    p: &plan::Plan,
+    opts: &build::BuildOptions,
+    run_opts: &vmm::RunOptions,
+    snap: &SnapshotArgs,
+    start_path: &crate::clock::Timeline,
+    stats: bool,
+    boot_digest: bool,
+) -> Result<i32, Error> {
+    loop {
+        if let Some(sig) = run_opts.signals.pending() {
+            return Ok(Outcome::Signal(sig).exit_code());
+        }
+        let controls = crate::snapshot_cli::controls(c, p, snap)?;
+        let mut tl = start_path.clone();
+        let vm = build::build(c, p, opts, &mut tl).map_err(|e| match e {
+            build::BuildError::Kernel(source) => Error::Kernel {
+                file: c.locate_field("kernel.path"),
+                source,
+            },
+            other => Error::Build(other),
+        })?;
+        if let Some(k) = &vm.kernel {
+            log::info!("kernel {:?} entry {:#x}", k.format, k.entry);
+        }
+        if boot_digest {
+            eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
+        }
+        let report = vmm::run_controlled(vm, run_opts, controls).map_err(Error::Run)?;
+        if report.outcome.resets_the_machine() && p.machine.on_reboot == "restart" {
+            print_report(&report, stats, &mut tl, true);
+            continue;
+        }
+        return Ok(print_report(&report, stats, &mut tl, false));
     }
 }
 

@@ -98,7 +98,24 @@ pub fn restore(
         source,
     })?;
     tl.mark("state-loaded");
-    let run_opts = vmm::RunOptions::new(timeout.or(opened.plan.machine.timeout_ms), signals, true);
+    // The restored machine's own on_reboot: a reset (or triple fault) with
+    // "restart" boots the machine afresh from its plan, as `berth run` does.
+    let restart = opened.plan.machine.on_reboot == "restart";
+    let run_opts = vmm::RunOptions::new(timeout.or(opened.plan.machine.timeout_ms), signals, !restart);
     let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
+    if restart && report.outcome.resets_the_machine() {
+        crate::cli::print_report(&report, stats, &mut tl, true);
+        let start = crate::clock::Timeline::default();
+        return crate::cli::boot_loop(
+            &opened.config,
+            &opened.plan,
+            &build::BuildOptions::default(),
+            &run_opts,
+            snap,
+            &start,
+            stats,
+            false,
+        );
+    }
     Ok(crate::cli::print_report(&report, stats, &mut tl, false))
 }

@@ -698,3 +698,33 @@ fn a_vm_in_s3_refuses_pause_and_snapshot_at_once() {
     let out = vm.wait();
     assert!(out.status.code().is_some(), "{}", stderr(&out));
 }
+
+/// A restored machine follows its own `on_reboot`: with "restart", the
+/// restored guest's triple fault boots the machine afresh (its banner comes
+/// again), as `berth run` does, until the timeout.
+#[test]
+fn a_restored_guest_reset_follows_on_reboot_restart() {
+    guests();
+    let dir = TempDir::new("snap-reboot");
+    let text = machine(&guest("triple"), 1, "").replace("vcpus = 1", "vcpus = 1\non_reboot = \"restart\"");
+    let f = dir.write("triple.toml", &text);
+    let snap = dir.0.join("snap");
+    let first = run(&[
+        "run",
+        "--snapshot-at",
+        "triple: start",
+        "--snapshot-to",
+        snap.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let second = run(&["restore", "--timeout", "3s", snap.to_str().unwrap()]);
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(6), "restarts until the timeout: {err}");
+    assert!(
+        stdout(&second).contains("triple: start"),
+        "booted again: {}",
+        stdout(&second)
+    );
+    assert!(err.contains("rebuilding the machine"), "{err}");
+}
