@@ -86,6 +86,23 @@ pub fn restore(
     let signals = vmm::Signals::install().map_err(Error::Run)?;
     let mem = opened.memory()?;
     tl.mark("memory-mapped");
+    // Every region comes back as a private copy of the snapshot's memory
+    // (as in Firecracker): restores of one snapshot run side by side and
+    // none may write a file another one maps. Say so for a region the
+    // machine file shares with its file.
+    for s in opened
+        .plan
+        .memslots
+        .iter()
+        .filter(|s| s.shared && s.file.is_some())
+    {
+        eprintln!(
+            "berth: memory region {:?} (shared = true, file {:?}) is restored as a private copy of \
+             the snapshot; the guest's writes no longer reach the file",
+            s.name,
+            s.file.as_deref().unwrap_or_default()
+        );
+    }
     let vm = build::build_restored(
         &opened.config,
         &opened.plan,

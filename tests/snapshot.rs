@@ -728,3 +728,37 @@ fn a_restored_guest_reset_follows_on_reboot_restart() {
     );
     assert!(err.contains("rebuilding the machine"), "{err}");
 }
+
+/// A region the machine file shares with its file comes back as a private
+/// copy of the snapshot: the restore says so and never writes the file.
+#[test]
+fn a_shared_file_region_is_restored_private_and_said_so() {
+    guests();
+    let dir = TempDir::new("snap-shared");
+    let shm = dir.0.join("shm.bin");
+    std::fs::write(&shm, vec![0x5au8; 2 << 20]).unwrap();
+    let extra = format!(
+        "\n[[memory]]\nname = \"shm\"\nguest_addr = 0x10000000\nsize = \"2MiB\"\nshared = true\nfile = \"{}\"\n",
+        shm.display()
+    );
+    let f = dir.write("spin.toml", &machine(&guest("spin"), 1, &extra));
+    let snap = dir.0.join("snap");
+    let first = run(&[
+        "run",
+        "--snapshot-at",
+        "spin: ready",
+        "--snapshot-to",
+        snap.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let second = run(&["restore", "--timeout", "500ms", snap.to_str().unwrap()]);
+    assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("memory region \"shm\" (shared = true")
+            && stderr(&second).contains("restored as a private copy"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(std::fs::read(&shm).unwrap(), vec![0x5au8; 2 << 20]);
+}
