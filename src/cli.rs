@@ -58,6 +58,10 @@ pub enum Command {
         /// Print the `--stats` report at the end (stderr).
         #[arg(long)]
         stats: bool,
+        /// Check the memory files against their checksums first (reads every
+        /// non-zero page; without it they are checked for their length).
+        #[arg(long)]
+        verify: bool,
         /// Run without the per-thread seccomp filters (for debugging).
         #[arg(long)]
         no_seccomp: bool,
@@ -225,6 +229,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             dir,
             machine,
             stats,
+            verify,
             no_seccomp,
             timeout,
             snap,
@@ -232,7 +237,12 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             if no_seccomp {
                 crate::seccomp::disable();
             }
-            crate::snapshot_cli::restore(&dir, machine.as_deref(), stats, timeout, &snap)
+            let opts = crate::snapshot_cli::RestoreOptions {
+                stats,
+                verify,
+                timeout,
+            };
+            crate::snapshot_cli::restore(&dir, machine.as_deref(), &opts, &snap)
         }
         Command::Run {
             file,

@@ -69,17 +69,30 @@ fn source(c: &Config, p: &Plan) -> Result<Source, Error> {
     })
 }
 
+/// `berth restore`'s options.
+pub struct RestoreOptions {
+    /// `--stats`.
+    pub stats: bool,
+    /// `--verify`: check the memory files' checksums first.
+    pub verify: bool,
+    /// `--timeout`, ms.
+    pub timeout: Option<u64>,
+}
+
 /// `berth restore DIR [--machine FILE]`: checks the snapshot, builds the
 /// machine around its memory, loads the state and runs on.
 pub fn restore(
     dir: &Path,
     machine: Option<&Path>,
-    stats: bool,
-    timeout: Option<u64>,
+    opts: &RestoreOptions,
     snap: &SnapshotArgs,
 ) -> Result<i32, Error> {
+    let (stats, timeout) = (opts.stats, opts.timeout);
     let mut tl = crate::clock::Timeline::default();
     let opened = restore::open(dir, machine)?;
+    if opts.verify {
+        opened.verify_memory()?;
+    }
     tl.mark("snapshot-checked");
     let mut controls = controls(&opened.config, &opened.plan, snap)?;
     controls.restored_from = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));

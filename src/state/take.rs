@@ -181,7 +181,7 @@ pub fn write(
         let entry = match incremental {
             Some(inc) => {
                 let pages = inc.pages.get(&s.slot).cloned().unwrap_or_default();
-                w.pages(&file, bytes, &pages)?;
+                let sha256 = Some(w.pages(&file, bytes, &pages)?);
                 total += pages.len() as u64;
                 MemFile {
                     slot: s.slot,
@@ -190,11 +190,12 @@ pub fn write(
                     file,
                     kind: "pages".into(),
                     written: pages.len() as u64,
+                    sha256,
                     pages,
                 }
             }
             None => {
-                let written = w.full_memory(&file, bytes, &|p| touched(&entries, p))?;
+                let (written, digest) = w.full_memory(&file, bytes, &|p| touched(&entries, p))?;
                 total += written;
                 MemFile {
                     slot: s.slot,
@@ -204,6 +205,7 @@ pub fn write(
                     kind: "full".into(),
                     pages: Vec::new(),
                     written,
+                    sha256: Some(digest),
                 }
             }
         };
