@@ -102,6 +102,8 @@ impl Controller {
         }
         let suspended = || shared.sleep.as_ref().is_some_and(|s| s.is_suspended());
         if suspended() {
+            // A request the `--snapshot-at` line made is withdrawn too.
+            shared.pause.release();
             return Err(S3_REFUSAL.into());
         }
         shared.pause.request(self.msrs.clone(), self.caps);
