@@ -807,3 +807,29 @@ fn restore_verify_finds_a_changed_memory_byte() {
         stderr(&bad)
     );
 }
+
+/// `--snapshot-at` stops the guest exactly after the marker line, even when
+/// the guest prints on at once: the snapshot run's output ends with the
+/// marker, and the restore's output begins with the next line.
+#[test]
+fn snapshot_at_stops_exactly_after_the_marker_line() {
+    guests();
+    let dir = TempDir::new("snap-exact");
+    let m = repo().join("bench/machines/snap-pvh.toml");
+    for i in 0..5 {
+        let snap = dir.0.join(format!("snap{i}"));
+        let first = run(&[
+            "run",
+            "--snapshot-at",
+            "bench: ready",
+            "--snapshot-to",
+            snap.to_str().unwrap(),
+            m.to_str().unwrap(),
+        ]);
+        assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+        assert_eq!(stdout(&first), "bench: ready\n");
+        let second = run(&["restore", snap.to_str().unwrap()]);
+        assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+        assert_eq!(stdout(&second), "bench: resumed\n");
+    }
+}
