@@ -185,8 +185,9 @@ fn build_from(
     host.limits = opts.host_limits;
     // 2. Capabilities and limits, named when missing; nothing created yet.
     let host_gsis = check_host(&host, plan)?;
-    //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15).
-    let supported_cpuid = host.supported_cpuid_in_background();
+    //    The vCPUs' CPUID template is fetched meanwhile (joined in step 15);
+    //    a restore loads each vCPU's saved CPUID instead and fetches none.
+    let supported_cpuid = restored.is_none().then(|| host.supported_cpuid_in_background());
     tl.mark("1-2 host");
     // 3. Guest RAM, mapped in this process (no KVM object yet); a restore
     //    brings its own, mapped from the snapshot, and skips steps 4–5.
@@ -258,8 +259,15 @@ fn build_from(
     tl.mark("12-14 devices");
     // 15. vCPUs: CPUID, MSRs, FPU, LAPIC LINT pins; the BSP gets the boot
     //     state; each maps the coalesced ring when zones exist.
-    let supported = kvm("KVM_GET_SUPPORTED_CPUID", supported_cpuid.wait(&host))?;
-    let vcpus = create_vcpus(&fd, plan, kernel.as_ref(), &supported, !zones.is_empty())?;
+    //     A restore creates them bare: the saved state sets all of it
+    //     (crate::state::restore::load), so nothing here is done twice.
+    let vcpus = match supported_cpuid {
+        Some(pending) => {
+            let supported = kvm("KVM_GET_SUPPORTED_CPUID", pending.wait(&host))?;
+            create_vcpus(&fd, plan, kernel.as_ref(), &supported, !zones.is_empty())?
+        }
+        None => create_bare_vcpus(&fd, plan, !zones.is_empty())?,
+    };
     tl.mark("15 vcpus");
     // 16. The teardown helper takes its own reference to the VM and vCPU
     //     fds (after step 15, so it has them all): KVM's teardown then runs
@@ -846,6 +854,20 @@ fn register_zones(regs: &mut Registrations, plan: &Plan) -> Result<Vec<ZoneCount
             device: z.device.clone(),
             entries: AtomicU64::new(0),
         });
+    }
+    Ok(out)
+}
+
+/// Step 15 for a restore: the vCPUs (and their coalesced ring mappings)
+/// without any state; the snapshot's is loaded next.
+fn create_bare_vcpus(vm: &VmFd, plan: &Plan, coalesced: bool) -> Result<Vec<VcpuFd>, BuildError> {
+    let mut out = Vec::with_capacity(plan.cpus.len());
+    for cpu in &plan.cpus {
+        let mut v = kvm("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(cpu.index)))?;
+        if coalesced {
+            kvm("mmap of the coalesced MMIO ring", v.map_coalesced_mmio_ring())?;
+        }
+        out.push(v);
     }
     Ok(out)
 }

@@ -66,9 +66,17 @@ pub trait BusDevice: Send {
     /// Writes `data` at `offset`; may ask the VM for something.
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmEvent>;
     /// The device's state for a snapshot ([`crate::state`]); `None`: the
-    /// device has none (or another bus entry saves it).
+    /// device has none (or another bus entry saves it), which it must say
+    /// with [`BusDevice::stateless`].
     fn save_state(&self) -> Option<DeviceState> {
         None
+    }
+    /// Whether the device has no state a snapshot must keep (or another
+    /// bus entry saves it). A device that neither saves a state nor says
+    /// this makes every snapshot fail, naming it ([`Bus::unsaved`]), so a
+    /// new device cannot be silently lost by a snapshot.
+    fn stateless(&self) -> bool {
+        false
     }
     /// Loads a state saved by [`BusDevice::save_state`].
     fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
@@ -419,6 +427,21 @@ impl Bus {
         out
     }
 
+    /// The devices a snapshot would lose: no saved state, and not
+    /// [`BusDevice::stateless`] (keyed like [`Bus::save_states`]).
+    pub fn unsaved(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for space in [AddressSpace::Pio, AddressSpace::Mmio] {
+            for (&base, e) in self.map(space) {
+                let dev = lock(&e.dev);
+                if !dev.stateless() && dev.save_state().is_none() {
+                    out.push(state_key(&e.name, space, base));
+                }
+            }
+        }
+        out
+    }
+
     /// Loads the states of [`Bus::save_states`]: every device with state
     /// must have one in `states`, and every state must find its device.
     pub fn load_states(&self, states: &BTreeMap<String, DeviceState>) -> Result<(), StateError> {
@@ -506,6 +529,23 @@ mod tests {
         let mut bus = Bus::new();
         bus.insert(space, base, len, name, probe()).unwrap();
         bus
+    }
+
+    #[test]
+    fn a_device_without_state_is_unsaved_unless_stateless() {
+        let bus = bus_with(AddressSpace::Pio, 0x100, 0x10, "probe");
+        assert_eq!(bus.unsaved(), vec!["probe@pio:0x100".to_string()]);
+        let mut bus = Bus::new();
+        let exit = crate::devices::debug_exit::DebugExit::new(4).unwrap();
+        bus.insert(
+            AddressSpace::Pio,
+            0xf4,
+            4,
+            "debug-exit",
+            Arc::new(Mutex::new(exit)),
+        )
+        .unwrap();
+        assert!(bus.unsaved().is_empty());
     }
 
     #[test]

@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 /// How long the vCPUs may take to park.
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 
+/// Why a VM in ACPI S3 is not paused: its vCPUs wait in the S3 park until a
+/// wake event, and a snapshot would have to restore that wait.
+const S3_REFUSAL: &str = "the guest is suspended to RAM (ACPI S3): it cannot be paused or \
+                          snapshotted until a wake event resumes it";
+
 /// `--snapshot-at LINE --snapshot-to DIR [--snapshot-continue]`.
 #[derive(Clone, Debug)]
 pub struct SnapshotAt {
@@ -78,6 +83,13 @@ impl Controller {
         self.last = Some(dir);
     }
 
+    /// A request for a pause that can be made on a vCPU thread (the one
+    /// that sees the `--snapshot-at` line), ahead of [`Controller::pause`].
+    pub fn pause_request(&self, pause: Arc<crate::vcpu::Pause>) -> impl FnOnce() + Send + 'static {
+        let (msrs, caps) = (self.msrs.clone(), self.caps);
+        move || pause.request(msrs, caps)
+    }
+
     /// Whether the vCPUs are parked.
     pub fn is_paused(&self) -> bool {
         self.paused.is_some()
@@ -88,9 +100,21 @@ impl Controller {
         if self.paused.is_some() {
             return Ok(());
         }
+        let suspended = || shared.sleep.as_ref().is_some_and(|s| s.is_suspended());
+        if suspended() {
+            // A request the `--snapshot-at` line made is withdrawn too.
+            shared.pause.release();
+            return Err(S3_REFUSAL.into());
+        }
         shared.pause.request(self.msrs.clone(), self.caps);
         let deadline = Instant::now() + PAUSE_LIMIT;
         loop {
+            // A vCPU that went to sleep (S3) while the pause was asked for
+            // waits in the S3 park, not the pause: refuse at once.
+            if suspended() {
+                shared.pause.release();
+                return Err(S3_REFUSAL.into());
+            }
             // A vCPU that left its loop (the guest is ending) cannot be
             // saved: no snapshot of a VM that is stopping.
             if let Some(h) = handles.iter().find(|h| h.state() == VcpuState::Exited) {
@@ -214,6 +238,7 @@ impl Controller {
                     .collect();
                 (
                     json!({"ok": true, "paused": self.is_paused(), "vcpus": handles.len(),
+                           "suspended": shared.sleep.as_ref().is_some_and(|s| s.is_suspended()),
                            "run_ms": self.started.elapsed().as_secs_f64() * 1000.0,
                            "serial_bytes_out": vm.serial_counters.bytes_out(),
                            "dirty_pages": dirty}),

@@ -69,23 +69,53 @@ fn source(c: &Config, p: &Plan) -> Result<Source, Error> {
     })
 }
 
+/// `berth restore`'s options.
+pub struct RestoreOptions {
+    /// `--stats`.
+    pub stats: bool,
+    /// `--verify`: check the memory files' checksums first.
+    pub verify: bool,
+    /// `--timeout`, ms.
+    pub timeout: Option<u64>,
+}
+
 /// `berth restore DIR [--machine FILE]`: checks the snapshot, builds the
 /// machine around its memory, loads the state and runs on.
 pub fn restore(
     dir: &Path,
     machine: Option<&Path>,
-    stats: bool,
-    timeout: Option<u64>,
+    opts: &RestoreOptions,
     snap: &SnapshotArgs,
 ) -> Result<i32, Error> {
+    let (stats, timeout) = (opts.stats, opts.timeout);
     let mut tl = crate::clock::Timeline::default();
     let opened = restore::open(dir, machine)?;
+    if opts.verify {
+        opened.verify_memory()?;
+    }
     tl.mark("snapshot-checked");
     let mut controls = controls(&opened.config, &opened.plan, snap)?;
     controls.restored_from = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
     let signals = vmm::Signals::install().map_err(Error::Run)?;
     let mem = opened.memory()?;
     tl.mark("memory-mapped");
+    // Every region comes back as a private copy of the snapshot's memory
+    // (as in Firecracker): restores of one snapshot run side by side and
+    // none may write a file another one maps. Say so for a region the
+    // machine file shares with its file.
+    for s in opened
+        .plan
+        .memslots
+        .iter()
+        .filter(|s| s.shared && s.file.is_some())
+    {
+        eprintln!(
+            "berth: memory region {:?} (shared = true, file {:?}) is restored as a private copy of \
+             the snapshot; the guest's writes no longer reach the file",
+            s.name,
+            s.file.as_deref().unwrap_or_default()
+        );
+    }
     let vm = build::build_restored(
         &opened.config,
         &opened.plan,
@@ -98,7 +128,24 @@ pub fn restore(
         source,
     })?;
     tl.mark("state-loaded");
-    let run_opts = vmm::RunOptions::new(timeout.or(opened.plan.machine.timeout_ms), signals, true);
+    // The restored machine's own on_reboot: a reset (or triple fault) with
+    // "restart" boots the machine afresh from its plan, as `berth run` does.
+    let restart = opened.plan.machine.on_reboot == "restart";
+    let run_opts = vmm::RunOptions::new(timeout.or(opened.plan.machine.timeout_ms), signals, !restart);
     let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
+    if restart && report.outcome.resets_the_machine() {
+        crate::cli::print_report(&report, stats, &mut tl, true);
+        let start = crate::clock::Timeline::default();
+        return crate::cli::boot_loop(
+            &opened.config,
+            &opened.plan,
+            &build::BuildOptions::default(),
+            &run_opts,
+            snap,
+            &start,
+            stats,
+            false,
+        );
+    }
     Ok(crate::cli::print_report(&report, stats, &mut tl, false))
 }

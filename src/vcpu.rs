@@ -111,7 +111,7 @@ pub struct VmShared {
     /// ACPI S3 state (with ACPI tables): vCPUs park here while suspended.
     pub sleep: Option<Arc<SleepControl>>,
     /// Pause requests (the control socket, snapshots).
-    pub pause: Pause,
+    pub pause: Arc<Pause>,
 }
 
 /// What a parked vCPU left: its saved state, or why saving failed.

@@ -164,11 +164,17 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         ctl.set_base(dir);
     }
     let snapshot_at = controls.snapshot_at;
+    let pause = Arc::new(crate::vcpu::Pause::default());
     if let Some(at) = &snapshot_at {
+        // The vCPU that completes the line asks for the pause itself, so it
+        // parks before it runs the guest again: the snapshot holds the
+        // guest exactly after the marker line (the others park at the kick).
         let txl = tx.clone();
+        let request = ctl.pause_request(pause.clone());
         vm.serial.lock().unwrap_or_else(|e| e.into_inner()).watch_line(
             at.line.clone().into_bytes(),
             Box::new(move || {
+                request();
                 let _ = txl.send(VmMessage::LineSeen);
             }),
         );
@@ -189,7 +195,7 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         ring_lock: std::sync::Mutex::new(()),
         ioapic: vm.ioapic.clone(),
         sleep: vm.sleep.clone(),
-        pause: crate::vcpu::Pause::default(),
+        pause,
     });
     let started = Instant::now();
     let mut handles = Vec::new();

@@ -124,7 +124,7 @@ pub fn startup(ctx: &Ctx, b: &mut Bench) -> Result<(), String> {
 }
 
 /// Parses `stats: boot-timer wall-ms X cpu-ms Y` from a berth --stats run.
-fn boot_timer(m: &Measured) -> Result<(f64, f64), String> {
+pub fn boot_timer(m: &Measured) -> Result<(f64, f64), String> {
     let v = m.stats("boot-timer").ok_or("no `stats: boot-timer` line")?;
     let field = |name: &str| {
         v.iter()

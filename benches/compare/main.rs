@@ -2,7 +2,7 @@
 //! tiny guests (guests/bench-*.elf), written to `bench/results.{json,md,png}`.
 //!
 //! Benchmarks, in order: startup, first-line, footprint, exit-cost, coalescing, churn, plan,
-//! density. Each one alternates its sides (A B A B …) after warm-up runs, checks every run (exit
+//! density, snapshot. Each one alternates its sides (A B A B …) after warm-up runs, checks every run (exit
 //! status, expected output) and reports median, min and max. A benchmark whose run misbehaves stops and
 //! reports its error instead of numbers; the harness then exits 1 after writing the rest.
 //!
@@ -26,6 +26,7 @@ mod plan;
 mod qemu;
 mod results;
 mod runner;
+mod snapshot;
 mod stats;
 
 use qemu::{Qemu, Serial};
@@ -184,6 +185,7 @@ const BENCHES: &[(&str, &str, BenchFn)] = &[
     ("churn", "6. Churn: VMs per second", churn::churn),
     ("plan", "7. Plan of a large machine (berth only)", plan::plan),
     ("density", "8. Density: idle VMs at once", density::density),
+    ("snapshot", "9. Snapshot and restore", snapshot::snapshot),
 ];
 
 /// The guest images every benchmark needs.
@@ -194,6 +196,7 @@ const IMAGES: &[&str] = &[
     "bench-pio-pvh",
     "bench-mmio-pvh",
     "bench-idle-pvh",
+    "bench-snap-pvh",
 ];
 
 fn main() {

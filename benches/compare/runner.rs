@@ -169,6 +169,20 @@ fn tail(text: &str, n: usize) -> String {
 
 /// Runs `spec` once, measures it and checks it (see the module docs).
 pub fn run(spec: &Spec) -> Result<Measured, String> {
+    run_driven(spec, &|| Ok(()))
+}
+
+/// [`run`], with `driver` called on a helper thread once the child is spawned (e.g. a QMP
+/// client that resumes a VM after `-incoming`); its error fails the run.
+pub fn run_driven(spec: &Spec, driver: &(dyn Fn() -> Result<(), String> + Sync)) -> Result<Measured, String> {
+    thread::scope(|scope| run_inner(spec, scope, driver))
+}
+
+fn run_inner<'s, 'e>(
+    spec: &Spec,
+    scope: &'s thread::Scope<'s, 'e>,
+    driver: &'e (dyn Fn() -> Result<(), String> + Sync),
+) -> Result<Measured, String> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .stdin(Stdio::null())
@@ -195,6 +209,7 @@ pub fn run(spec: &Spec) -> Result<Measured, String> {
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     drop(child); // Dropping a std Child neither waits for nor kills it.
+    let driven = scope.spawn(driver);
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let timeout = spec.timeout;
@@ -266,6 +281,10 @@ pub fn run(spec: &Spec) -> Result<Measured, String> {
         stderr: err,
     };
     check(spec, &m, status, killed)?;
+    driven
+        .join()
+        .unwrap_or_else(|_| Err("the driver panicked".into()))
+        .map_err(|e| format!("{}: {e}", spec.label))?;
     Ok(m)
 }
 

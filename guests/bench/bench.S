@@ -1,8 +1,9 @@
 /*
  * bench.S - minimal 32-bit benchmark guests for berth (and QEMU, to compare).
  *
- * One source, five modes chosen at compile time (exactly one of
- * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE), each linked twice (see
+ * One source, six modes chosen at compile time (exactly one of
+ * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE,
+ * _SNAP), each linked twice (see
  * guests/bench/bench.mk):
  *   bench-<mode>-pvh.elf  PVH: a XEN_ELFNOTE_PHYS32_ENTRY note (type 18,
  *                         name "Xen", 4-byte entry _start), no multiboot
@@ -44,6 +45,9 @@
  *   mmio  BENCH_N iterations of a 1-byte store `movb %al, (%edi)` to
  *         BENCH_MMIO (default 0xd0001000, unclaimed MMIO), loop:
  *         mov/dec/jnz, then exits.
+ *   snap  like line mode with two lines, "bench: ready\n" then
+ *         "bench: resumed\n": the snapshot benchmark snapshots berth at the
+ *         first (--snapshot-at) and times a restore to the second.
  *   idle  prints exactly "bench: idle\n" on COM1 like line mode (the sign
  *         that it runs), then `cli; hlt` forever without exiting: the
  *         density benchmark's idle VM, stopped by signalling the VMM.
@@ -79,8 +83,8 @@
 
 #if defined(BENCH_MODE_EXIT) + defined(BENCH_MODE_LINE) + \
     defined(BENCH_MODE_PIO) + defined(BENCH_MODE_MMIO) + \
-    defined(BENCH_MODE_IDLE) != 1
-#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE"
+    defined(BENCH_MODE_IDLE) + defined(BENCH_MODE_SNAP) != 1
+#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE, _SNAP"
 #endif
 #if BENCH_N < 1
 #error "BENCH_N must be at least 1"
@@ -99,7 +103,7 @@ _start:
     cli
     mov     $stack_top, %esp
 
-#if defined(BENCH_MODE_LINE) || defined(BENCH_MODE_IDLE)
+#if defined(BENCH_MODE_LINE) || defined(BENCH_MODE_IDLE) || defined(BENCH_MODE_SNAP)
     mov     $line, %esi
     mov     $UART_POLL_LIMIT, %ebx      /* polls per byte; 0 after a timeout */
 next_byte:
@@ -161,6 +165,10 @@ line:
     .section .rodata, "a", @progbits
 line:
     .asciz  "bench: idle\n"
+#elif defined(BENCH_MODE_SNAP)
+    .section .rodata, "a", @progbits
+line:
+    .asciz  "bench: ready\nbench: resumed\n"
 #endif
 
 /* Multiboot v1 header (kept by bench/mb.ld only). */

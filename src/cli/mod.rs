@@ -42,6 +42,10 @@ pub enum Command {
         machine: Option<PathBuf>,
         /// Print the `--stats` report at the end (stderr).
         stats: bool,
+        /// Check the memory files against their checksums first (reads every
+        /// non-zero page; without it they are checked for their length).
+        #[arg(long)]
+        verify: bool,
         /// Run without the per-thread seccomp filters (for debugging).
         no_seccomp: bool,
         /// End the VM with exit 6 after this long.
@@ -198,6 +202,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             dir,
             machine,
             stats,
+            verify,
             no_seccomp,
             timeout,
             snap,
@@ -205,7 +210,12 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             if no_seccomp {
                 crate::seccomp::disable();
             }
-            crate::snapshot_cli::restore(&dir, machine.as_deref(), stats, timeout, &snap)
+            let opts = crate::snapshot_cli::RestoreOptions {
+                stats,
+                verify,
+                timeout,
+            };
+            crate::snapshot_cli::restore(&dir, machine.as_deref(), &opts, &snap)
         }
         Command::Run {
             file,
@@ -257,33 +267,50 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
-            loop {
-                if let Some(sig) = signals.pending() {
-                    return Ok(Outcome::Signal(sig).exit_code());
-                }
-                let controls = crate::snapshot_cli::controls(&c, &p, &snap)?;
-                let mut tl = start_path.clone();
-                let vm = build::build(&c, &p, &opts, &mut tl).map_err(|e| match e {
-                    build::BuildError::Kernel(source) => Error::Kernel {
-                        file: c.locate_field("kernel.path"),
-                        source,
-                    },
-                    other => Error::Build(other),
-                })?;
-                if let Some(k) = &vm.kernel {
-                    log::info!("kernel {:?} entry {:#x}", k.format, k.entry);
-                }
-                if boot_digest {
-                    eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
-                }
-                let report = vmm::run_controlled(vm, &run_opts, controls).map_err(Error::Run)?;
-                if report.outcome.resets_the_machine() && p.machine.on_reboot == "restart" {
-                    print_report(&report, stats, &mut tl, true);
-                    continue;
-                }
-                return Ok(print_report(&report, stats, &mut tl, false));
-            }
+            boot_loop(&c, &p, &opts, &run_opts, &snap, &start_path, stats, boot_digest)
         }
+    }
+}
+
+/// Boots the machine and runs it to its end; with `on_reboot = "restart"`
+/// a reset (or triple fault) builds it again from the plan and boots anew.
+/// Also where a restored VM goes on after such a reset.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn boot_loop(
+    c: &config::Config,
+    p: &plan::Plan,
+    opts: &build::BuildOptions,
+    run_opts: &vmm::RunOptions,
+    snap: &SnapshotArgs,
+    start_path: &crate::clock::Timeline,
+    stats: bool,
+    boot_digest: bool,
+) -> Result<i32, Error> {
+    loop {
+        if let Some(sig) = run_opts.signals.pending() {
+            return Ok(Outcome::Signal(sig).exit_code());
+        }
+        let controls = crate::snapshot_cli::controls(c, p, snap)?;
+        let mut tl = start_path.clone();
+        let vm = build::build(c, p, opts, &mut tl).map_err(|e| match e {
+            build::BuildError::Kernel(source) => Error::Kernel {
+                file: c.locate_field("kernel.path"),
+                source,
+            },
+            other => Error::Build(other),
+        })?;
+        if let Some(k) = &vm.kernel {
+            log::info!("kernel {:?} entry {:#x}", k.format, k.entry);
+        }
+        if boot_digest {
+            eprintln!("boot-sha256:{}", vmm::boot_digest(&vm).map_err(Error::Run)?);
+        }
+        let report = vmm::run_controlled(vm, run_opts, controls).map_err(Error::Run)?;
+        if report.outcome.resets_the_machine() && p.machine.on_reboot == "restart" {
+            print_report(&report, stats, &mut tl, true);
+            continue;
+        }
+        return Ok(print_report(&report, stats, &mut tl, false));
     }
 }
 

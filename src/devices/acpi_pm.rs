@@ -306,6 +306,11 @@ impl ResetReg {
 }
 
 impl BusDevice for ResetReg {
+    /// A write resets the machine: nothing to keep.
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }

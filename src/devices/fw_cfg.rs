@@ -343,6 +343,11 @@ impl BusDevice for FwCfgPorts {
 pub struct FwCfgDma(pub Arc<Mutex<FwCfg>>);
 
 impl BusDevice for FwCfgDma {
+    /// fw_cfg is saved by its selector/data ports (`FwCfgPorts`).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
             *b = DMA_SIGNATURE.get(offset as usize + i).copied().unwrap_or(0xff);

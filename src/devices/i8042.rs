@@ -193,6 +193,11 @@ impl I8042Data {
 }
 
 impl BusDevice for I8042Data {
+    /// The controller is saved by its command port (`I8042Command`).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         lock(&self.0).bus_read(I8042Port::Data, offset, data);
     }

@@ -10,6 +10,11 @@ use crate::bus::{BusDevice, VmEvent};
 pub struct Null;
 
 impl BusDevice for Null {
+    /// Reads zero, drops writes: nothing to keep.
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }

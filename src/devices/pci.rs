@@ -197,6 +197,11 @@ impl PciAddress {
 }
 
 impl BusDevice for PciAddress {
+    /// The configuration space (and its address register) is saved by the data port (`PciData`).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match (offset, data.len(), self.reset.as_mut()) {
             (0, 4, _) => data.copy_from_slice(&lock(&self.config).address.to_le_bytes()),

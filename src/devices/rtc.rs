@@ -53,6 +53,7 @@ use std::time::Duration;
 use super::cmos::{CivilTime, Cmos, NS_PER_SEC, REG_A, REG_B, REG_B_SET};
 use super::irq_lines::LineSink;
 use crate::bus::{BusDevice, VmEvent};
+use crate::state::{DeviceState, StateError};
 
 /// Register B: periodic interrupt enable.
 pub const REG_B_PIE: u8 = 0x40;
@@ -437,6 +438,20 @@ impl BusDevice for Rtc {
         let _g = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.changed.notify_all();
         ev
+    }
+
+    /// The CMOS/RTC state (the timer thread keeps none of its own).
+    fn save_state(&self) -> Option<DeviceState> {
+        self.shared.lock().save_state()
+    }
+
+    /// Loads the CMOS/RTC state, then wakes the timer thread to re-plan its
+    /// wait from the loaded registers.
+    fn load_state(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        self.shared.lock().load_state(state)?;
+        let _g = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.changed.notify_all();
+        Ok(())
     }
 }
 

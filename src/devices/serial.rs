@@ -719,6 +719,23 @@ mod tests {
     }
 
     #[test]
+    fn receive_fifo_is_saved_and_restored() {
+        // Input the guest has not read yet (8250 RX FIFO, data ready) and the
+        // receive interrupt enable survive a snapshot.
+        let (mut dev, _buf, _irq) = buffered();
+        dev.write(IER, &[IER_RDA]);
+        dev.enqueue_input(b"hi").unwrap();
+        assert_eq!(read_reg(&mut dev, THR), b'h');
+        let state = dev.save_state().unwrap();
+        let (mut back, _buf2, _irq2) = buffered();
+        back.load_state(&state).unwrap();
+        assert_ne!(read_reg(&mut back, LSR) & LSR_DR, 0);
+        assert_eq!(read_reg(&mut back, IER), IER_RDA);
+        assert_eq!(read_reg(&mut back, THR), b'i');
+        assert_eq!(read_reg(&mut back, LSR) & LSR_DR, 0);
+    }
+
+    #[test]
     fn null_and_file_outputs() {
         let mut dev = SerialDevice::new(SerialOutput::Null, evt());
         dev.write(THR, b"x");

@@ -34,7 +34,7 @@
 //! | [`ThreadKind::IrqResample`] | `read` (the resample eventfd), `ioctl` with KVM_GET_IRQCHIP only (the IOAPIC's trigger modes) |
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
-//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
+//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
 //! the main thread installs [`ThreadKind::Main`] only after it has started
@@ -213,11 +213,13 @@ const CONTROL_CALLS: &[Sys] = sys![
 ];
 
 /// The snapshot-writing main thread's own calls: create, write and rename
-/// the directory and its (sparse) files, read manifests, clean up a failed
+/// the directory and its (sparse) files, read manifests and
+/// `/proc/self/pagemap` (untouched pages are skipped), clean up a failed
 /// write.
 const SNAPSHOT_CALLS: &[Sys] = sys![
     SYS_openat,
     SYS_read,
+    SYS_pread64,
     SYS_mkdir,
     SYS_pwrite64,
     SYS_ftruncate,

@@ -72,6 +72,30 @@ pub struct MemFile {
     pub pages: Vec<u64>,
     /// For `full`: how many non-zero pages were written.
     pub written: u64,
+    /// The memory digest ([`MemDigest`]), hex: `full`, sha256 over each
+    /// non-zero page as its number (u64, little-endian) then its bytes;
+    /// `pages`, sha256 of the file. Absent in snapshots of older berths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The digest of a memory file as [`MemFile::sha256`] defines it.
+#[derive(Default)]
+pub struct MemDigest(Sha256);
+
+impl MemDigest {
+    /// Adds page `page` (`full`) or the next packed page (`pages`, `None`).
+    pub fn page(&mut self, page: Option<u64>, bytes: &[u8]) {
+        if let Some(p) = page {
+            self.0.update(p.to_le_bytes());
+        }
+        self.0.update(bytes);
+    }
+
+    /// The hex digest.
+    pub fn hex(self) -> String {
+        hex(&self.0.finalize())
+    }
 }
 
 /// Errors reading or writing a snapshot directory.
@@ -180,15 +204,27 @@ impl Writer {
 
     /// Writes a memslot as a sparse file of `mem.len()` bytes: runs of
     /// non-zero pages are written straight from guest memory, zero pages
-    /// stay holes. Returns the number of pages written.
-    pub fn full_memory(&self, name: &str, mem: &[u8]) -> Result<u64, DirError> {
+    /// stay holes. `maybe_data(p)` false says page `p` is known to be zero
+    /// without reading it (anonymous memory the guest never touched); it is
+    /// then neither read nor written. Returns the number of pages written
+    /// and the file's [`MemDigest`].
+    pub fn full_memory(
+        &self,
+        name: &str,
+        mem: &[u8],
+        maybe_data: &dyn Fn(usize) -> bool,
+    ) -> Result<(u64, String), DirError> {
+        let mut digest = MemDigest::default();
         let f = std::fs::File::create(self.tmp.join(name)).map_err(self.err(name))?;
         let zero = [0u8; PAGE];
         let mut written = 0u64;
         let mut run_start: Option<usize> = None;
         let pages = mem.len() / PAGE;
         for p in 0..=pages {
-            let nonzero = p < pages && mem[p * PAGE..(p + 1) * PAGE] != zero[..];
+            let nonzero = p < pages && maybe_data(p) && mem[p * PAGE..(p + 1) * PAGE] != zero[..];
+            if nonzero {
+                digest.page(Some(p as u64), &mem[p * PAGE..(p + 1) * PAGE]);
+            }
             match (nonzero, run_start) {
                 (true, None) => run_start = Some(p),
                 (false, Some(s)) => {
@@ -201,19 +237,22 @@ impl Writer {
             }
         }
         f.set_len(mem.len() as u64).map_err(self.err(name))?;
-        Ok(written)
+        Ok((written, digest.hex()))
     }
 
-    /// Writes the listed pages of a memslot, packed in order.
-    pub fn pages(&self, name: &str, mem: &[u8], pages: &[u64]) -> Result<(), DirError> {
+    /// Writes the listed pages of a memslot, packed in order; returns the
+    /// file's [`MemDigest`].
+    pub fn pages(&self, name: &str, mem: &[u8], pages: &[u64]) -> Result<String, DirError> {
         let f = std::fs::File::create(self.tmp.join(name)).map_err(self.err(name))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut digest = MemDigest::default();
         for &p in pages {
             let at = p as usize * PAGE;
             w.write_all(&mem[at..at + PAGE]).map_err(self.err(name))?;
+            digest.page(None, &mem[at..at + PAGE]);
         }
         w.flush().map_err(self.err(name))?;
-        Ok(())
+        Ok(digest.hex())
     }
 
     /// Writes the manifest, syncs, and renames the directory into place.
@@ -361,6 +400,49 @@ impl Reader {
     }
 }
 
+/// Checks a `full` memory file against its digest, reading only its data
+/// (`SEEK_DATA`/`SEEK_HOLE`; a file system without holes reads zeros,
+/// which are skipped like holes): the cost is the non-zero pages, not the
+/// slot's size. A snapshot without a digest passes.
+pub fn verify_full(f: &std::fs::File, m: &MemFile, path: &Path) -> Result<(), DirError> {
+    use std::os::fd::AsRawFd;
+    let Some(want) = &m.sha256 else {
+        return Ok(());
+    };
+    let bad = |message: String| DirError::Bad {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut digest = MemDigest::default();
+    let zero = [0u8; PAGE];
+    let mut page = vec![0u8; PAGE];
+    let mut at: i64 = 0;
+    let len = m.size as i64;
+    while at < len {
+        // SAFETY: lseek on an fd this function borrows; no memory is passed.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data after `at`
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) }.min(len);
+        let mut p = data / PAGE as i64;
+        while p * (PAGE as i64) < hole {
+            f.read_exact_at(&mut page, (p * PAGE as i64) as u64)
+                .map_err(|e| bad(format!("cannot read page {p}: {e}")))?;
+            if page[..] != zero[..] {
+                digest.page(Some(p as u64), &page);
+            }
+            p += 1;
+        }
+        at = p * PAGE as i64;
+    }
+    if &digest.hex() != want {
+        return Err(bad("corrupted: the memory does not match its checksum".into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +470,8 @@ mod tests {
         mem[PAGE + 5] = 1;
         mem[6 * PAGE] = 2;
         mem[7 * PAGE + 4095] = 3;
-        assert_eq!(w.full_memory("mem-0.bin", &mem).unwrap(), 3);
+        let (written, digest) = w.full_memory("mem-0.bin", &mem, &|_| true).unwrap();
+        assert_eq!(written, 3);
         let mut m = manifest();
         m.files
             .insert("state.json".into(), w.file("state.json", b"{}").unwrap());
@@ -400,15 +483,27 @@ mod tests {
             kind: "full".into(),
             pages: Vec::new(),
             written: 3,
+            sha256: Some(digest),
         });
         w.finish(&m).unwrap();
         assert!(matches!(Writer::create(&target), Err(DirError::Exists(_))));
         let r = Reader::open(&target).unwrap();
         assert_eq!(r.file("state.json").unwrap(), b"{}");
-        let (f, _) = r.memory(0).unwrap();
+        let (f, m) = r.memory(0).unwrap();
         let mut back = vec![0u8; mem.len()];
         f.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, mem);
+        let path = target.join("mem-0.bin");
+        verify_full(&f, &m, &path).unwrap();
+        // One changed byte in a written page, then a byte in a hole.
+        let rw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        rw.write_all_at(&[0x41], (6 * PAGE + 1) as u64).unwrap();
+        let e = verify_full(&f, &m, &path).unwrap_err().to_string();
+        assert!(e.contains("does not match its checksum"), "{e}");
+        rw.write_all_at(&[0], (6 * PAGE + 1) as u64).unwrap();
+        verify_full(&f, &m, &path).unwrap();
+        rw.write_all_at(&[9], (3 * PAGE) as u64).unwrap();
+        assert!(verify_full(&f, &m, &path).is_err());
         // Damage: the state file, then the manifest.
         std::fs::write(target.join("state.json"), b"[]").unwrap();
         assert!(r.file("state.json").unwrap_err().to_string().contains("checksum"));

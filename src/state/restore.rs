@@ -135,6 +135,7 @@ impl Opened {
         for r in &self.chain[1..] {
             for s in &self.plan.memslots {
                 let (f, m) = r.memory(s.slot)?;
+                let mut digest = super::dir::MemDigest::default();
                 let region = mem.find_region(GuestAddress(s.guest_addr.0)).ok_or_else(|| {
                     crate::memory::MemoryError::Assemble(format!("slot {} has no mapping", s.slot))
                 })?;
@@ -152,10 +153,38 @@ impl Opened {
                         .ok_or_else(|| bad(format!("page {p} is outside memslot {}", s.slot)))?;
                     f.read_exact_at(page, (i * PAGE) as u64)
                         .map_err(|e| bad(format!("cannot read page {p}: {e}")))?;
+                    digest.page(None, page);
+                }
+                // These pages are read anyway: their digest costs no I/O.
+                if m.sha256.as_ref().is_some_and(|want| *want != digest.hex()) {
+                    return Err(DirError::Bad {
+                        path: r.dir.join(&m.file).display().to_string(),
+                        message: "corrupted: the memory does not match its checksum".into(),
+                    }
+                    .into());
                 }
             }
         }
         Ok(mem)
+    }
+}
+
+impl Opened {
+    /// Checks every full memory file of the chain against its digest
+    /// (`berth restore --verify`): reads each file's non-zero pages, so it
+    /// costs what the guest had written, not the guest's size. Without it a
+    /// full memory file is checked for its length only, and its pages load
+    /// unread until the guest touches them.
+    pub fn verify_memory(&self) -> Result<(), RestoreError> {
+        for r in &self.chain {
+            for s in &self.plan.memslots {
+                let (f, m) = r.memory(s.slot)?;
+                if m.kind == "full" {
+                    super::dir::verify_full(&f, &m, &r.dir.join(&m.file))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
