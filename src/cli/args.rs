@@ -151,6 +151,10 @@ const RESTORE: &[Opt] = &[
     ),
     flag("stats", "Print the `--stats` report at the end (stderr)"),
     flag(
+        "verify",
+        "Check the memory files against their checksums first (reads every non-zero page; without it they are checked for their length)",
+    ),
+    flag(
         "no-seccomp",
         "Run without the per-thread seccomp filters (for debugging)",
     ),
@@ -549,6 +553,7 @@ fn command(m: Matches) -> Result<Command, Printout> {
             dir: first(),
             machine: m.path("machine"),
             stats: m.flag("stats"),
+            verify: m.flag("verify"),
             no_seccomp: m.flag("no-seccomp"),
             timeout: m.value("timeout", config::parse_duration)?,
             snap: snapshot(&m)?,

@@ -44,7 +44,6 @@ pub enum Command {
         stats: bool,
         /// Check the memory files against their checksums first (reads every
         /// non-zero page; without it they are checked for their length).
-        #[arg(long)]
         verify: bool,
         /// Run without the per-thread seccomp filters (for debugging).
         no_seccomp: bool,
