@@ -47,6 +47,12 @@ pub enum Command {
         /// Snapshot options and the control socket.
         #[command(flatten)]
         snap: SnapshotArgs,
+        /// Serve the GDB remote protocol at ADDR: tcp:HOST:PORT or unix:PATH (README "Debugging with gdb").
+        #[arg(long, value_name = "ADDR")]
+        gdb: Option<String>,
+        /// With --gdb: hold every vCPU before its first instruction until gdb attaches and continues.
+        #[arg(long, requires = "gdb")]
+        gdb_wait: bool,
     },
     /// Restore a snapshot and run it on.
     Restore {
@@ -244,6 +250,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             no_seccomp,
             overrides,
             snap,
+            gdb,
+            gdb_wait,
         } => {
             if no_seccomp {
                 crate::seccomp::disable();
@@ -281,11 +289,24 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
+            // Bound once: gdb may stay attached across restarts; only the
+            // first boot waits for it.
+            let gdb = match gdb {
+                Some(addr) => Some(std::sync::Arc::new(crate::gdb::bind(&addr)?)),
+                None => None,
+            };
+            let mut first_boot = true;
             loop {
                 if let Some(sig) = signals.pending() {
                     return Ok(Outcome::Signal(sig).exit_code());
                 }
-                let controls = crate::snapshot_cli::controls(&c, &p, &snap)?;
+                let mut controls = crate::snapshot_cli::controls(&c, &p, &snap)?;
+                controls.gdb = gdb.clone().map(|listener| crate::gdb::GdbControl {
+                    listener,
+                    wait: gdb_wait && first_boot,
+                    last_run: p.machine.on_reboot != "restart",
+                });
+                first_boot = false;
                 let mut tl = start_path.clone();
                 let vm = build::build(&c, &p, &opts, &mut tl).map_err(|e| match e {
                     build::BuildError::Kernel(source) => Error::Kernel {
@@ -340,7 +361,8 @@ pub(crate) fn print_report(
         | Outcome::Host(_)
         | Outcome::Panic(_)
         | Outcome::MemoryLost(_)
-        | Outcome::SnapshotFailed(_)) => {
+        | Outcome::SnapshotFailed(_)
+        | Outcome::DebuggerKill) => {
             eprintln!("berth: {o}")
         }
         o @ Outcome::Timeout(_) => {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod error;
+pub mod gdb;
 pub mod kvm;
 pub mod memory;
 pub mod outcome;

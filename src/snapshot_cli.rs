@@ -44,6 +44,7 @@ pub fn controls(c: &Config, p: &Plan, snap: &SnapshotArgs) -> Result<RunControls
         source,
         snapshot_at,
         restored_from: None,
+        gdb: None,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::state::vcpu::{VcpuCaps, VcpuState as SavedVcpu};
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
@@ -57,6 +57,8 @@ pub enum VmMessage {
     Control(crate::control::Request, Sender<crate::control::Reply>),
     /// The serial line `--snapshot-at` waits for was printed.
     LineSeen,
+    /// Kick every vCPU out of KVM_RUN (the gdb stub stops the guest).
+    KickAll,
 }
 
 /// A vCPU's state when it stopped.
@@ -110,8 +112,10 @@ pub struct VmShared {
     pub ioapic: Option<Arc<Mutex<Ioapic>>>,
     /// ACPI S3 state (with ACPI tables): vCPUs park here while suspended.
     pub sleep: Option<Arc<SleepControl>>,
-    /// Pause requests (the control socket, snapshots).
+    /// Pause requests (the control socket, snapshots, the gdb stub).
     pub pause: Pause,
+    /// The gdb stub's side of `KVM_EXIT_DEBUG` (`--gdb`), if any.
+    pub debug: Option<Arc<crate::gdb::Stops>>,
 }
 
 /// What a parked vCPU left: its saved state, or why saving failed.
@@ -142,7 +146,16 @@ struct PauseInner {
     parked: BTreeMap<u32, u64>,
     /// States saved by parking vCPUs (with their pause), until taken.
     states: BTreeMap<u32, (u64, Parked)>,
+    /// This pause saves no state (a debugger's stop).
+    quiet: bool,
+    /// Work for parked vCPUs, run on their own thread ([`Pause::run_on`]).
+    jobs: BTreeMap<u32, Vec<Job>>,
+    /// vCPUs that stay parked through a release ([`Pause::release_holding`]).
+    held: BTreeSet<u32>,
 }
+
+/// Work a parked vCPU runs on its own fd.
+type Job = Box<dyn FnOnce(&VcpuFd) + Send>;
 
 impl Pause {
     fn lock(&self) -> std::sync::MutexGuard<'_, PauseInner> {
@@ -161,6 +174,49 @@ impl Pause {
         self.requested.store(true, Ordering::SeqCst);
         g.msrs = msrs;
         g.caps = caps;
+        g.quiet = false;
+    }
+
+    /// Asks every vCPU to park without saving its state (a debugger's
+    /// stop); kick them next. Nothing if a pause is already requested.
+    pub fn request_quiet(&self) {
+        let mut g = self.lock();
+        if !g.requested {
+            g.requested = true;
+            self.requested.store(true, Ordering::SeqCst);
+            g.quiet = true;
+        }
+    }
+
+    /// How many vCPUs are parked in this pause.
+    pub fn parked(&self) -> usize {
+        Self::parked_now(&self.lock())
+    }
+
+    /// Runs `job` on parked vCPU `index`'s thread with its fd; `None` if
+    /// that vCPU is not parked or does not take the job within `limit`.
+    pub fn run_on<R: Send + 'static>(
+        &self,
+        index: u32,
+        job: impl FnOnce(&VcpuFd) -> R + Send + 'static,
+        limit: std::time::Duration,
+    ) -> Option<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut g = self.lock();
+            let generation = g.generation;
+            if !g.requested || g.parked.get(&index) != Some(&generation) {
+                return None;
+            }
+            g.jobs.entry(index).or_default().push(Box::new(move |fd| {
+                let _ = tx.send(job(fd));
+            }));
+            self.cond.notify_all();
+        }
+        let r = rx.recv_timeout(limit).ok();
+        // A job the vCPU did not take in time is dropped with its sender.
+        self.lock().jobs.remove(&index);
+        r
     }
 
     /// Takes the states the vCPUs parked in this pause saved.
@@ -192,7 +248,14 @@ impl Pause {
 
     /// Lets every parked vCPU run again.
     pub fn release(&self) {
+        self.release_holding(BTreeSet::new());
+    }
+
+    /// Lets every parked vCPU run again except `held`, which stay parked
+    /// (and count as parked in the next pause) until a later release.
+    pub fn release_holding(&self, held: BTreeSet<u32>) {
         let mut g = self.lock();
+        g.held = held;
         g.requested = false;
         self.requested.store(false, Ordering::SeqCst);
         g.generation += 1;
@@ -201,18 +264,47 @@ impl Pause {
 
     /// Called by a vCPU thread: records its state and waits until released
     /// (or the VM stops).
-    fn park(&self, index: u32, save: impl FnOnce(&[u32], VcpuCaps) -> Parked, stop: &AtomicBool) {
-        let (msrs, caps) = {
+    fn park(
+        &self,
+        index: u32,
+        fd: &VcpuFd,
+        save: impl FnOnce(&[u32], VcpuCaps) -> Parked,
+        stop: &AtomicBool,
+    ) {
+        let (msrs, caps, quiet) = {
             let g = self.lock();
-            (g.msrs.clone(), g.caps)
+            (g.msrs.clone(), g.caps, g.quiet)
         };
-        let state = save(&msrs, caps);
+        let state = if quiet {
+            Err("not saved (debugger stop)".into())
+        } else {
+            save(&msrs, caps)
+        };
         let mut g = self.lock();
-        let generation = g.generation;
+        let mut generation = g.generation;
         g.parked.insert(index, generation);
         g.states.insert(index, (generation, state));
         self.cond.notify_all();
-        while g.requested && g.generation == generation && !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) {
+            if g.generation != generation {
+                if !g.held.contains(&index) {
+                    break;
+                }
+                // Held through the release: parked in the next pause too.
+                generation = g.generation;
+                g.parked.insert(index, generation);
+                self.cond.notify_all();
+            } else if !g.requested && !g.held.contains(&index) {
+                break;
+            }
+            if let Some(jobs) = g.jobs.remove(&index) {
+                drop(g);
+                for job in jobs {
+                    job(fd);
+                }
+                g = self.lock();
+                continue;
+            }
             g = self
                 .cond
                 .wait_timeout(g, std::time::Duration::from_millis(20))
@@ -464,6 +556,7 @@ impl Vcpu {
         let (fd, index) = (&self.fd, self.index);
         shared.pause.park(
             index,
+            fd,
             |msrs, caps| crate::state::vcpu::save(fd, index, msrs, caps).map_err(|e| e.to_string()),
             &shared.stop,
         );
@@ -602,7 +695,12 @@ impl Vcpu {
                     format!("KVM_EXIT_UNKNOWN, hardware exit reason {hw:#x}"),
                 ));
             }
-            Exit::Debug => self.count("debug"),
+            Exit::Debug(arch) => {
+                self.count("debug");
+                if let Some(d) = &self.shared.debug {
+                    d.debug_exit(&self.shared.pause, self.index, arch);
+                }
+            }
             Exit::Intr => self.count("intr"),
             Exit::Other(name) => {
                 self.count("other");
@@ -764,7 +862,7 @@ enum Exit {
     InternalError,
     FailEntry(u64, u32),
     Unknown,
-    Debug,
+    Debug(kvm_bindings::kvm_debug_exit_arch),
     Intr,
     Other(String),
 }
@@ -790,7 +888,7 @@ impl From<VcpuExit<'_>> for Exit {
             VcpuExit::InternalError => Exit::InternalError,
             VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry(reason, cpu),
             VcpuExit::Unknown => Exit::Unknown,
-            VcpuExit::Debug(_) => Exit::Debug,
+            VcpuExit::Debug(arch) => Exit::Debug(arch),
             VcpuExit::IrqWindowOpen | VcpuExit::Intr => Exit::Intr,
             other => Exit::Other(format!("{other:?}")),
         }
