@@ -550,3 +550,67 @@ fn software_breakpoint_bytes_are_hidden_and_removed_on_detach() {
     let (code, stdout, err) = vm.finish();
     assert_eq!(code, GUEST_DONE, "{stdout}{err}");
 }
+
+#[test]
+fn protected_mode_without_paging_over_tcp() {
+    // mb-low.elf: multiboot ELF32 at 0x8000, entered in 32-bit protected
+    // mode with paging off (linear = physical), here through a TCP socket.
+    let elf = guest("mb-low");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = TempDir::new("gdb-tcp");
+    let m = dir.write("m.toml", &machine(&elf, 1, ""));
+    let mut cmd = berth();
+    cmd.arg("run")
+        .arg(&m)
+        .args([
+            "--gdb",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--gdb-wait",
+            "--timeout",
+            "60s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    // Listening: the port is in /proc/net/tcp in state 0A (LISTEN).
+    let want = format!(":{port:04X} 00000000:0000 0A");
+    while !std::fs::read_to_string("/proc/net/tcp").unwrap().contains(&want) {
+        assert!(started.elapsed() < LIMIT, "berth does not listen on {port}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx"]);
+    for e in [
+        format!("target remote 127.0.0.1:{port}"),
+        "p/x $pc".into(),
+        "x/1xw 0x8000".into(),
+        "monitor sregs 0".into(),
+        "hbreak *0x800d".into(),
+        "continue".into(),
+        "p/x $pc".into(),
+        "stepi".into(),
+        "p/x $pc".into(),
+        "detach".into(),
+    ] {
+        c.arg("-ex").arg(e);
+    }
+    let o = run_with_limit(c, LIMIT);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    let st = wait_with_limit(&mut child, started, LIMIT);
+    let entry = 0x800c;
+    assert_eq!(printed_hex(&out, 1), entry, "{out}");
+    // The multiboot magic at the image's start, as in the ELF.
+    assert!(out.contains("0x8000:\t0x1badb002"), "{out}");
+    // CR0: PE, no PG; CS: 32-bit (db 1, l 0).
+    assert!(out.contains("cr0 0x11 ") || out.contains("cr0 0x10011 "), "{out}");
+    assert!(out.contains("l 0 db 1"), "{out}");
+    // 0x800d: `mov $0x81c0, %esp` (5 bytes).
+    assert_eq!(printed_hex(&out, 2), 0x800d, "{out}");
+    assert_eq!(printed_hex(&out, 3), 0x8012, "{out}");
+    assert_eq!(st.code(), Some(GUEST_DONE), "{out}");
+}
