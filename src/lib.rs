@@ -17,6 +17,7 @@ pub mod gdb;
 pub mod kvm;
 pub mod memory;
 pub mod outcome;
+pub mod pause;
 pub mod plan;
 pub mod ram_loss;
 pub mod runctl;

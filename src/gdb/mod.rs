@@ -2,20 +2,23 @@
 //! `gdbstub` crate, one gdb thread per vCPU.
 //!
 //! The `gdb` thread owns the connection. It stops the guest with
-//! [`crate::vcpu::Pause`] (the same park the control socket and snapshots
+//! [`crate::pause::Pause`] (the same park the control socket and snapshots
 //! use, without saving state) and has every KVM call made by the parked
-//! vCPU's own thread ([`crate::vcpu::Pause::run_on`]). A vCPU that leaves
+//! vCPU's own thread ([`crate::pause::Pause::run_on`]). A vCPU that leaves
 //! KVM_RUN with `KVM_EXIT_DEBUG` calls [`Stops::debug_exit`]: the exit is
 //! recorded, a pause requested and the other vCPUs kicked, so a stop on one
 //! stops all. The vCPU loop knows nothing else of gdb.
 //!
 //! `target.rs` is the gdbstub target (registers, memory, breakpoints,
-//! resume, `monitor` commands); `translate.rs` walks the guest's page tables.
+//! resume), `monitor.rs` the `monitor` commands; `translate.rs` walks the
+//! guest's page tables.
 
+mod monitor;
 pub mod target;
 pub mod translate;
 
-use crate::vcpu::{Pause, VmMessage, VmShared};
+use crate::pause::Pause;
+use crate::vcpu::{VmMessage, VmShared};
 use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};

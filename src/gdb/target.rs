@@ -1,12 +1,11 @@
 //! The gdbstub target: the stopped guest as gdb sees it. Every KVM call is
-//! made by the parked vCPU's own thread through [`Pause::run_on`]
-//! (crate::vcpu::Pause); guest memory is read and written directly.
+//! made by the parked vCPU's own thread through
+//! [`crate::pause::Pause::run_on`]; guest memory is read and written directly.
 
 use super::translate::{translate, Mmu, Translation};
 use super::Stops;
 use crate::vcpu::VmShared;
 use gdbstub::common::{Signal, Tid};
-use gdbstub::outputln;
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
@@ -17,7 +16,7 @@ use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
     SwBreakpointOps, WatchKind,
 };
-use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_bindings::{
@@ -35,8 +34,6 @@ use vm_memory::{Bytes, GuestAddress};
 const JOB_LIMIT: Duration = Duration::from_secs(2);
 /// The x86 breakpoint instruction.
 const INT3: u8 = 0xcc;
-/// Bytes `monitor phys` prints at most.
-const PHYS_MAX: u64 = 4096;
 
 /// What the target could not do.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +111,7 @@ fn dr7(slots: &[Option<HwSlot>; 4]) -> u64 {
 
 /// The guest as gdb sees it while a session lasts.
 pub struct GuestTarget {
-    shared: Arc<VmShared>,
+    pub(super) shared: Arc<VmShared>,
     stops: Arc<Stops>,
     vcpus: usize,
     sw: BTreeMap<u64, SwBp>,
@@ -126,11 +123,11 @@ pub struct GuestTarget {
     /// gdb's scheduler locking: the vCPUs it did not name stay stopped.
     lock_others: bool,
     /// Let interrupts in while stepping (`monitor step-irqs on`).
-    step_irqs: bool,
+    pub(super) step_irqs: bool,
     /// The host refused KVM_GUESTDBG_BLOCKIRQ once: don't ask again.
     no_blockirq: bool,
     /// The vCPU gdb last read registers of (`monitor` commands' default).
-    current: u32,
+    pub(super) current: u32,
 }
 
 impl GuestTarget {
@@ -156,7 +153,7 @@ impl GuestTarget {
     }
 
     /// Runs `job` on parked vCPU `index`.
-    fn on_vcpu<R: Send + 'static>(
+    pub(super) fn on_vcpu<R: Send + 'static>(
         &self,
         index: u32,
         job: impl FnOnce(&VcpuFd) -> Result<R, kvm_ioctls::Error> + Send + 'static,
@@ -168,11 +165,11 @@ impl GuestTarget {
             .map_err(|e| TargetError::Kvm(index, e.to_string()))
     }
 
-    fn sregs(&self, index: u32) -> Result<kvm_sregs, TargetError> {
+    pub(super) fn sregs(&self, index: u32) -> Result<kvm_sregs, TargetError> {
         self.on_vcpu(index, |fd| fd.get_sregs())
     }
 
-    fn mmu(&self, index: u32) -> Result<Mmu, TargetError> {
+    pub(super) fn mmu(&self, index: u32) -> Result<Mmu, TargetError> {
         let s = self.sregs(index)?;
         Ok(Mmu {
             cr0: s.cr0,
@@ -182,7 +179,11 @@ impl GuestTarget {
         })
     }
 
-    fn translate(&self, mmu: &Mmu, gva: u64) -> Result<Translation, super::translate::TranslateError> {
+    pub(super) fn translate(
+        &self,
+        mmu: &Mmu,
+        gva: u64,
+    ) -> Result<Translation, super::translate::TranslateError> {
         let mem = &self.shared.mem;
         translate(mmu, gva, &|a, size| {
             let mut b = [0u8; 8];
@@ -212,7 +213,7 @@ impl GuestTarget {
     }
 
     /// Puts the original bytes over the int3s inside `[gpa, gpa + len)`.
-    fn hide_int3s(&self, gpa: u64, chunk: &mut [u8]) {
+    pub(super) fn hide_int3s(&self, gpa: u64, chunk: &mut [u8]) {
         for bp in self.sw.values() {
             if bp.gpa >= gpa && bp.gpa < gpa + chunk.len() as u64 {
                 chunk[(bp.gpa - gpa) as usize] = bp.orig;
@@ -238,7 +239,7 @@ impl GuestTarget {
 
     /// Writes guest-physical memory; a byte under one of our int3s becomes
     /// the breakpoint's original byte, and the int3 stays.
-    fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
+    pub(super) fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
         let mut bytes = data.to_vec();
         for bp in self.sw.values_mut() {
             if bp.gpa >= gpa && bp.gpa < gpa + data.len() as u64 {
@@ -363,141 +364,7 @@ impl GuestTarget {
             None => false,
         }
     }
-
-    fn monitor(&mut self, cmd: &str, out: &mut ConsoleOutput<'_>) -> Result<(), String> {
-        let words: Vec<&str> = cmd.split_whitespace().collect();
-        let num = |s: &str| -> Result<u64, String> {
-            let r = match s.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => s.parse(),
-            };
-            r.map_err(|_| format!("not a number: {s}"))
-        };
-        let vcpu = |w: Option<&&str>| -> Result<u32, String> {
-            match w {
-                Some(s) => num(s).map(|n| n as u32),
-                None => Ok(self.current),
-            }
-        };
-        let err = |e: TargetError| e.to_string();
-        match words.as_slice() {
-            [] | ["help"] => {
-                for line in MONITOR_HELP {
-                    outputln!(out, "{line}");
-                }
-            }
-            ["sregs", rest @ ..] => {
-                let s = self.sregs(vcpu(rest.first())?).map_err(err)?;
-                outputln!(
-                    out,
-                    "cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} cr8 {:#x} efer {:#x}",
-                    s.cr0,
-                    s.cr2,
-                    s.cr3,
-                    s.cr4,
-                    s.cr8,
-                    s.efer
-                );
-                for (n, g) in [
-                    ("cs", s.cs),
-                    ("ds", s.ds),
-                    ("es", s.es),
-                    ("fs", s.fs),
-                    ("gs", s.gs),
-                    ("ss", s.ss),
-                    ("tr", s.tr),
-                    ("ldt", s.ldt),
-                ] {
-                    outputln!(
-                        out,
-                        "{n} {:#06x} base {:#x} limit {:#x} type {:#x} dpl {} present {} l {} db {}",
-                        g.selector,
-                        g.base,
-                        g.limit,
-                        g.type_,
-                        g.dpl,
-                        g.present,
-                        g.l,
-                        g.db
-                    );
-                }
-                outputln!(out, "gdt base {:#x} limit {:#x}", s.gdt.base, s.gdt.limit);
-                outputln!(out, "idt base {:#x} limit {:#x}", s.idt.base, s.idt.limit);
-            }
-            ["sreg", name, value, rest @ ..] => {
-                let (i, v, name) = (vcpu(rest.first())?, num(value)?, name.to_string());
-                self.on_vcpu(i, move |fd| {
-                    let mut s = fd.get_sregs()?;
-                    match name.as_str() {
-                        "cr0" => s.cr0 = v,
-                        "cr2" => s.cr2 = v,
-                        "cr3" => s.cr3 = v,
-                        "cr4" => s.cr4 = v,
-                        "cr8" => s.cr8 = v,
-                        "efer" => s.efer = v,
-                        _ => return Err(kvm_ioctls::Error::new(libc::EINVAL)),
-                    }
-                    fd.set_sregs(&s)
-                })
-                .map_err(err)?;
-                outputln!(out, "ok");
-            }
-            ["phys", addr, rest @ ..] => {
-                let addr = num(addr)?;
-                let len = rest
-                    .first()
-                    .map(|l| num(l))
-                    .transpose()?
-                    .unwrap_or(16)
-                    .min(PHYS_MAX);
-                let mut buf = vec![0u8; len as usize];
-                self.shared
-                    .mem
-                    .read_slice(&mut buf, GuestAddress(addr))
-                    .map_err(|e| format!("{addr:#x}: {e}"))?;
-                self.hide_int3s(addr, &mut buf);
-                for (n, line) in buf.chunks(16).enumerate() {
-                    let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-                    outputln!(out, "{:#010x}: {}", addr + 16 * n as u64, hex.join(" "));
-                }
-            }
-            ["physw", addr, bytes @ ..] if !bytes.is_empty() => {
-                let addr = num(addr)?;
-                let data = bytes
-                    .iter()
-                    .map(|b| {
-                        u8::from_str_radix(b.trim_start_matches("0x"), 16)
-                            .map_err(|_| format!("not a byte: {b}"))
-                    })
-                    .collect::<Result<Vec<u8>, String>>()?;
-                if !self.write_phys(addr, &data) {
-                    return Err(format!("{addr:#x}: not guest RAM"));
-                }
-                outputln!(out, "ok");
-            }
-            ["translate", gva, rest @ ..] => {
-                let mmu = self.mmu(vcpu(rest.first())?).map_err(err)?;
-                let t = self.translate(&mmu, num(gva)?).map_err(|e| e.to_string())?;
-                outputln!(out, "{:#x}", t.gpa);
-            }
-            ["step-irqs", "on"] => self.step_irqs = true,
-            ["step-irqs", "off"] => self.step_irqs = false,
-            _ => return Err(format!("unknown command '{cmd}' (monitor help)")),
-        }
-        Ok(())
-    }
 }
-
-/// `monitor help`.
-const MONITOR_HELP: &[&str] = &[
-    "berth monitor commands (N: vCPU index, default the selected thread's):",
-    "  sregs [N]                     control registers, EFER, segments, GDT, IDT",
-    "  sreg cr0|cr2|cr3|cr4|cr8|efer VALUE [N]   write one of them",
-    "  phys ADDR [LEN]               guest-physical memory (LEN default 16, at most 4096)",
-    "  physw ADDR BYTE...            write guest-physical memory (hex bytes)",
-    "  translate ADDR [N]            guest-virtual to guest-physical",
-    "  step-irqs on|off              let interrupts in while single-stepping (default off)",
-];
 
 impl Target for GuestTarget {
     type Arch = gdbstub_arch::x86::X86_64_SSE;
@@ -800,16 +667,6 @@ impl HwWatchpoint for GuestTarget {
             len,
             kind: HwKind::Watch(kind),
         }))
-    }
-}
-
-impl MonitorCmd for GuestTarget {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
-        let cmd = String::from_utf8_lossy(cmd).to_string();
-        if let Err(e) = self.monitor(&cmd, &mut out) {
-            outputln!(out, "error: {e}");
-        }
-        Ok(())
     }
 }
 
