@@ -614,3 +614,48 @@ fn protected_mode_without_paging_over_tcp() {
     assert_eq!(printed_hex(&out, 3), 0x8012, "{out}");
     assert_eq!(st.code(), Some(GUEST_DONE), "{out}");
 }
+
+#[test]
+fn stepping_does_not_enter_interrupt_handlers_unless_asked() {
+    // gdbirq.elf takes LAPIC timer interrupts (1 ms) with IF on and loops
+    // at `irq_loop`. Stepping there never lands in the handler
+    // (KVM_GUESTDBG_BLOCKIRQ); with `monitor step-irqs on` a step soon does.
+    let elf = guest("gdbirq");
+    let vm = Vm::start(&elf, &["--gdb-wait", "--timeout", "60s"]);
+    let script = vm.dir.write(
+        "steps.gdb",
+        r#"hbreak irq_loop
+continue
+delete
+set $t0 = *(int*)&ticks
+set $out = 0
+set $i = 0
+while $i < 40
+  stepi
+  if (long)$pc != (long)irq_loop && (long)$pc != (long)irq_loop + 3
+    set $out = $out + 1
+  end
+  set $i = $i + 1
+end
+printf "blocked: out=%d ticks=%d\n", $out, *(int*)&ticks - $t0
+monitor step-irqs on
+set $in = 0
+set $i = 0
+while $i < 40 && $in == 0
+  stepi
+  if (long)$pc >= (long)tick_handler && (long)$pc < (long)tick_handler_end
+    set $in = 1
+  end
+  set $i = $i + 1
+end
+printf "allowed: in=%d\n", $in
+kill
+"#,
+    );
+    let out = vm.gdb(&elf, &[&format!("source {}", script.display())]);
+    let (code, stdout, err) = vm.finish();
+    assert!(stdout.contains("gdbirq: ticking"), "{stdout}");
+    assert!(out.contains("blocked: out=0 ticks=0"), "{out}");
+    assert!(out.contains("allowed: in=1"), "{out}");
+    assert_eq!(code, 137, "{err}");
+}

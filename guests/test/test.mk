@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := gdb spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages
+TEST_GUESTS := gdb gdbirq spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)
@@ -29,7 +29,7 @@ test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
 	$(CC) $(TEST_LDFLAGS) -o $@ $< $(TEST_LIB)
 
 # The gdb stub's guest carries debug info (tests/gdb.rs: `break`, `x`, `watch` by symbol).
-test/gdb.o: TEST_ASFLAGS += -g
+test/gdb.o test/gdbirq.o: TEST_ASFLAGS += -g
 
 # Keep the objects (make would otherwise delete them as intermediates).
 .SECONDARY: $(TEST_OBJS)

@@ -535,7 +535,10 @@ impl MultiThreadResume for GuestTarget {
                 r => r.map(|()| false),
             });
             match refused {
-                Ok(true) => self.no_blockirq = true,
+                Ok(true) => {
+                    log::info!("gdb: the host refuses KVM_GUESTDBG_BLOCKIRQ; interrupts may be stepped into");
+                    self.no_blockirq = true;
+                }
                 Ok(false) => {}
                 // A vCPU that ended (or never parked) runs on as it is.
                 Err(e) => log::warn!("gdb: {e}"),
