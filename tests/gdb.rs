@@ -659,3 +659,38 @@ kill
     assert!(out.contains("allowed: in=1"), "{out}");
     assert_eq!(code, 137, "{err}");
 }
+
+#[test]
+fn scheduler_locking_holds_the_other_vcpus() {
+    // `set scheduler-locking on`: gdb resumes only the selected thread; the
+    // other vCPU stays parked through the release and is still stopped (its
+    // registers readable) at the next stop. `--stats` counts each vCPU's
+    // parks: vCPU 1 parks at the start and at the breakpoint, and stays
+    // parked through both locked steps.
+    let elf = gdb_elf();
+    let vm = Vm::start(&elf, &["--gdb-wait", "--timeout", "60s", "--stats"]);
+    let out = vm.gdb(
+        &elf,
+        &[
+            "hbreak k_break",
+            "continue",
+            "set scheduler-locking on",
+            "stepi",
+            "stepi",
+            "p/x $pc",
+            "info threads",
+            "thread 2",
+            "p/x $pc",
+            "thread 1",
+            "set scheduler-locking off",
+            "detach",
+        ],
+    );
+    let (code, _, err) = vm.finish();
+    // k_break: mov (5 bytes), then nop (1 byte).
+    assert_eq!(printed_hex(&out, 1), sym(&elf, "k_next") + 1, "{out}");
+    assert_eq!(printed_hex(&out, 2), 0xfff0, "{out}");
+    assert!(!out.contains("E0"), "{out}");
+    assert_eq!(code, GUEST_DONE, "{err}");
+    assert!(err.contains("stats: vcpu1 exit paused 2\n"), "{err}");
+}
