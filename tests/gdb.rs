@@ -323,8 +323,9 @@ fn ring3_breakpoints_and_step() {
     let (code, _, err) = vm.finish();
     if pvm {
         // PVM runs CPL3 natively: no debug event reaches KVM; the guest
-        // spins in ring 3 until the timeout, and gdb hears the exit code.
-        assert!(out.contains("exited with code 06"), "{out}");
+        // spins in ring 3 until the timeout (gdb hears the exit code, or
+        // loses the connection if the timeout comes first under load).
+        assert!(!out.contains("hit Breakpoint"), "{out}");
         assert_eq!(code, 6, "{err}");
         return;
     }
