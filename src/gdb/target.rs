@@ -21,7 +21,8 @@ use gdbstub::target::{Target, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use kvm_bindings::{
     kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_BLOCKIRQ,
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP,
 };
 use kvm_ioctls::VcpuFd;
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,6 +119,9 @@ pub struct GuestTarget {
     hw: [Option<HwSlot>; 4],
     /// vCPUs to single-step at the next resume.
     step: BTreeSet<u32>,
+    /// vCPUs stopped by an int3 of the guest's own (not a breakpoint of
+    /// gdb's): the #BP is injected into the guest when they resume.
+    guest_bp: BTreeSet<u32>,
     /// vCPUs gdb named in this resume (continue or step).
     resumed: BTreeSet<u32>,
     /// gdb's scheduler locking: the vCPUs it did not name stay stopped.
@@ -140,6 +144,7 @@ impl GuestTarget {
             sw: BTreeMap::new(),
             hw: [None; 4],
             step: BTreeSet::new(),
+            guest_bp: BTreeSet::new(),
             resumed: BTreeSet::new(),
             lock_others: false,
             step_irqs: false,
@@ -283,8 +288,13 @@ impl GuestTarget {
             signal: Signal::SIGTRAP,
         };
         match arch.exception {
-            // #BP: one of ours (a guest's own int3 is reported as a plain trap).
+            // #BP: one of ours, or the guest's own int3 (gdb sees SIGTRAP;
+            // the guest gets its #BP when the vCPU resumes).
             3 if self.sw.contains_key(&arch.pc) => MultiThreadStopReason::SwBreak(tid),
+            3 => {
+                self.guest_bp.insert(index);
+                trap
+            }
             // #DB: DR6 bits 0..3 name the slot that hit; BS (bit 14) a single step.
             1 => {
                 let slot = (0..4).find(|n| arch.dr6 & (1 << n) != 0);
@@ -314,8 +324,11 @@ impl GuestTarget {
         self.hw = [None; 4];
         self.step.clear();
         for i in 0..self.vcpus as u32 {
-            let _ = self.on_vcpu(i, |fd| fd.set_guest_debug(&kvm_guest_debug::default()));
+            // Only a guest's own pending #BP survives the session.
+            let d = self.guest_debug(i);
+            let _ = self.on_vcpu(i, move |fd| fd.set_guest_debug(&d));
         }
+        self.guest_bp.clear();
     }
 
     /// KVM_SET_GUEST_DEBUG for vCPU `index` from the breakpoints and the
@@ -332,6 +345,9 @@ impl GuestTarget {
                 d.arch.debugreg[n] = s.map_or(0, |s| s.addr);
             }
             d.arch.debugreg[7] = dr7(&self.hw);
+        }
+        if self.guest_bp.contains(&index) {
+            d.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;
         }
         if step {
             d.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
@@ -552,6 +568,7 @@ impl MultiThreadResume for GuestTarget {
             BTreeSet::new()
         };
         self.step.clear();
+        self.guest_bp.retain(|i| held.contains(i));
         self.shared.pause.release_holding(held);
         Ok(())
     }
