@@ -289,6 +289,12 @@ impl Stops {
         first
     }
 
+    /// Forgets debug exits from before a resume (a Ctrl-C stop can come
+    /// with one; it must not be reported after the next resume).
+    pub(super) fn clear(&self) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The run ends with this exit code (set before the VM's stop flag).
     pub fn set_exit_code(&self, code: i32) {
         self.exit_code.store(code, Ordering::SeqCst);

@@ -569,6 +569,7 @@ impl MultiThreadResume for GuestTarget {
         };
         self.step.clear();
         self.guest_bp.retain(|i| held.contains(i));
+        self.stops.clear();
         self.shared.pause.release_holding(held);
         Ok(())
     }
