@@ -460,9 +460,15 @@ fn malformed_packets_and_disconnects_do_not_hurt_berth() {
         g.send("D");
         assert_eq!(g.reply(), "OK");
     }
+    // SIGTERM while a debugger holds the guest stopped and says nothing:
+    // berth ends as usual.
+    let mut g = Raw::connect(&vm);
+    g.send("?");
+    g.reply();
     vm.terminate();
     let (code, stdout, err) = vm.finish();
     assert_eq!(code, 143, "{stdout}{err}");
+    drop(g);
 }
 
 #[test]
