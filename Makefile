@@ -26,7 +26,7 @@ STATIC := RUSTFLAGS="-C target-feature=+crt-static"
 RELEASE := --release --target $(HOST_TARGET)
 BERTH := target/$(HOST_TARGET)/release/berth
 
-.PHONY: all guests berth run test check golden clean linux-fetch linux-smoke bench fuzz fuzz-smoke \
+.PHONY: all guests berth run test test-tools check golden clean linux-fetch linux-smoke bench fuzz fuzz-smoke \
 	kut kut-tool kut-test
 
 FUZZ_SECONDS ?= 60
@@ -54,7 +54,15 @@ check:
 	$(CARGO) fmt --check --manifest-path tools/kut/Cargo.toml
 	$(CARGO) clippy $(KUT_CARGO) --all-targets -- -D warnings
 
-test: guests linux-fetch check
+# The tools the integration tests run: strace (tests/foundation.rs, irq.rs)
+# and gdb (tests/gdb.rs), installed with apt only when missing.
+test-tools:
+	command -v strace >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y strace; }
+	command -v gdb >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y gdb; }
+
+test: guests test-tools linux-fetch check
 	$(LINUX_ENV) $(CARGO) test --all-targets
 	$(LINUX_ENV) $(CARGO) test --doc
 	$(MAKE) fuzz-smoke

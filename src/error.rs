@@ -48,6 +48,9 @@ pub enum Error {
     /// The control socket or `berth ctl`.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// `--gdb`: a bad address, or the socket could not be created.
+    #[error(transparent)]
+    Gdb(#[from] crate::gdb::GdbError),
     /// A snapshot to restore is unusable (found before any VM exists).
     #[error(transparent)]
     Restore(#[from] crate::state::restore::RestoreError),
@@ -93,6 +96,7 @@ impl Error {
             },
             Error::RestoreState { .. } => exit_code::SNAPSHOT_BAD,
             Error::SnapshotToExists(_) => exit_code::SNAPSHOT_WRITE,
+            Error::Gdb(_) => exit_code::USAGE,
         }
     }
 }

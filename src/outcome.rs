@@ -175,6 +175,8 @@ pub enum Outcome {
     Snapshotted(String),
     /// `--snapshot-at`: the snapshot could not be written.
     SnapshotFailed(String),
+    /// gdb's `kill` command (`--gdb`).
+    DebuggerKill,
 }
 
 impl Outcome {
@@ -210,6 +212,7 @@ impl Outcome {
             Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
             Outcome::Stopped | Outcome::Snapshotted(_) => 0,
             Outcome::SnapshotFailed(_) => exit_code::SNAPSHOT_WRITE,
+            Outcome::DebuggerKill => exit_code::DEBUGGER_KILL,
         }
     }
 }
@@ -238,6 +241,7 @@ impl fmt::Display for Outcome {
             Outcome::Stopped => write!(f, "stopped through the control socket"),
             Outcome::Snapshotted(d) => write!(f, "snapshot written to {d}"),
             Outcome::SnapshotFailed(m) => write!(f, "snapshot failed: {m}"),
+            Outcome::DebuggerKill => write!(f, "killed by the debugger (gdb kill)"),
         }
     }
 }
@@ -271,6 +275,9 @@ pub mod exit_code {
     /// process killed by SIGBUS would report, but after a message naming the
     /// region and its file.
     pub const MEMORY_LOST: i32 = 128 + libc::SIGBUS;
+    /// gdb's `kill` (`--gdb`): 128 + SIGKILL, what a shell reports for a
+    /// process killed outright, after an orderly stop.
+    pub const DEBUGGER_KILL: i32 = 128 + libc::SIGKILL;
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub fn controls(c: &Config, p: &Plan, snap: &SnapshotArgs) -> Result<RunControls
         source,
         snapshot_at,
         restored_from: None,
+        gdb: None,
     })
 }
 
@@ -145,6 +146,7 @@ pub fn restore(
             &start,
             stats,
             false,
+            None,
         );
     }
     Ok(crate::cli::print_report(&report, stats, &mut tl, false))

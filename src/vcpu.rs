@@ -8,8 +8,8 @@ use crate::bus::{AddressSpace, Bus, VmEvent};
 use crate::devices::ioapic::Ioapic;
 use crate::devices::sleep::SleepControl;
 use crate::outcome::{FaultKind, Outcome};
+pub use crate::pause::{Parked, Pause};
 use crate::ram_loss;
-use crate::state::vcpu::{VcpuCaps, VcpuState as SavedVcpu};
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::cell::Cell;
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -57,6 +57,8 @@ pub enum VmMessage {
     Control(crate::control::Request, Sender<crate::control::Reply>),
     /// The serial line `--snapshot-at` waits for was printed.
     LineSeen,
+    /// Kick every vCPU out of KVM_RUN (the gdb stub stops the guest).
+    KickAll,
 }
 
 /// A vCPU's state when it stopped.
@@ -110,120 +112,10 @@ pub struct VmShared {
     pub ioapic: Option<Arc<Mutex<Ioapic>>>,
     /// ACPI S3 state (with ACPI tables): vCPUs park here while suspended.
     pub sleep: Option<Arc<SleepControl>>,
-    /// Pause requests (the control socket, snapshots).
+    /// Pause requests (the control socket, snapshots, the gdb stub).
     pub pause: Arc<Pause>,
-}
-
-/// What a parked vCPU left: its saved state, or why saving failed.
-pub type Parked = Result<SavedVcpu, String>;
-
-/// Pausing every vCPU: [`Pause::request`] asks, each vCPU thread completes
-/// its pending I/O, saves its state ([`crate::state::vcpu`]) and parks until
-/// [`Pause::release`]. The vCPU loop only sees "pause requested".
-#[derive(Default)]
-pub struct Pause {
-    inner: Mutex<PauseInner>,
-    cond: Condvar,
-    /// `inner.requested`, readable without the lock: every vCPU checks it
-    /// before each KVM_RUN. Written only under the lock.
-    requested: AtomicBool,
-}
-
-#[derive(Default)]
-struct PauseInner {
-    requested: bool,
-    /// What the vCPU saves: KVM_GET_MSR_INDEX_LIST and the host's caps.
-    msrs: Arc<Vec<u32>>,
-    caps: VcpuCaps,
-    /// Which pause this is: a release starts the next one, so a vCPU still
-    /// asleep from the last pause is not counted as parked in this one.
-    generation: u64,
-    /// Parked vCPUs and the pause they parked in.
-    parked: BTreeMap<u32, u64>,
-    /// States saved by parking vCPUs (with their pause), until taken.
-    states: BTreeMap<u32, (u64, Parked)>,
-}
-
-impl Pause {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PauseInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a pause is requested (checked by the vCPU loop).
-    pub fn requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-
-    /// Asks every vCPU to park, saving the given MSRs; kick them next.
-    pub fn request(&self, msrs: Arc<Vec<u32>>, caps: VcpuCaps) {
-        let mut g = self.lock();
-        g.requested = true;
-        self.requested.store(true, Ordering::SeqCst);
-        g.msrs = msrs;
-        g.caps = caps;
-    }
-
-    /// Takes the states the vCPUs parked in this pause saved.
-    pub fn take_states(&self) -> BTreeMap<u32, Parked> {
-        let mut g = self.lock();
-        let generation = g.generation;
-        std::mem::take(&mut g.states)
-            .into_iter()
-            .filter(|(_, (gen, _))| *gen == generation)
-            .map(|(i, (_, s))| (i, s))
-            .collect()
-    }
-
-    fn parked_now(g: &PauseInner) -> usize {
-        g.parked.values().filter(|&&gen| gen == g.generation).count()
-    }
-
-    /// Waits up to `limit` for the number of vCPUs parked in this pause to
-    /// change; returns it.
-    pub fn wait_parked(&self, limit: std::time::Duration) -> usize {
-        let g = self.lock();
-        let n = Self::parked_now(&g);
-        let (g, _) = self
-            .cond
-            .wait_timeout_while(g, limit, |g| Self::parked_now(g) == n && g.requested)
-            .unwrap_or_else(|e| e.into_inner());
-        Self::parked_now(&g)
-    }
-
-    /// Lets every parked vCPU run again.
-    pub fn release(&self) {
-        let mut g = self.lock();
-        g.requested = false;
-        self.requested.store(false, Ordering::SeqCst);
-        g.generation += 1;
-        self.cond.notify_all();
-    }
-
-    /// Called by a vCPU thread: records its state and waits until released
-    /// (or the VM stops).
-    fn park(&self, index: u32, save: impl FnOnce(&[u32], VcpuCaps) -> Parked, stop: &AtomicBool) {
-        let (msrs, caps) = {
-            let g = self.lock();
-            (g.msrs.clone(), g.caps)
-        };
-        let state = save(&msrs, caps);
-        let mut g = self.lock();
-        let generation = g.generation;
-        g.parked.insert(index, generation);
-        g.states.insert(index, (generation, state));
-        self.cond.notify_all();
-        while g.requested && g.generation == generation && !stop.load(Ordering::SeqCst) {
-            g = self
-                .cond
-                .wait_timeout(g, std::time::Duration::from_millis(20))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        g.parked.remove(&index);
-        if g.states.get(&index).is_some_and(|(gen, _)| *gen == generation) {
-            g.states.remove(&index);
-        }
-    }
+    /// The gdb stub's side of `KVM_EXIT_DEBUG` (`--gdb`), if any.
+    pub debug: Option<Arc<crate::gdb::Stops>>,
 }
 
 thread_local! {
@@ -464,6 +356,7 @@ impl Vcpu {
         let (fd, index) = (&self.fd, self.index);
         shared.pause.park(
             index,
+            fd,
             |msrs, caps| crate::state::vcpu::save(fd, index, msrs, caps).map_err(|e| e.to_string()),
             &shared.stop,
         );
@@ -603,7 +496,12 @@ impl Vcpu {
                     format!("KVM_EXIT_UNKNOWN, hardware exit reason {hw:#x}"),
                 ));
             }
-            Exit::Debug => self.count("debug"),
+            Exit::Debug(arch) => {
+                self.count("debug");
+                if let Some(d) = &self.shared.debug {
+                    d.debug_exit(&self.shared.pause, self.index, arch);
+                }
+            }
             Exit::Intr => self.count("intr"),
             Exit::Other(name) => {
                 self.count("other");
@@ -767,7 +665,7 @@ enum Exit {
     /// KVM_EXIT_UNKNOWN; its hardware exit reason is read from kvm_run,
     /// unless the exit was injected with one (`outcome::injected_exit`).
     Unknown(Option<u64>),
-    Debug,
+    Debug(kvm_bindings::kvm_debug_exit_arch),
     Intr,
     Other(String),
 }
@@ -793,7 +691,7 @@ impl From<VcpuExit<'_>> for Exit {
             VcpuExit::InternalError => Exit::InternalError,
             VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry(reason, cpu),
             VcpuExit::Unknown => Exit::Unknown(None),
-            VcpuExit::Debug(_) => Exit::Debug,
+            VcpuExit::Debug(arch) => Exit::Debug(arch),
             VcpuExit::IrqWindowOpen | VcpuExit::Intr => Exit::Intr,
             other => Exit::Other(format!("{other:?}")),
         }

@@ -147,6 +147,8 @@ pub struct RunControls {
     /// A restored run: the snapshot it came from (the base of the next
     /// incremental snapshot).
     pub restored_from: Option<std::path::PathBuf>,
+    /// `--gdb`: the debugger's socket.
+    pub gdb: Option<crate::gdb::GdbControl>,
 }
 
 /// Runs the VM to its end.
@@ -187,6 +189,10 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         None => None,
     };
 
+    let stops = controls
+        .gdb
+        .as_ref()
+        .map(|_| Arc::new(crate::gdb::Stops::new(tx.clone())));
     let shared = Arc::new(VmShared {
         stop: std::sync::atomic::AtomicBool::new(false),
         bus: vm.bus.clone(),
@@ -196,7 +202,12 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
         ioapic: vm.ioapic.clone(),
         sleep: vm.sleep.clone(),
         pause,
+        debug: stops.clone(),
     });
+    if controls.gdb.as_ref().is_some_and(|g| g.wait) {
+        // `--gdb-wait`: every vCPU parks before its first KVM_RUN.
+        shared.pause.request_quiet();
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
     let mut outcome = None;
@@ -211,6 +222,15 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     }
     drop(tx);
     let vcpus_started = crate::clock::since_start();
+    let mut gdb_server = None;
+    if let (Some(g), Some(stops)) = (controls.gdb, &stops) {
+        match crate::gdb::serve(g, shared.clone(), stops.clone(), handles.len()) {
+            Ok(s) => gdb_server = Some(s),
+            Err(e) => {
+                outcome.get_or_insert(Outcome::Host(format!("cannot start the gdb thread: {e}")));
+            }
+        }
+    }
     // Every thread of this run exists now: filters are inherited by threads
     // created later, so the main thread's comes last.
     if opts.seccomp_main {
@@ -276,6 +296,11 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
                 let _ = reply.send(r);
                 outcome = end;
             }
+            Ok(VmMessage::KickAll) => {
+                for h in &handles {
+                    h.kick();
+                }
+            }
             Ok(VmMessage::LineSeen) => {
                 if let Some(at) = &snapshot_at {
                     // Paused first, so the VM stays paused after the snapshot
@@ -315,12 +340,16 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     }
 
     // Stop: flag, kick (and let S3-parked vCPUs go), collect, join.
+    if let (Some(s), Some(o)) = (&stops, &outcome) {
+        s.set_exit_code(o.exit_code());
+    }
     shared.stop.store(true, Ordering::SeqCst);
     if let Some(s) = &shared.sleep {
         s.release();
     }
     shared.pause.release();
     drop(server);
+    drop(gdb_server);
     let deadline = Instant::now() + STOP_GRACE;
     while finished < total && Instant::now() < deadline {
         for h in &handles {
@@ -335,7 +364,7 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
             Ok(VmMessage::Control(_, reply)) => {
                 let _ = reply.send(crate::control::error_reply("the VM is stopping"));
             }
-            Ok(VmMessage::Outcome(_) | VmMessage::Suspended | VmMessage::LineSeen)
+            Ok(VmMessage::Outcome(_) | VmMessage::Suspended | VmMessage::LineSeen | VmMessage::KickAll)
             | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }

@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample
+TEST_GUESTS := gdb gdbirq spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)
@@ -34,6 +34,9 @@ APIC_GUESTS := rtc resample
 TEST_OBJS   += test/apic.o
 $(addsuffix .elf,$(APIC_GUESTS)): %.elf: test/%.o test/apic.o $(TEST_LIB) $(TEST_LD)
 	$(CC) $(TEST_LDFLAGS) -o $@ $< test/apic.o $(TEST_LIB)
+
+# The gdb stub's guest carries debug info (tests/gdb.rs: `break`, `x`, `watch` by symbol).
+test/gdb.o test/gdbirq.o: TEST_ASFLAGS += -g
 
 # Keep the objects (make would otherwise delete them as intermediates).
 .SECONDARY: $(TEST_OBJS)

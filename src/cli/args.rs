@@ -95,6 +95,15 @@ const RUN: &[Opt] = &[
         "DURATION",
         "End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout",
     ),
+    valued(
+        "gdb",
+        "ADDR",
+        "Serve the GDB remote protocol at ADDR: tcp:HOST:PORT or unix:PATH (README \"Debugging with gdb\")",
+    ),
+    flag(
+        "gdb-wait",
+        "With --gdb: hold every vCPU before its first instruction until gdb attaches and continues",
+    ),
 ];
 
 const OVERRIDES: &[Opt] = &[
@@ -527,9 +536,28 @@ fn snapshot(m: &Matches) -> Result<SnapshotArgs, Printout> {
     })
 }
 
+/// A usage error for an option given without the one it needs.
+fn requires(m: &Matches, long: &str, needed: &str) -> Result<(), Printout> {
+    match m.given.iter().find(|(o, _)| o.long == long) {
+        Some((opt, _)) if !m.flag(needed) => {
+            let shown = match opt.value {
+                Some(v) => format!("--{long} <{v}>"),
+                None => format!("--{long}"),
+            };
+            Err(error(format!(
+                "error: '{shown}' needs '--{needed}', which was not given\n\n{TRY}\n"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The typed command of a subcommand's matches.
 fn command(m: Matches) -> Result<Command, Printout> {
     let first = || PathBuf::from(&m.positionals[0]);
+    if m.spec.name == "run" {
+        requires(&m, "gdb-wait", "gdb")?;
+    }
     Ok(match m.spec.name {
         "run" => Command::Run {
             file: first(),
@@ -548,6 +576,8 @@ fn command(m: Matches) -> Result<Command, Printout> {
             timeout: m.value("timeout", config::parse_duration)?,
             overrides: overrides(&m)?,
             snap: snapshot(&m)?,
+            gdb: m.text("gdb")?,
+            gdb_wait: m.flag("gdb-wait"),
         },
         "restore" => Command::Restore {
             dir: first(),
@@ -731,6 +761,10 @@ mod tests {
             (
                 &["run", "m", "--vcpus", "abc"][..],
                 "invalid value 'abc' for '--vcpus <N>': invalid digit found in string",
+            ),
+            (
+                &["run", "m", "--gdb-wait"][..],
+                "'--gdb-wait' needs '--gdb', which was not given",
             ),
             (
                 &["plan", "m", "--format", "yaml"][..],

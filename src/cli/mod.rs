@@ -33,6 +33,10 @@ pub enum Command {
         overrides: OverrideArgs,
         /// Snapshot options and the control socket.
         snap: SnapshotArgs,
+        /// Serve the GDB remote protocol at ADDR: tcp:HOST:PORT or unix:PATH (README "Debugging with gdb").
+        gdb: Option<String>,
+        /// With --gdb: hold every vCPU before its first instruction until gdb attaches and continues.
+        gdb_wait: bool,
     },
     /// Restore a snapshot and run it on.
     Restore {
@@ -227,6 +231,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             no_seccomp,
             overrides,
             snap,
+            gdb,
+            gdb_wait,
         } => {
             if no_seccomp {
                 crate::seccomp::disable();
@@ -266,9 +272,36 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
-            boot_loop(&c, &p, &opts, &run_opts, &snap, &start_path, stats, boot_digest)
+            // Bound once: gdb may stay attached across restarts; only the
+            // first boot waits for it.
+            let gdb = match gdb {
+                Some(addr) => Some(BootGdb {
+                    listener: std::sync::Arc::new(crate::gdb::bind(&addr)?),
+                    wait: gdb_wait,
+                }),
+                None => None,
+            };
+            boot_loop(
+                &c,
+                &p,
+                &opts,
+                &run_opts,
+                &snap,
+                &start_path,
+                stats,
+                boot_digest,
+                gdb,
+            )
         }
     }
+}
+
+/// `--gdb` for [`boot_loop`]: the bound socket and `--gdb-wait`.
+pub(crate) struct BootGdb {
+    /// The listening socket, shared by the runs of a restarting machine.
+    pub listener: std::sync::Arc<crate::gdb::Listener>,
+    /// `--gdb-wait`: the first boot waits for gdb.
+    pub wait: bool,
 }
 
 /// Boots the machine and runs it to its end; with `on_reboot = "restart"`
@@ -284,12 +317,20 @@ pub(crate) fn boot_loop(
     start_path: &crate::clock::Timeline,
     stats: bool,
     boot_digest: bool,
+    gdb: Option<BootGdb>,
 ) -> Result<i32, Error> {
+    let mut first_boot = true;
     loop {
         if let Some(sig) = run_opts.signals.pending() {
             return Ok(Outcome::Signal(sig).exit_code());
         }
-        let controls = crate::snapshot_cli::controls(c, p, snap)?;
+        let mut controls = crate::snapshot_cli::controls(c, p, snap)?;
+        controls.gdb = gdb.as_ref().map(|g| crate::gdb::GdbControl {
+            listener: g.listener.clone(),
+            wait: g.wait && first_boot,
+            last_run: p.machine.on_reboot != "restart",
+        });
+        first_boot = false;
         let mut tl = start_path.clone();
         let vm = build::build(c, p, opts, &mut tl).map_err(|e| match e {
             build::BuildError::Kernel(source) => Error::Kernel {
@@ -342,7 +383,8 @@ pub(crate) fn print_report(
         | Outcome::Host(_)
         | Outcome::Panic(_)
         | Outcome::MemoryLost(_)
-        | Outcome::SnapshotFailed(_)) => {
+        | Outcome::SnapshotFailed(_)
+        | Outcome::DebuggerKill) => {
             eprintln!("berth: {o}")
         }
         o @ Outcome::Timeout(_) => {

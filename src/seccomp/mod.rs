@@ -28,12 +28,13 @@
 //!
 //! | kind | own calls |
 //! | --- | --- |
-//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twenty-one KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE, to save a parked vCPU KVM_GET_FPU, _XSAVE, _XCRS, _DEBUGREGS, _LAPIC, _MSRS, _CPUID2, _VCPU_EVENTS on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI, and KVM_IRQFD to lower a resampled irq-line, on the VM fd) |
+//! | [`ThreadKind::Vcpu`] | `ioctl` with one of twenty-three KVM requests only (KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE, KVM_GET_MP_STATE, for the S3 wake-up reset KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MP_STATE, to save a parked vCPU KVM_GET_FPU, _XSAVE, _XCRS, _DEBUGREGS, _LAPIC, _MSRS, _CPUID2, _VCPU_EVENTS, for the gdb stub KVM_SET_GUEST_DEBUG and KVM_SET_FPU on the vCPU fd; KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI, and KVM_IRQFD to lower a resampled irq-line, on the VM fd) |
 //! | [`ThreadKind::SerialOut`] | none |
 //! | [`ThreadKind::RtcTimer`] | `ioctl` with the four interrupt requests on the VM fd only (KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_SIGNAL_MSI) |
 //! | [`ThreadKind::IrqResample`] | `read` (the resample eventfd), `ioctl` with KVM_GET_IRQCHIP only (the IOAPIC's trigger modes) |
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
+//! | [`ThreadKind::Gdb`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the debugger's socket) |
 //! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
@@ -87,11 +88,14 @@ pub enum ThreadKind {
     /// (`--control`, `--snapshot-at`, `dirty_log`): [`ThreadKind::Main`]
     /// plus writing the snapshot directory and the VM-wide KVM reads.
     Snapshot,
+    /// The `gdb` thread (`--gdb`): serves the debugger's connection; the
+    /// vCPUs make every KVM call for it.
+    Gdb,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Vcpu,
         ThreadKind::SerialOut,
         ThreadKind::RtcTimer,
@@ -99,6 +103,7 @@ impl ThreadKind {
         ThreadKind::Main,
         ThreadKind::Control,
         ThreadKind::Snapshot,
+        ThreadKind::Gdb,
     ];
 
     /// The kind's name, as in messages.
@@ -111,6 +116,7 @@ impl ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::Control => "control",
             ThreadKind::Snapshot => "main",
+            ThreadKind::Gdb => "gdb",
         }
     }
 }
@@ -212,6 +218,19 @@ const CONTROL_CALLS: &[Sys] = sys![
     SYS_unlink
 ];
 
+/// The `gdb` thread's own calls: wait for and accept a debugger, read its
+/// packets (writes are in every list), set TCP_NODELAY, remove a Unix
+/// socket file at the end.
+const GDB_CALLS: &[Sys] = sys![
+    SYS_poll,
+    SYS_accept4,
+    SYS_read,
+    SYS_recvfrom,
+    SYS_sendto,
+    SYS_setsockopt,
+    SYS_unlink
+];
+
 /// The snapshot-writing main thread's own calls: create, write and rename
 /// the directory and its (sparse) files, read manifests and
 /// `/proc/self/pagemap` (untouched pages are skipped), clean up a failed
@@ -246,6 +265,7 @@ impl ThreadKind {
             ThreadKind::Control => CONTROL_CALLS,
             ThreadKind::Snapshot => SNAPSHOT_CALLS,
             ThreadKind::IrqResample => RESAMPLE_CALLS,
+            ThreadKind::Gdb => GDB_CALLS,
             _ => &[],
         }
     }
@@ -385,6 +405,9 @@ mod kvm_nr {
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    // On the vCPU fd: the gdb stub's breakpoints, single-step and FPU writes.
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_GUEST_DEBUG, KVMIO, 0x9b, kvm_bindings::kvm_guest_debug);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
     // On the VM fd: the chips and the dirty log, read by the snapshot thread.
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
@@ -404,10 +427,10 @@ fn snapshot_ioctls() -> [(&'static str, u64); 4] {
 
 /// How many of [`vcpu_ioctls`] are on the vCPU fd (the next four,
 /// interrupt requests on the VM fd, are the `rtc` thread's too).
-const VCPU_FD_IOCTLS: usize = 16;
+const VCPU_FD_IOCTLS: usize = 18;
 
 /// The only ioctl requests a vCPU thread may make (name, request).
-fn vcpu_ioctls() -> [(&'static str, u64); 21] {
+fn vcpu_ioctls() -> [(&'static str, u64); 23] {
     [
         ("KVM_RUN", kvm_nr::KVM_RUN()),
         ("KVM_GET_REGS", kvm_nr::KVM_GET_REGS()),
@@ -425,6 +448,8 @@ fn vcpu_ioctls() -> [(&'static str, u64); 21] {
         ("KVM_GET_MSRS", kvm_nr::KVM_GET_MSRS()),
         ("KVM_GET_CPUID2", kvm_nr::KVM_GET_CPUID2()),
         ("KVM_GET_VCPU_EVENTS", kvm_nr::KVM_GET_VCPU_EVENTS()),
+        ("KVM_SET_GUEST_DEBUG", kvm_nr::KVM_SET_GUEST_DEBUG()),
+        ("KVM_SET_FPU", kvm_nr::KVM_SET_FPU()),
         ("KVM_IRQ_LINE", kvm_nr::KVM_IRQ_LINE()),
         ("KVM_IRQ_LINE_STATUS", kvm_nr::KVM_IRQ_LINE_STATUS()),
         ("KVM_SET_GSI_ROUTING", kvm_nr::KVM_SET_GSI_ROUTING()),
@@ -505,7 +530,7 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
         ThreadKind::RtcTimer => &vcpu_ioctls()[VCPU_FD_IOCTLS..VCPU_FD_IOCTLS + 4],
         ThreadKind::IrqResample => &resample_ioctls(),
         ThreadKind::Snapshot => &snapshot,
-        ThreadKind::SerialOut | ThreadKind::Control => &[],
+        ThreadKind::SerialOut | ThreadKind::Control | ThreadKind::Gdb => &[],
     };
     if !ioctls.is_empty() {
         // The kernel reads the request as an unsigned int: compare 32 bits.
@@ -562,6 +587,7 @@ fn named_calls() -> impl Iterator<Item = &'static Sys> {
         .chain(FORBIDDEN_NAMES)
         .chain(CONTROL_CALLS)
         .chain(SNAPSHOT_CALLS)
+        .chain(GDB_CALLS)
 }
 
 /// Test-only fault injection: when the environment variable

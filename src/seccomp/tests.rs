@@ -59,12 +59,12 @@ fn lists_are_consistent() {
         assert_eq!(
             rules.get(&libc::SYS_ioctl).map(Vec::len),
             match kind {
-                ThreadKind::Vcpu => Some(21),
+                ThreadKind::Vcpu => Some(23),
                 ThreadKind::IrqResample => Some(1),
                 ThreadKind::Main => Some(3),
                 ThreadKind::RtcTimer => Some(4),
                 ThreadKind::Snapshot => Some(7),
-                ThreadKind::SerialOut | ThreadKind::Control => None,
+                ThreadKind::SerialOut | ThreadKind::Control | ThreadKind::Gdb => None,
             },
             "{kind}: ioctl"
         );
@@ -72,7 +72,7 @@ fn lists_are_consistent() {
             // Interrupt requests only: no KVM_RUN, no register reads.
             assert_eq!(rules[&libc::SYS_ioctl].len(), 4);
             assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS].0, "KVM_IRQ_LINE");
-            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS - 1].0, "KVM_GET_VCPU_EVENTS");
+            assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS - 1].0, "KVM_SET_FPU");
             // The vCPUs' KVM_IRQFD (resampled irq-lines) is not the RTC's.
             assert_eq!(vcpu_ioctls()[VCPU_FD_IOCTLS + 4].0, "KVM_IRQFD");
         }
@@ -83,7 +83,7 @@ fn lists_are_consistent() {
         );
         assert_eq!(
             rules.contains_key(&libc::SYS_sendto),
-            kind == ThreadKind::Control,
+            matches!(kind, ThreadKind::Control | ThreadKind::Gdb),
             "{kind}: sendto"
         );
     }
@@ -139,6 +139,8 @@ fn kvm_request_numbers_match_linux_headers() {
         ("KVM_GET_MSRS", 0xc008_ae88),
         ("KVM_GET_CPUID2", 0xc008_ae91),
         ("KVM_GET_VCPU_EVENTS", 0x8040_ae9f),
+        ("KVM_SET_GUEST_DEBUG", 0x4048_ae9b),
+        ("KVM_SET_FPU", 0x41a0_ae8d),
         ("KVM_IRQ_LINE", 0x4008_ae61),
         ("KVM_IRQ_LINE_STATUS", 0xc008_ae67),
         ("KVM_SET_GSI_ROUTING", 0x4008_ae6a),
