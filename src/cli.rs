@@ -41,6 +41,9 @@ pub enum Command {
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
         #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
         timeout: Option<u64>,
+        /// Wait for a live migration on ADDR (unix:PATH or tcp:HOST:PORT) instead of booting; run the guest it brings.
+        #[arg(long, value_name = "ADDR")]
+        incoming: Option<String>,
         /// Overrides of the machine file.
         #[command(flatten)]
         overrides: OverrideArgs,
@@ -72,7 +75,7 @@ pub enum Command {
     Ctl {
         /// The control socket.
         socket: PathBuf,
-        /// pause, resume, snapshot DIR [--incremental], stats, stop.
+        /// pause, resume, snapshot DIR [--incremental], stats, stop, migrate ADDR [--max-downtime D] [--max-rounds N] [--max-bandwidth SIZE].
         command: String,
         /// The command's arguments.
         #[arg(allow_hyphen_values = true)]
@@ -242,6 +245,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             disable_cap,
             timeout,
             no_seccomp,
+            incoming,
             overrides,
             snap,
         } => {
@@ -281,6 +285,16 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
+            if let Some(addr) = incoming {
+                let mut tl = start_path.clone();
+                let report =
+                    crate::migrate::target::run_incoming(&addr, &c, &p, &snap, &opts, &run_opts, &mut tl)?;
+                let restart = report.outcome.resets_the_machine() && p.machine.on_reboot == "restart";
+                if !restart {
+                    return Ok(print_report(&report, stats, &mut tl, false));
+                }
+                print_report(&report, stats, &mut tl, true);
+            }
             loop {
                 if let Some(sig) = signals.pending() {
                     return Ok(Outcome::Signal(sig).exit_code());
@@ -343,6 +357,7 @@ pub(crate) fn print_report(
         | Outcome::SnapshotFailed(_)) => {
             eprintln!("berth: {o}")
         }
+        o @ Outcome::Migrated(_) => eprintln!("berth: {o}"),
         o @ Outcome::Timeout(_) => {
             eprintln!("berth: {o}");
             for s in &report.vcpu_states {

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod error;
 pub mod kvm;
 pub mod memory;
+pub mod migrate;
 pub mod outcome;
 pub mod plan;
 pub mod ram_loss;

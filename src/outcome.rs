@@ -88,6 +88,8 @@ pub enum Outcome {
     Snapshotted(String),
     /// `--snapshot-at`: the snapshot could not be written.
     SnapshotFailed(String),
+    /// The guest migrated away (to this address) and runs there now.
+    Migrated(String),
 }
 
 impl Outcome {
@@ -121,7 +123,7 @@ impl Outcome {
             Outcome::Host(_) => exit_code::HOST,
             Outcome::Panic(_) => exit_code::PANIC,
             Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
-            Outcome::Stopped | Outcome::Snapshotted(_) => 0,
+            Outcome::Stopped | Outcome::Snapshotted(_) | Outcome::Migrated(_) => 0,
             Outcome::SnapshotFailed(_) => exit_code::SNAPSHOT_WRITE,
         }
     }
@@ -150,6 +152,7 @@ impl fmt::Display for Outcome {
             Outcome::Stopped => write!(f, "stopped through the control socket"),
             Outcome::Snapshotted(d) => write!(f, "snapshot written to {d}"),
             Outcome::SnapshotFailed(m) => write!(f, "snapshot failed: {m}"),
+            Outcome::Migrated(to) => write!(f, "migrated to {to}"),
         }
     }
 }
@@ -176,6 +179,12 @@ pub mod exit_code {
     pub const SNAPSHOT_WRITE: i32 = 9;
     /// `berth ctl`: the VMM answered with an error.
     pub const CONTROL_REPLY: i32 = 10;
+    /// `--incoming`: the migration failed before the guest could run here
+    /// (the stream broke, timed out or is not a migration stream, the source
+    /// went away before committing, the state did not load).
+    pub const MIGRATE_FAILED: i32 = 11;
+    /// `--incoming`: the source is another machine (its plan digest differs).
+    pub const MIGRATE_OTHER_MACHINE: i32 = 12;
     /// berth itself failed: a thread panicked (a bug; the message says where).
     pub const PANIC: i32 = 70;
     /// Guest RAM lost its backing (a file truncated under the guest): a vCPU

@@ -64,6 +64,7 @@ fn source(c: &Config, p: &Plan) -> Result<Source, Error> {
                 guest_addr: s.guest_addr.0,
                 size: s.size.0,
                 dirty_log: s.dirty_log,
+                readonly: s.readonly,
             })
             .collect(),
     })

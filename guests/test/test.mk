@@ -38,9 +38,9 @@ test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
 #                segment at 0x7000
 #   mb-acpi.elf  the same at 0xe8000, over the ACPI tables: berth refuses it
 # counter-hot: counter.S whose AP dirties 4096 pages (16 MiB) a pass, faster
-# than a bandwidth-limited migration can send them.
+# than a bandwidth-limited migration can send them; it counts to 10000.
 test/counter-hot.o: test/counter.S test/lib.h test/test.mk
-	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -DCOUNTER_AP_PAGES=4096 -o $@ $<
+	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -DCOUNTER_AP_PAGES=4096 -DCOUNTER_N=10000 -o $@ $<
 
 .DEFAULT_GOAL := all
 PLAIN_ELFS := pvh-gcc.elf mb-low.elf mb-acpi.elf

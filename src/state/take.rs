@@ -26,6 +26,8 @@ pub struct Slot {
     pub size: u64,
     /// KVM_MEM_LOG_DIRTY_PAGES is on.
     pub dirty_log: bool,
+    /// Read-only to the guest.
+    pub readonly: bool,
 }
 
 /// What a snapshot takes from the plan and the machine file.

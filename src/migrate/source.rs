@@ -1,0 +1,330 @@
+//! The source side of a live migration: pre-copy on KVM's dirty log.
+//!
+//! 1. Connect, `hello` (plan digest, vCPUs, memslots); the target answers
+//!    before anything else happens, so a refusal costs the guest nothing.
+//! 2. Dirty logging on for every writable memslot (KVM_SET_USER_MEMORY_REGION
+//!    on the live slot with KVM_MEM_LOG_DIRTY_PAGES), whatever the plan's
+//!    `dirty_log`; then every non-zero page, while the guest runs.
+//! 3. Rounds: read the dirty log, estimate the downtime of sending those
+//!    pages at the observed bandwidth; send them and repeat until the
+//!    estimate fits [`Options::max_downtime_ms`] or
+//!    [`Options::max_rounds`] is reached.
+//! 4. Pause, send the last dirty pages, the VM state and `end`; wait for the
+//!    target's `ack`, send `commit`. From `commit` on the guest lives on the
+//!    target; before it, any failure resumes the guest here.
+//!
+//! Logging is turned off again for the slots whose plan has it off,
+//! whatever the result.
+
+use super::stream::{self, End, Hello, Kind, PageBatch, Reply, PAGE, RECORD_HEAD};
+use super::{Address, Conn, MigrateError, Options};
+use crate::state::dirty;
+use crate::state::take::Slot;
+use crate::state::VmState;
+use kvm_ioctls::VmFd;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// What the migration asks of the running VM (the run loop's controller).
+pub trait Vm {
+    /// Parks every vCPU.
+    fn pause(&mut self) -> Result<(), String>;
+    /// Lets them run again (after a failure).
+    fn resume(&mut self);
+    /// The whole state of the paused VM (serial output flushed first).
+    fn state(&mut self) -> Result<VmState, String>;
+    /// A reason to give up (a signal), checked between sections.
+    fn aborted(&self) -> Option<String>;
+    /// Pages the migration read from KVM's dirty log of `slot` (so an
+    /// incremental snapshot after a failed migration misses nothing).
+    fn note_dirty(&mut self, slot: u32, pages: &[u64]);
+}
+
+/// The machine as the migration sees it.
+pub struct Machine<'a> {
+    /// The plan digest.
+    pub plan_sha256: &'a str,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// The VM fd.
+    pub fd: &'a VmFd,
+    /// Guest memory.
+    pub mem: &'a GuestMemoryMmap,
+    /// Memslots.
+    pub slots: &'a [Slot],
+}
+
+/// A finished migration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Migrated {
+    /// Rounds of dirty pages sent while the guest ran (after the first pass).
+    pub rounds: u32,
+    /// Page records sent.
+    pub pages: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pages sent while paused.
+    pub last_pages: u64,
+    /// The downtime estimated before pausing, ms.
+    pub estimated_downtime_ms: f64,
+    /// From pause to the target's ack, ms.
+    pub downtime_ms: f64,
+    /// From connect to commit, ms.
+    pub total_ms: f64,
+}
+
+/// Bandwidth assumed before anything was sent (bytes/s).
+const FIRST_GUESS: f64 = 100e6;
+
+/// Bytes on the wire and the time spent writing them.
+struct Sender {
+    conn: Conn,
+    bytes: u64,
+    write_time: Duration,
+    started: Instant,
+    limit: Option<u64>,
+}
+
+impl Sender {
+    fn send(&mut self, batch: &mut PageBatch, throttle: bool) -> Result<(), MigrateError> {
+        let t = Instant::now();
+        self.bytes += batch.flush(&mut self.conn)?;
+        self.write_time += t.elapsed();
+        if let (Some(bps), true) = (self.limit, throttle) {
+            // Keep the average at the limit: sleep until the bytes sent so
+            // far are due.
+            let due = Duration::from_secs_f64(self.bytes as f64 / bps.max(1) as f64);
+            if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+        Ok(())
+    }
+
+    /// The bandwidth the estimate counts on, bytes/s: the link's, as
+    /// observed in the time spent writing, capped by the limit.
+    fn bandwidth(&self) -> f64 {
+        let secs = self.write_time.as_secs_f64();
+        let link = if self.bytes < 1 << 20 || secs <= 0.0 {
+            FIRST_GUESS
+        } else {
+            self.bytes as f64 / secs
+        };
+        self.limit.map_or(link, |l| link.min(l as f64))
+    }
+}
+
+/// Turns dirty logging on for the writable slots, and back off (for those
+/// whose plan has it off) when dropped.
+struct Logging<'a> {
+    m: &'a Machine<'a>,
+    on: Vec<&'a Slot>,
+}
+
+impl<'a> Logging<'a> {
+    fn start(m: &'a Machine<'a>) -> Result<Logging<'a>, MigrateError> {
+        let mut l = Logging { m, on: Vec::new() };
+        for s in m.slots.iter().filter(|s| !s.readonly && !s.dirty_log) {
+            crate::memory::set_slot(m.fd, m.mem, s.slot, s.guest_addr, false, true)
+                .map_err(|e| MigrateError::Refused(format!("cannot turn on dirty logging: {e}")))?;
+            l.on.push(s);
+        }
+        Ok(l)
+    }
+}
+
+impl Drop for Logging<'_> {
+    fn drop(&mut self) {
+        for s in &self.on {
+            if let Err(e) = crate::memory::set_slot(self.m.fd, self.m.mem, s.slot, s.guest_addr, false, false)
+            {
+                log::warn!("migration: cannot turn dirty logging off again: {e}");
+            }
+        }
+    }
+}
+
+/// Reads the dirty log of every writable slot.
+fn dirty_pages(m: &Machine, vm: &mut dyn Vm) -> Result<BTreeMap<u32, BTreeSet<u64>>, MigrateError> {
+    let mut out = BTreeMap::new();
+    for s in m.slots.iter().filter(|s| !s.readonly) {
+        let pages = dirty::read_slot(m.fd, s)?;
+        vm.note_dirty(s.slot, &pages);
+        out.insert(s.slot, pages.into_iter().collect());
+    }
+    Ok(out)
+}
+
+fn count(d: &BTreeMap<u32, BTreeSet<u64>>) -> u64 {
+    d.values().map(|p| p.len() as u64).sum()
+}
+
+/// Copies page `page` of slot `s` out of guest memory.
+fn read_page(m: &Machine, s: &Slot, page: u64, buf: &mut [u8]) -> Result<(), MigrateError> {
+    m.mem
+        .read_slice(buf, GuestAddress(s.guest_addr + page * PAGE as u64))
+        .map_err(|e| MigrateError::Refused(format!("cannot read guest page {page} of slot {}: {e}", s.slot)))
+}
+
+/// Sends the listed pages (zero pages as zero records); returns how many.
+fn send_pages(
+    m: &Machine,
+    tx: &mut Sender,
+    pages: &BTreeMap<u32, BTreeSet<u64>>,
+    throttle: bool,
+    vm: &dyn Vm,
+) -> Result<u64, MigrateError> {
+    let mut batch = PageBatch::default();
+    let mut buf = vec![0u8; PAGE];
+    let mut n = 0;
+    for (slot, set) in pages {
+        let Some(s) = m.slots.iter().find(|s| s.slot == *slot) else {
+            continue;
+        };
+        for &p in set {
+            read_page(m, s, p, &mut buf)?;
+            n += 1;
+            if batch.push(s.slot, p, &buf) {
+                tx.send(&mut batch, throttle)?;
+                if let Some(why) = vm.aborted() {
+                    return Err(MigrateError::Aborted(why));
+                }
+            }
+        }
+    }
+    tx.send(&mut batch, throttle)?;
+    Ok(n)
+}
+
+/// The first pass: every non-zero page of every slot.
+fn send_all(m: &Machine, tx: &mut Sender, vm: &dyn Vm) -> Result<u64, MigrateError> {
+    let mut batch = PageBatch::default();
+    let mut buf = vec![0u8; PAGE];
+    let mut n = 0;
+    for s in m.slots {
+        for p in 0..s.size / PAGE as u64 {
+            read_page(m, s, p, &mut buf)?;
+            if stream::is_zero(&buf) {
+                continue;
+            }
+            n += 1;
+            if batch.push(s.slot, p, &buf) {
+                tx.send(&mut batch, true)?;
+                if let Some(why) = vm.aborted() {
+                    return Err(MigrateError::Aborted(why));
+                }
+            }
+        }
+    }
+    tx.send(&mut batch, true)?;
+    Ok(n)
+}
+
+/// Migrates the running VM to `to`. On error the guest runs on here (it is
+/// resumed if this paused it); on success it is paused for good and lives
+/// on at the target.
+pub fn migrate(
+    to: &Address,
+    opts: &Options,
+    m: &Machine,
+    vm: &mut dyn Vm,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Migrated, MigrateError> {
+    let started = Instant::now();
+    let conn = Conn::connect(to).map_err(|source| stream::StreamError::Io {
+        what: "connecting",
+        source,
+    })?;
+    let mut tx = Sender {
+        conn,
+        bytes: 0,
+        write_time: Duration::ZERO,
+        started,
+        limit: opts.max_bandwidth,
+    };
+    // 1. Who we are; the target's answer comes before anything else.
+    stream::write_magic(&mut tx.conn)?;
+    let hello = Hello {
+        plan_sha256: m.plan_sha256.to_string(),
+        vcpus: m.vcpus,
+        slots: m.slots.iter().map(|s| (s.slot, s.guest_addr, s.size)).collect(),
+    };
+    tx.bytes += stream::write_json(&mut tx.conn, Kind::Hello, &hello)?;
+    stream::read_magic(&mut tx.conn)?;
+    let reply: Reply = stream::read_json(&mut tx.conn, Kind::Reply, "reply")?;
+    if !reply.ok {
+        return Err(MigrateError::Refused(format!(
+            "the target refused: {}",
+            reply.error.unwrap_or_default()
+        )));
+    }
+    // 2. Dirty logging, then everything that is not zero.
+    let logging = Logging::start(m)?;
+    let mut round_start = Instant::now();
+    let mut result = Migrated {
+        pages: send_all(m, &mut tx, vm)?,
+        ..Migrated::default()
+    };
+    // 3. Rounds while the guest runs.
+    let pending = loop {
+        if let Some(why) = vm.aborted() {
+            return Err(MigrateError::Aborted(why));
+        }
+        let dirty = dirty_pages(m, vm)?;
+        let n = count(&dirty);
+        let rate = n as f64 / round_start.elapsed().as_secs_f64().max(1e-6);
+        let estimate = n as f64 * (PAGE + RECORD_HEAD) as f64 / tx.bandwidth() * 1000.0;
+        progress(&format!(
+            "berth: migrate round {}: {} pages sent ({:.1} MiB), {n} dirty ({rate:.0} pages/s), estimated downtime {estimate:.1} ms",
+            result.rounds,
+            result.pages,
+            tx.bytes as f64 / (1 << 20) as f64,
+        ));
+        result.estimated_downtime_ms = estimate;
+        if estimate <= opts.max_downtime_ms as f64 || result.rounds >= opts.max_rounds {
+            break dirty;
+        }
+        round_start = Instant::now();
+        result.pages += send_pages(m, &mut tx, &dirty, true, vm)?;
+        result.rounds += 1;
+    };
+    // 4. Pause; from here on a failure resumes the guest.
+    vm.pause().map_err(MigrateError::Aborted)?;
+    let paused = Instant::now();
+    let finish = |tx: &mut Sender, vm: &mut dyn Vm, result: &mut Migrated| -> Result<(), MigrateError> {
+        let mut last = dirty_pages(m, vm)?;
+        for (slot, set) in pending {
+            last.entry(slot).or_default().extend(set);
+        }
+        result.last_pages = send_pages(m, tx, &last, false, vm)?;
+        result.pages += result.last_pages;
+        let state = vm.state().map_err(MigrateError::Aborted)?;
+        tx.bytes += stream::write_section(&mut tx.conn, Kind::State, &state.to_bytes())?;
+        let end = End {
+            rounds: result.rounds,
+            pages: result.pages,
+        };
+        tx.bytes += stream::write_json(&mut tx.conn, Kind::End, &end)?;
+        let ack: Reply = stream::read_json(&mut tx.conn, Kind::Ack, "ack")?;
+        if !ack.ok {
+            return Err(MigrateError::Refused(format!(
+                "the target could not load the state: {}",
+                ack.error.unwrap_or_default()
+            )));
+        }
+        // The commit point: once these bytes are out, the guest is the
+        // target's.
+        tx.bytes += stream::write_section(&mut tx.conn, Kind::Commit, &[])?;
+        Ok(())
+    };
+    if let Err(e) = finish(&mut tx, vm, &mut result) {
+        vm.resume();
+        return Err(e);
+    }
+    drop(logging);
+    result.downtime_ms = paused.elapsed().as_secs_f64() * 1000.0;
+    result.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    result.bytes = tx.bytes;
+    Ok(result)
+}
