@@ -183,7 +183,26 @@ fn migrates_mid_run(mode: &str, vcpus: u32, tcp: bool) {
     let (a, b) = (stdout(&source), stdout(&target));
     assert!(a.contains("c=100\n"), "{a}");
     assert!(!b.is_empty() && !b.starts_with("counter:"), "{b}");
-    assert_eq!(format!("{a}{b}"), whole, "{mode} {vcpus} vCPUs over {addr}");
+    same_output(
+        &format!("{a}{b}"),
+        &whole,
+        &format!("{mode} {vcpus} vCPUs over {addr}"),
+    );
+}
+
+/// Compares two outputs line by line; a failure shows the first difference.
+fn same_output(got: &str, want: &str, what: &str) {
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    if let Some(i) = (0..g.len().max(w.len())).find(|&i| g.get(i) != w.get(i)) {
+        panic!(
+            "{what}: line {}: got {:?}, want {:?} (tails: {:?} / {:?})",
+            i + 1,
+            g.get(i),
+            w.get(i),
+            &g[g.len().saturating_sub(3)..],
+            &w[w.len().saturating_sub(3)..]
+        );
+    }
 }
 
 #[test]
@@ -218,7 +237,11 @@ fn source_runs_on(source: Proc, ctl_out: &Output, whole: &str, why: &str) {
         "{}",
         stderr(&source)
     );
-    assert_eq!(stdout(&source), whole);
+    same_output(
+        &stdout(&source),
+        whole,
+        "the source's output after a failed migration",
+    );
 }
 
 struct Fault {
@@ -368,7 +391,7 @@ fn idle_1gib_guest_sends_little() {
     assert!(bytes < 16 << 20, "{bytes} bytes sent");
     let (s, t) = (source.wait(), target.wait());
     assert_eq!(t.status.code(), Some(1), "{}", stderr(&t));
-    assert_eq!(format!("{}{}", stdout(&s), stdout(&t)), whole);
+    same_output(&format!("{}{}", stdout(&s), stdout(&t)), &whole, "1 GiB");
 }
 
 #[test]
