@@ -366,6 +366,11 @@ fn migrate_from_args(args: &[String]) -> Result<Request, String> {
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
+    crate::migrate::Options {
+        max_bandwidth,
+        ..Default::default()
+    }
+    .check()?;
     Ok(Request::Migrate {
         to: to.ok_or("needs an address: migrate unix:PATH | tcp:HOST:PORT")?,
         max_downtime_ms,
@@ -420,5 +425,31 @@ mod tests {
         assert!(request_from_args("stop", &["x".into()]).is_err());
         assert!(request_from_args("snapshot", &[]).is_err());
         assert!(request_from_args("dance", &[]).is_err());
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            request_from_args(
+                "migrate",
+                &args(&[
+                    "unix:/t",
+                    "--max-downtime",
+                    "20ms",
+                    "--max-rounds",
+                    "3",
+                    "--max-bandwidth",
+                    "8MiB"
+                ])
+            )
+            .unwrap(),
+            Request::Migrate {
+                to: "unix:/t".into(),
+                max_downtime_ms: Some(20),
+                max_rounds: Some(3),
+                max_bandwidth: Some(8 << 20),
+            }
+        );
+        assert!(request_from_args("migrate", &[]).is_err());
+        assert!(request_from_args("migrate", &args(&["tcp:nowhere"])).is_err());
+        assert!(request_from_args("migrate", &args(&["unix:/t", "--max-bandwidth", "1KiB"])).is_err());
+        assert!(request_from_args("migrate", &args(&["unix:/t", "--max-rounds"])).is_err());
     }
 }

@@ -193,6 +193,7 @@ impl Controller {
             return Err("this run cannot migrate".into());
         };
         let addr = migrate::Address::parse(to, false).map_err(|e| e.to_string())?;
+        opts.check()?;
         let m = source::Machine {
             plan_sha256: &src.plan_sha256,
             vcpus: run.handles.len() as u32,

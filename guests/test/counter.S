@@ -217,54 +217,9 @@ ap_entry64:
     hlt
     jmp     3b
 
-/*
- * The AP trampoline (as guests/probe/probe.S's): real mode at 1000:0000 ->
- * 32-bit protected mode -> long mode with the BSP's page tables ->
- * ap_entry64.
- */
+#include "../ap_trampoline.inc"
+
     .section .rodata, "a", @progbits
-    .balign 16
-tramp_start:
-    .code16
-    cli
-    mov     %cs, %ax
-    mov     %ax, %ds
-    lgdtl   tramp_gdtr - tramp_start
-    mov     $0x11, %eax
-    mov     %eax, %cr0
-    ljmpl   $0x18, $(TRAMP_BASE + tramp_32 - tramp_start)
-    .code32
-tramp_32:
-    mov     $0x10, %eax
-    mov     %ax, %ds
-    mov     %ax, %es
-    mov     %ax, %ss
-    mov     $0x20, %eax                         /* CR4.PAE */
-    mov     %eax, %cr4
-    mov     TRAMP_BASE + (tramp_cr3 - tramp_start), %eax
-    mov     %eax, %cr3
-    mov     $EFER_MSR, %ecx
-    rdmsr
-    or      $EFER_LME, %eax
-    wrmsr
-    mov     $0x80000011, %eax                   /* PG | ET | PE */
-    mov     %eax, %cr0
-    ljmp    $0x08, $ap_entry64
-    .balign 8
-tramp_gdt:
-    .quad   0
-    .quad   0x00af9b000000ffff                  /* 0x08: 64-bit code */
-    .quad   0x00cf93000000ffff                  /* 0x10: data */
-    .quad   0x00cf9b000000ffff                  /* 0x18: 32-bit code */
-tramp_gdtr:
-    .word   4 * 8 - 1
-    .long   TRAMP_BASE + tramp_gdt - tramp_start
-    .balign 4
-tramp_cr3:
-    .long   0
-    .balign 8
-tramp_end:
-    .code64
 
 str_start:      .asciz "counter: start cpus="
 str_c:          .asciz "c="

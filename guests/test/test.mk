@@ -22,7 +22,7 @@ TEST_ASFLAGS := -c -m64 -ffreestanding -fno-pic -fno-asynchronous-unwind-tables 
                 -Wall -Werror
 TEST_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-T,$(TEST_LD)
 
-test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
+test/%.o: test/%.S test/lib.h test/test.mk test/s3.S ap_trampoline.inc
 	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -o $@ $<
 
 %.elf: test/%.o $(TEST_LIB) $(TEST_LD)
@@ -39,7 +39,7 @@ test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
 #   mb-acpi.elf  the same at 0xe8000, over the ACPI tables: berth refuses it
 # counter-hot: counter.S whose AP dirties 4096 pages (16 MiB) a pass, faster
 # than a bandwidth-limited migration can send them; it counts to 10000.
-test/counter-hot.o: test/counter.S test/lib.h test/test.mk
+test/counter-hot.o: test/counter.S test/lib.h test/test.mk ap_trampoline.inc
 	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -DCOUNTER_AP_PAGES=4096 -DCOUNTER_N=10000 -o $@ $<
 
 .DEFAULT_GOAL := all

@@ -239,6 +239,22 @@ impl Default for Options {
     }
 }
 
+/// The lowest `--max-bandwidth`: a `pages` section (up to 1 MiB) must go
+/// out well within [`IO_LIMIT`].
+pub const MIN_BANDWIDTH: u64 = 1 << 20;
+
+impl Options {
+    /// Refuses options a migration cannot keep to.
+    pub fn check(&self) -> Result<(), String> {
+        match self.max_bandwidth {
+            Some(b) if b < MIN_BANDWIDTH => {
+                Err(format!("--max-bandwidth {b}: at least 1MiB (bytes per second)"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Migration errors.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -167,57 +167,54 @@ fn read_page(m: &Machine, s: &Slot, page: u64, buf: &mut [u8]) -> Result<(), Mig
         .map_err(|e| MigrateError::Refused(format!("cannot read guest page {page} of slot {}: {e}", s.slot)))
 }
 
-/// Sends the listed pages (zero pages as zero records); returns how many.
-fn send_pages(
+/// Which pages a pass sends.
+enum Pass<'a> {
+    /// The first pass: every non-zero page of every slot.
+    First,
+    /// These pages, per slot (a zero page as a zero record).
+    Dirty(&'a BTreeMap<u32, BTreeSet<u64>>),
+}
+
+/// Sends one pass; returns how many page records went out. `throttle`
+/// applies `--max-bandwidth` (while the guest runs).
+fn send_pass(
     m: &Machine,
     tx: &mut Sender,
-    pages: &BTreeMap<u32, BTreeSet<u64>>,
+    pass: Pass,
     throttle: bool,
     vm: &dyn Vm,
 ) -> Result<u64, MigrateError> {
+    let pages: Box<dyn Iterator<Item = (&Slot, u64)>> = match pass {
+        Pass::First => Box::new(
+            m.slots
+                .iter()
+                .flat_map(|s| (0..s.size / PAGE as u64).map(move |p| (s, p))),
+        ),
+        Pass::Dirty(d) => Box::new(d.iter().flat_map(|(slot, set)| {
+            m.slots
+                .iter()
+                .filter(move |s| s.slot == *slot)
+                .flat_map(move |s| set.iter().map(move |&p| (s, p)))
+        })),
+    };
+    let skip_zero = matches!(pass, Pass::First);
     let mut batch = PageBatch::default();
     let mut buf = vec![0u8; PAGE];
     let mut n = 0;
-    for (slot, set) in pages {
-        let Some(s) = m.slots.iter().find(|s| s.slot == *slot) else {
+    for (s, p) in pages {
+        read_page(m, s, p, &mut buf)?;
+        if skip_zero && stream::is_zero(&buf) {
             continue;
-        };
-        for &p in set {
-            read_page(m, s, p, &mut buf)?;
-            n += 1;
-            if batch.push(s.slot, p, &buf) {
-                tx.send(&mut batch, throttle)?;
-                if let Some(why) = vm.aborted() {
-                    return Err(MigrateError::Aborted(why));
-                }
+        }
+        n += 1;
+        if batch.push(s.slot, p, &buf) {
+            tx.send(&mut batch, throttle)?;
+            if let Some(why) = vm.aborted() {
+                return Err(MigrateError::Aborted(why));
             }
         }
     }
     tx.send(&mut batch, throttle)?;
-    Ok(n)
-}
-
-/// The first pass: every non-zero page of every slot.
-fn send_all(m: &Machine, tx: &mut Sender, vm: &dyn Vm) -> Result<u64, MigrateError> {
-    let mut batch = PageBatch::default();
-    let mut buf = vec![0u8; PAGE];
-    let mut n = 0;
-    for s in m.slots {
-        for p in 0..s.size / PAGE as u64 {
-            read_page(m, s, p, &mut buf)?;
-            if stream::is_zero(&buf) {
-                continue;
-            }
-            n += 1;
-            if batch.push(s.slot, p, &buf) {
-                tx.send(&mut batch, true)?;
-                if let Some(why) = vm.aborted() {
-                    return Err(MigrateError::Aborted(why));
-                }
-            }
-        }
-    }
-    tx.send(&mut batch, true)?;
     Ok(n)
 }
 
@@ -263,7 +260,7 @@ pub fn migrate(
     let logging = Logging::start(m)?;
     let mut round_start = Instant::now();
     let mut result = Migrated {
-        pages: send_all(m, &mut tx, vm)?,
+        pages: send_pass(m, &mut tx, Pass::First, true, vm)?,
         ..Migrated::default()
     };
     // 3. Rounds while the guest runs.
@@ -286,7 +283,7 @@ pub fn migrate(
             break dirty;
         }
         round_start = Instant::now();
-        result.pages += send_pages(m, &mut tx, &dirty, true, vm)?;
+        result.pages += send_pass(m, &mut tx, Pass::Dirty(&dirty), true, vm)?;
         result.rounds += 1;
     };
     // 4. Pause; from here on a failure resumes the guest.
@@ -297,7 +294,7 @@ pub fn migrate(
         for (slot, set) in pending {
             last.entry(slot).or_default().extend(set);
         }
-        result.last_pages = send_pages(m, tx, &last, false, vm)?;
+        result.last_pages = send_pass(m, tx, Pass::Dirty(&last), false, vm)?;
         result.pages += result.last_pages;
         let state = vm.state().map_err(MigrateError::Aborted)?;
         tx.bytes += stream::write_section(&mut tx.conn, Kind::State, &state.to_bytes())?;
