@@ -81,37 +81,45 @@ const FIRST_GUESS: f64 = 100e6;
 struct Sender {
     conn: Conn,
     bytes: u64,
-    write_time: Duration,
+    /// Time spent sleeping for `--max-bandwidth`.
+    slept: Duration,
+    /// Bytes per second of the last pass that sent enough to tell, reading
+    /// and hashing included, sleeps excluded.
+    rate: Option<f64>,
     started: Instant,
     limit: Option<u64>,
 }
 
 impl Sender {
     fn send(&mut self, batch: &mut PageBatch, throttle: bool) -> Result<(), MigrateError> {
-        let t = Instant::now();
         self.bytes += batch.flush(&mut self.conn)?;
-        self.write_time += t.elapsed();
         if let (Some(bps), true) = (self.limit, throttle) {
             // Keep the average at the limit: sleep until the bytes sent so
             // far are due.
             let due = Duration::from_secs_f64(self.bytes as f64 / bps.max(1) as f64);
             if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(ahead);
+                self.slept += ahead;
             }
         }
         Ok(())
     }
 
-    /// The bandwidth the estimate counts on, bytes/s: the link's, as
-    /// observed in the time spent writing, capped by the limit.
+    /// The bandwidth the estimate counts on, bytes/s: what the last pass
+    /// achieved (everything a page costs: reading, hashing, writing),
+    /// capped by the limit.
     fn bandwidth(&self) -> f64 {
-        let secs = self.write_time.as_secs_f64();
-        let link = if self.bytes < 1 << 20 || secs <= 0.0 {
-            FIRST_GUESS
-        } else {
-            self.bytes as f64 / secs
-        };
+        let link = self.rate.unwrap_or(FIRST_GUESS);
         self.limit.map_or(link, |l| link.min(l as f64))
+    }
+
+    /// Notes a pass that sent `bytes` from `started` on, sleeping `slept`
+    /// of it.
+    fn measured(&mut self, bytes: u64, started: Instant, slept: Duration) {
+        let secs = started.elapsed().saturating_sub(slept).as_secs_f64();
+        if bytes >= 256 << 10 && secs > 0.0 {
+            self.rate = Some(bytes as f64 / secs);
+        }
     }
 }
 
@@ -197,6 +205,7 @@ fn send_pass(
                 .flat_map(move |s| set.iter().map(move |&p| (s, p)))
         })),
     };
+    let (started, bytes0, slept0) = (Instant::now(), tx.bytes, tx.slept);
     let skip_zero = matches!(pass, Pass::First);
     let mut batch = PageBatch::default();
     let mut buf = vec![0u8; PAGE];
@@ -215,6 +224,8 @@ fn send_pass(
         }
     }
     tx.send(&mut batch, throttle)?;
+    let slept = tx.slept - slept0;
+    tx.measured(tx.bytes - bytes0, started, slept);
     Ok(n)
 }
 
@@ -236,7 +247,8 @@ pub fn migrate(
     let mut tx = Sender {
         conn,
         bytes: 0,
-        write_time: Duration::ZERO,
+        slept: Duration::ZERO,
+        rate: None,
         started,
         limit: opts.max_bandwidth,
     };
