@@ -13,6 +13,7 @@
 //! only after the target's `ack`, and then never runs again. Any failure
 //! before `commit` leaves the source running and the target exiting.
 
+mod crc32c;
 pub mod source;
 pub mod stream;
 pub mod target;

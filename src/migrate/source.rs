@@ -24,7 +24,7 @@ use crate::state::VmState;
 use kvm_ioctls::VmFd;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// What the migration asks of the running VM (the run loop's controller).
 pub trait Vm {
@@ -175,6 +175,26 @@ fn read_page(m: &Machine, s: &Slot, page: u64, buf: &mut [u8]) -> Result<(), Mig
         .map_err(|e| MigrateError::Refused(format!("cannot read guest page {page} of slot {}: {e}", s.slot)))
 }
 
+/// Whether page `page` of slot `s` reads as zeros now, without copying it
+/// (most of a large guest's first pass). The guest may write it meanwhile:
+/// the dirty log has that write, and a later pass sends the page.
+fn page_is_zero(m: &Machine, s: &Slot, page: u64) -> Result<bool, MigrateError> {
+    let slice = m
+        .mem
+        .get_slice(GuestAddress(s.guest_addr + page * PAGE as u64), PAGE)
+        .map_err(|e| {
+            MigrateError::Refused(format!("cannot read guest page {page} of slot {}: {e}", s.slot))
+        })?;
+    let guard = slice.ptr_guard();
+    let words = guard.as_ptr() as *const u64;
+    Ok((0..PAGE / 8).all(|i| {
+        // SAFETY: `words` points at a mapped, page-aligned page of guest
+        // memory of PAGE bytes (vm-memory checked the range), valid while
+        // `guard` lives; volatile reads, because vCPUs may write it.
+        unsafe { std::ptr::read_volatile(words.add(i)) == 0 }
+    }))
+}
+
 /// Which pages a pass sends.
 enum Pass<'a> {
     /// The first pass: every non-zero page of every slot.
@@ -211,10 +231,10 @@ fn send_pass(
     let mut buf = vec![0u8; PAGE];
     let mut n = 0;
     for (s, p) in pages {
-        read_page(m, s, p, &mut buf)?;
-        if skip_zero && stream::is_zero(&buf) {
+        if skip_zero && page_is_zero(m, s, p)? {
             continue;
         }
+        read_page(m, s, p, &mut buf)?;
         n += 1;
         if batch.push(s.slot, p, &buf) {
             tx.send(&mut batch, throttle)?;
@@ -269,7 +289,7 @@ pub fn migrate(
         )));
     }
     // 2. Dirty logging, then everything that is not zero.
-    let logging = Logging::start(m)?;
+    let mut logging = Logging::start(m)?;
     let mut round_start = Instant::now();
     let mut result = Migrated {
         pages: send_pass(m, &mut tx, Pass::First, true, vm)?,
@@ -331,9 +351,11 @@ pub fn migrate(
         vm.resume();
         return Err(e);
     }
-    drop(logging);
     result.downtime_ms = paused.elapsed().as_secs_f64() * 1000.0;
     result.total_ms = started.elapsed().as_secs_f64() * 1000.0;
     result.bytes = tx.bytes;
+    // The VM is about to be torn down: turning logging off again would
+    // only delay the exit (a memslot update can take 100+ ms on some hosts).
+    logging.on.clear();
     Ok(result)
 }

@@ -8,7 +8,7 @@
 //! | 1 | kind ([`Kind`]) |
 //! | 4 | payload length, u32 LE (at most [`MAX_SECTION`]) |
 //! | n | payload |
-//! | 32 | sha256 over kind, length and payload |
+//! | 4 | CRC-32C ([`super::crc32c`]) over kind, length and payload, u32 LE |
 //!
 //! Source → target: `hello` (JSON [`Hello`]), `pages` (records, below) any
 //! number of times, `state` (the [`crate::state::VmState`] bytes), `end`
@@ -25,7 +25,6 @@
 //! record.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 /// The first bytes in each direction.
@@ -172,12 +171,9 @@ pub fn read_magic(r: &mut impl Read) -> Result<(), StreamError> {
     Ok(())
 }
 
-fn checksum(kind: Kind, payload: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([kind as u8]);
-    h.update((payload.len() as u32).to_le_bytes());
-    h.update(payload);
-    h.finalize().into()
+fn checksum(kind: Kind, payload: &[u8]) -> [u8; 4] {
+    let len = (payload.len() as u32).to_le_bytes();
+    super::crc32c::crc32c(&[&[kind as u8], &len, payload]).to_le_bytes()
 }
 
 /// Writes one section; returns the bytes written.
@@ -188,7 +184,7 @@ pub fn write_section(w: &mut impl Write, kind: Kind, payload: &[u8]) -> Result<u
     w.write_all(&head).map_err(io("sending"))?;
     w.write_all(payload).map_err(io("sending"))?;
     w.write_all(&checksum(kind, payload)).map_err(io("sending"))?;
-    Ok((head.len() + payload.len() + 32) as u64)
+    Ok((head.len() + payload.len() + 4) as u64)
 }
 
 /// Writes a section whose payload is `value` as JSON.
@@ -210,7 +206,7 @@ pub fn read_section(r: &mut impl Read) -> Result<(Kind, Vec<u8>), StreamError> {
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).map_err(io("receiving"))?;
-    let mut sum = [0u8; 32];
+    let mut sum = [0u8; 4];
     r.read_exact(&mut sum).map_err(io("receiving"))?;
     if sum != checksum(kind, &payload) {
         return Err(StreamError::Checksum(kind));
@@ -347,7 +343,7 @@ mod tests {
         // A flipped byte fails the checksum; garbage fails the header.
         let mut bad = b.clone();
         let n = bad.len();
-        bad[n - 40] ^= 1;
+        bad[n - 10] ^= 1;
         let mut r = &bad[12..];
         let _ = read_section(&mut r).unwrap();
         assert!(matches!(
