@@ -65,6 +65,7 @@ fn source(c: &Config, p: &Plan) -> Result<Source, Error> {
                 size: s.size.0,
                 dirty_log: s.dirty_log,
                 readonly: s.readonly,
+                anonymous: s.file.is_none() && !s.shared && !s.hugepages,
             })
             .collect(),
     })

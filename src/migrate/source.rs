@@ -195,6 +195,38 @@ fn page_is_zero(m: &Machine, s: &Slot, page: u64) -> Result<bool, MigrateError> 
     }))
 }
 
+/// For a private anonymous slot: which pages this process has never
+/// touched (neither present nor swapped out, from /proc/self/pagemap), so
+/// the first pass need not read them (each read would fault in the zero
+/// page). `None` when that cannot be told: every page is then read.
+fn untouched(m: &Machine, s: &Slot) -> Option<Vec<bool>> {
+    use std::io::{Read, Seek, SeekFrom};
+    if !s.anonymous {
+        return None;
+    }
+    let host = m
+        .mem
+        .get_slice(GuestAddress(s.guest_addr), PAGE)
+        .ok()?
+        .ptr_guard()
+        .as_ptr() as u64;
+    let pages = (s.size / PAGE as u64) as usize;
+    let mut f = std::fs::File::open("/proc/self/pagemap").ok()?;
+    f.seek(SeekFrom::Start(host / PAGE as u64 * 8)).ok()?;
+    let mut out = Vec::with_capacity(pages);
+    let mut buf = vec![0u8; 8 << 16];
+    while out.len() < pages {
+        let n = ((pages - out.len()) * 8).min(buf.len());
+        f.read_exact(&mut buf[..n]).ok()?;
+        out.extend(buf[..n].chunks_exact(8).map(|e| {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or_default());
+            // Bit 63: present; bit 62: swapped.
+            e >> 62 == 0
+        }));
+    }
+    Some(out)
+}
+
 /// Which pages a pass sends.
 enum Pass<'a> {
     /// The first pass: every non-zero page of every slot.
@@ -213,11 +245,12 @@ fn send_pass(
     vm: &dyn Vm,
 ) -> Result<u64, MigrateError> {
     let pages: Box<dyn Iterator<Item = (&Slot, u64)>> = match pass {
-        Pass::First => Box::new(
-            m.slots
-                .iter()
-                .flat_map(|s| (0..s.size / PAGE as u64).map(move |p| (s, p))),
-        ),
+        Pass::First => Box::new(m.slots.iter().flat_map(|s| {
+            let skip = untouched(m, s);
+            (0..s.size / PAGE as u64)
+                .filter(move |&p| !skip.as_ref().is_some_and(|u| u[p as usize]))
+                .map(move |p| (s, p))
+        })),
         Pass::Dirty(d) => Box::new(d.iter().flat_map(|(slot, set)| {
             m.slots
                 .iter()
