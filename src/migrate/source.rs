@@ -74,6 +74,10 @@ pub struct Migrated {
     pub total_ms: f64,
 }
 
+/// Under the budget, another round is worth it while it leaves fewer than
+/// this share of the last round's dirty pages.
+const SHRINK: f64 = 0.75;
+
 /// Bandwidth assumed before anything was sent (bytes/s).
 const FIRST_GUESS: f64 = 100e6;
 
@@ -328,7 +332,11 @@ pub fn migrate(
         pages: send_pass(m, &mut tx, Pass::First, true, vm)?,
         ..Migrated::default()
     };
-    // 3. Rounds while the guest runs.
+    // 3. Rounds while the guest runs. Once the estimate fits the budget,
+    // rounds go on as long as each leaves clearly fewer dirty pages (a
+    // shorter round gives the guest less time to dirty): the downtime
+    // budget is a ceiling, not a goal.
+    let mut last_n = u64::MAX;
     let pending = loop {
         if let Some(why) = vm.aborted() {
             return Err(MigrateError::Aborted(why));
@@ -344,9 +352,12 @@ pub fn migrate(
             tx.bytes as f64 / (1 << 20) as f64,
         ));
         result.estimated_downtime_ms = estimate;
-        if estimate <= opts.max_downtime_ms as f64 || result.rounds >= opts.max_rounds {
+        let fits = estimate <= opts.max_downtime_ms as f64;
+        let shrinking = (n as f64) < last_n as f64 * SHRINK;
+        if (fits && !shrinking) || n == 0 || result.rounds >= opts.max_rounds {
             break dirty;
         }
+        last_n = n;
         round_start = Instant::now();
         result.pages += send_pass(m, &mut tx, Pass::Dirty(&dirty), true, vm)?;
         result.rounds += 1;
