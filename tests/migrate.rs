@@ -433,3 +433,21 @@ fn hot_guest_stops_at_the_round_limit_and_reports_downtime() {
         .collect();
     assert_eq!(counts, (1..=10000).collect::<Vec<u64>>());
 }
+
+#[test]
+fn incoming_address_errors_are_usage_errors() {
+    let dir = TempDir::new("mig-usage");
+    let cfg = counter_machine(&dir, "m.toml", "counter", 1, "kernel");
+    let taken = dir.write("taken", "");
+    for (addr, says) in [
+        ("bogus:1", "expected unix:PATH or tcp:HOST:PORT"),
+        (&*format!("unix:{}", taken.display()), "the path exists already"),
+    ] {
+        let mut c = berth();
+        c.args(["run", "--incoming", addr]).arg(&cfg);
+        let o = run_with_limit(c, LIMIT);
+        assert_eq!(o.status.code(), Some(2), "{addr}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{addr}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+}
