@@ -28,7 +28,7 @@
  * although nothing is ever pushed. No GDT/IDT is loaded; flat DS from the
  * loader is used for the stores. Nothing relies on .bss being zeroed.
  *
- * MODES (every one but idle ends through isa-debug-exit with value 0: `outl`
+ * MODES (every one but idle, tick and dirty ends through isa-debug-exit with value 0: `outl`
  * of 0 to port 0xf4, VMM exit status (0 << 1) | 1 = 1; should the VMM keep
  * running, `cli; hlt` forever):
  *   exit  the very first instructions are `xor %eax, %eax; outl %eax, $0xf4`
