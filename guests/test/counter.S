@@ -3,7 +3,9 @@
  * with APIC ID 1 when there is one (INIT-SIPI-SIPI, bounded wait), prints
  * "counter: start cpus=N", then for c = 1..COUNTER_N: adds c to a quadword
  * of a 256-page data area at 0x400000 (page c % 256, quadword c / 256 % 8),
- * prints "c=<c>" and busy-waits COUNTER_DELAY iterations (registers only).
+ * prints "c=<c>" and waits until COUNTER_TSC TSC cycles have passed since
+ * the line began (at most COUNTER_WAIT iterations), so a line takes about
+ * the same time whether CPL0 code is emulated (PVM) or native.
  * Meanwhile the AP adds 1 to the first quadword of each of COUNTER_AP_PAGES
  * pages at 0x800000, pass after pass, until the BSP asks it to stop; it
  * stops after a whole pass. Every write is a read-modify-write, so a page
@@ -17,9 +19,10 @@
 #ifndef COUNTER_N
 #define COUNTER_N           3000
 #endif
-#ifndef COUNTER_DELAY
-#define COUNTER_DELAY       300
+#ifndef COUNTER_TSC
+#define COUNTER_TSC         2000000
 #endif
+#define COUNTER_WAIT        1000000
 #ifndef COUNTER_AP_PAGES
 #define COUNTER_AP_PAGES    16
 #endif
@@ -54,6 +57,10 @@
     xor     %r12d, %r12d                        /* c */
 .Lcount:
     inc     %r12
+    rdtsc
+    shl     $32, %rdx
+    or      %rdx, %rax
+    mov     %rax, %r13                          /* the line's start */
     mov     %r12, %rax
     and     $(DATA_PAGES - 1), %eax
     shl     $12, %rax
@@ -66,10 +73,16 @@
     mov     %r12, %rax
     call    put_dec
     call    newline
-    mov     $COUNTER_DELAY, %ecx
-1:  dec     %ecx
+    mov     $COUNTER_WAIT, %ecx
+1:  rdtsc
+    shl     $32, %rdx
+    or      %rdx, %rax
+    sub     %r13, %rax
+    cmp     $COUNTER_TSC, %rax
+    jae     2f
+    dec     %ecx
     jnz     1b
-    cmp     $COUNTER_N, %r12
+2:  cmp     $COUNTER_N, %r12
     jb      .Lcount
 
     /* The AP: stop it, wait (bounded) for its last whole pass. */
