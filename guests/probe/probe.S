@@ -1348,20 +1348,6 @@ delay:
     ret
     .size delay, . - delay
 
-/* icr_wait: poll ICR delivery status (bounded). %rdi = LAPIC. Preserves all. */
-    .type icr_wait, @function
-icr_wait:
-    push    %rcx
-    mov     $ICR_WAIT, %ecx
-1:  testl   $ICR_BUSY, LAPIC_ICR_LO(%rdi)
-    jz      2f
-    pause
-    dec     %ecx
-    jnz     1b
-2:  pop     %rcx
-    ret
-    .size icr_wait, . - icr_wait
-
 /* start_ap: INIT-SIPI-SIPI to APIC ID %eax. Preserves all. */
     .type start_ap, @function
 start_ap:

@@ -142,18 +142,6 @@
     EXIT(0)
     .size _start, . - _start
 
-/* Waits (bounded) until the LAPIC's ICR is idle. %rdi = LAPIC base. */
-icr_wait:
-    push    %rcx
-    mov     $ICR_WAIT, %ecx
-1:  testl   $ICR_BUSY, LAPIC_ICR_LO(%rdi)
-    jz      2f
-    pause
-    dec     %ecx
-    jnz     1b
-2:  pop     %rcx
-    ret
-
 /* Busy-waits %ecx iterations. */
 delay:
 1:  dec     %ecx
