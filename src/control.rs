@@ -22,7 +22,7 @@ use std::time::Duration;
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 /// How long the control thread waits for the run loop to answer.
-const REPLY_LIMIT: Duration = Duration::from_secs(120);
+const REPLY_LIMIT: Duration = Duration::from_secs(600);
 /// How often the thread looks at its stop flag.
 const POLL_MS: i32 = 50;
 
@@ -44,6 +44,20 @@ pub enum Request {
     },
     /// Counters.
     Stats,
+    /// Live-migrate the VM to a `berth run --incoming` at `to`.
+    Migrate {
+        /// `unix:PATH` or `tcp:IP:PORT` (`berth ctl` resolves host names).
+        to: String,
+        /// The downtime budget, ms (default 50).
+        #[serde(default)]
+        max_downtime_ms: Option<u64>,
+        /// Rounds of dirty pages before pausing regardless (default 30).
+        #[serde(default)]
+        max_rounds: Option<u32>,
+        /// Bytes per second at most while the guest runs (default: no limit).
+        #[serde(default)]
+        max_bandwidth: Option<u64>,
+    },
     /// End the VM (exit 0).
     Stop,
 }
@@ -314,10 +328,55 @@ pub fn request_from_args(command: &str, args: &[String]) -> Result<Request, Cont
             };
             Ok(Request::Snapshot { dir, incremental })
         }
+        "migrate" => migrate_from_args(args).map_err(|m| usage(&format!("migrate: {m}"))),
         other => Err(usage(&format!(
-            "unknown command {other:?} (pause, resume, snapshot, stats, stop)"
+            "unknown command {other:?} (pause, resume, snapshot, stats, stop, migrate)"
         ))),
     }
+}
+
+/// `migrate ADDR [--max-downtime DURATION] [--max-rounds N] [--max-bandwidth SIZE]`
+/// (SIZE per second); a host name in ADDR is resolved here.
+fn migrate_from_args(args: &[String]) -> Result<Request, String> {
+    let mut to = None;
+    let (mut max_downtime_ms, mut max_rounds, mut max_bandwidth) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--max-downtime" => {
+                max_downtime_ms = Some(
+                    crate::config::parse_duration(&value(a)?).map_err(|e| format!("--max-downtime: {e}"))?,
+                )
+            }
+            "--max-rounds" => max_rounds = Some(value(a)?.parse().map_err(|e| format!("--max-rounds: {e}"))?),
+            "--max-bandwidth" => {
+                max_bandwidth = Some(
+                    crate::config::size::parse_size(&value(a)?)
+                        .map_err(|e| format!("--max-bandwidth: {e}"))?,
+                )
+            }
+            t if to.is_none() && !t.starts_with("--") => {
+                to = Some(
+                    crate::migrate::Address::parse(t, true)
+                        .map_err(|e| e.to_string())?
+                        .to_string(),
+                )
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    crate::migrate::Options {
+        max_bandwidth,
+        ..Default::default()
+    }
+    .check()?;
+    Ok(Request::Migrate {
+        to: to.ok_or("needs an address: migrate unix:PATH | tcp:HOST:PORT")?,
+        max_downtime_ms,
+        max_rounds,
+        max_bandwidth,
+    })
 }
 
 /// Sends one request and returns the reply.
@@ -366,5 +425,31 @@ mod tests {
         assert!(request_from_args("stop", &["x".into()]).is_err());
         assert!(request_from_args("snapshot", &[]).is_err());
         assert!(request_from_args("dance", &[]).is_err());
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            request_from_args(
+                "migrate",
+                &args(&[
+                    "unix:/t",
+                    "--max-downtime",
+                    "20ms",
+                    "--max-rounds",
+                    "3",
+                    "--max-bandwidth",
+                    "8MiB"
+                ])
+            )
+            .unwrap(),
+            Request::Migrate {
+                to: "unix:/t".into(),
+                max_downtime_ms: Some(20),
+                max_rounds: Some(3),
+                max_bandwidth: Some(8 << 20),
+            }
+        );
+        assert!(request_from_args("migrate", &[]).is_err());
+        assert!(request_from_args("migrate", &args(&["tcp:nowhere"])).is_err());
+        assert!(request_from_args("migrate", &args(&["unix:/t", "--max-bandwidth", "1KiB"])).is_err());
+        assert!(request_from_args("migrate", &args(&["unix:/t", "--max-rounds"])).is_err());
     }
 }

@@ -4,6 +4,7 @@ use crate::build::BuildError;
 use crate::config::{ConfigError, ConfigErrorKind};
 use crate::control::ControlError;
 use crate::kvm::HostError;
+use crate::migrate::MigrateError;
 use crate::outcome::exit_code;
 use crate::plan::dump::DumpError;
 use crate::state::dir::DirError;
@@ -62,6 +63,9 @@ pub enum Error {
         /// Why.
         source: crate::state::StateError,
     },
+    /// A live migration (`--incoming`).
+    #[error("migration: {0}")]
+    Migrate(#[from] crate::migrate::MigrateError),
     /// `--snapshot-to` names a directory that exists.
     #[error("--snapshot-to {0}: the directory exists already; refusing to overwrite a snapshot")]
     SnapshotToExists(String),
@@ -97,6 +101,15 @@ impl Error {
             Error::RestoreState { .. } => exit_code::SNAPSHOT_BAD,
             Error::SnapshotToExists(_) => exit_code::SNAPSHOT_WRITE,
             Error::Gdb(_) => exit_code::USAGE,
+            Error::Migrate(m) => match m {
+                MigrateError::Address(_) | MigrateError::Bind(_) => exit_code::USAGE,
+                MigrateError::OtherMachine { .. } => exit_code::MIGRATE_OTHER_MACHINE,
+                MigrateError::Build(_) => exit_code::HOST,
+                MigrateError::Stream(_)
+                | MigrateError::Refused(_)
+                | MigrateError::State(_)
+                | MigrateError::Aborted(_) => exit_code::MIGRATE_FAILED,
+            },
         }
     }
 }

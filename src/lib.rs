@@ -16,6 +16,7 @@ pub mod error;
 pub mod gdb;
 pub mod kvm;
 pub mod memory;
+pub mod migrate;
 pub mod outcome;
 pub mod pause;
 pub mod plan;

@@ -128,30 +128,44 @@ fn place(s: &MemslotPlan, builder: MmapRegionBuilder) -> Result<GuestRegionMmap,
 /// Registers each region as a KVM memslot, in plan order.
 pub fn register(vm: &VmFd, slots: &[MemslotPlan], mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
     for s in slots {
-        let region = mem
-            .find_region(GuestAddress(s.guest_addr.0))
-            .ok_or_else(|| MemoryError::Assemble(format!("slot {} has no mapping", s.slot)))?;
-        let mut flags = 0;
-        if s.readonly {
-            flags |= KVM_MEM_READONLY;
-        }
-        if s.dirty_log {
-            flags |= KVM_MEM_LOG_DIRTY_PAGES;
-        }
-        let desc = kvm_userspace_memory_region {
-            slot: s.slot,
-            flags,
-            guest_phys_addr: s.guest_addr.0,
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-        };
-        // SAFETY: the mapping behind `region` is owned by `mem`, which the VM
-        // keeps alive (in `Vm`) for as long as the VM fd exists; the range is
-        // exactly the region's length.
-        unsafe { vm.set_user_memory_region(desc) }
-            .map_err(|source| MemoryError::SetRegion { slot: s.slot, source })?;
+        set_slot(vm, mem, s.slot, s.guest_addr.0, s.readonly, s.dirty_log)?;
     }
     Ok(())
+}
+
+/// (Re)registers memslot `slot`, the region of `mem` at `guest_addr`, with
+/// its flags: read-only, dirty logging. Called again on a live slot with
+/// only `dirty_log` changed, it turns KVM's dirty log on or off
+/// (a migration does, whatever the plan's `dirty_log`).
+pub fn set_slot(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    slot: u32,
+    guest_addr: u64,
+    readonly: bool,
+    dirty_log: bool,
+) -> Result<(), MemoryError> {
+    let region = mem
+        .find_region(GuestAddress(guest_addr))
+        .ok_or_else(|| MemoryError::Assemble(format!("slot {slot} has no mapping")))?;
+    let mut flags = 0;
+    if readonly {
+        flags |= KVM_MEM_READONLY;
+    }
+    if dirty_log {
+        flags |= KVM_MEM_LOG_DIRTY_PAGES;
+    }
+    let desc = kvm_userspace_memory_region {
+        slot,
+        flags,
+        guest_phys_addr: guest_addr,
+        memory_size: region.len(),
+        userspace_addr: region.as_ptr() as u64,
+    };
+    // SAFETY: the mapping behind `region` is owned by `mem`, which the VM
+    // keeps alive (in `Vm`) for as long as the VM fd exists; the range is
+    // exactly the region's length.
+    unsafe { vm.set_user_memory_region(desc) }.map_err(|source| MemoryError::SetRegion { slot, source })
 }
 
 /// Maps each planned region from a snapshot's memory file (one per slot,

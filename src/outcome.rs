@@ -177,6 +177,8 @@ pub enum Outcome {
     SnapshotFailed(String),
     /// gdb's `kill` command (`--gdb`).
     DebuggerKill,
+    /// The guest migrated away (to this address) and runs there now.
+    Migrated(String),
 }
 
 impl Outcome {
@@ -210,7 +212,7 @@ impl Outcome {
             Outcome::Host(_) => exit_code::HOST,
             Outcome::Panic(_) => exit_code::PANIC,
             Outcome::MemoryLost(_) => exit_code::MEMORY_LOST,
-            Outcome::Stopped | Outcome::Snapshotted(_) => 0,
+            Outcome::Stopped | Outcome::Snapshotted(_) | Outcome::Migrated(_) => 0,
             Outcome::SnapshotFailed(_) => exit_code::SNAPSHOT_WRITE,
             Outcome::DebuggerKill => exit_code::DEBUGGER_KILL,
         }
@@ -242,6 +244,7 @@ impl fmt::Display for Outcome {
             Outcome::Snapshotted(d) => write!(f, "snapshot written to {d}"),
             Outcome::SnapshotFailed(m) => write!(f, "snapshot failed: {m}"),
             Outcome::DebuggerKill => write!(f, "killed by the debugger (gdb kill)"),
+            Outcome::Migrated(to) => write!(f, "migrated to {to}"),
         }
     }
 }
@@ -268,6 +271,12 @@ pub mod exit_code {
     pub const SNAPSHOT_WRITE: i32 = 9;
     /// `berth ctl`: the VMM answered with an error.
     pub const CONTROL_REPLY: i32 = 10;
+    /// `--incoming`: the migration failed before the guest could run here
+    /// (the stream broke, timed out or is not a migration stream, the source
+    /// went away before committing, the state did not load).
+    pub const MIGRATE_FAILED: i32 = 11;
+    /// `--incoming`: the source is another machine (its plan digest differs).
+    pub const MIGRATE_OTHER_MACHINE: i32 = 12;
     /// berth itself failed: a thread panicked (a bug; the message says where).
     pub const PANIC: i32 = 70;
     /// Guest RAM lost its backing (a file truncated under the guest): a vCPU

@@ -5,10 +5,12 @@
 
 use crate::build::Vm;
 use crate::control::{error_reply, Reply, Request};
+use crate::migrate::{self, source, source::Migrated};
 use crate::outcome::Outcome;
 use crate::state::dirty::DirtyLog;
 use crate::state::take::{self, Incremental, Source, Taken};
 use crate::state::vcpu::VcpuCaps;
+use crate::state::VmState;
 use crate::vcpu::{Parked, VcpuHandle, VcpuState, VmShared};
 use kvm_ioctls::Cap;
 use serde_json::json;
@@ -175,7 +177,9 @@ impl Controller {
         result
     }
 
-    fn write(&mut self, dir: &Path, base: Option<PathBuf>, src: &Source, vm: &Vm) -> Result<Taken, String> {
+    /// The whole state of the paused VM: what a snapshot writes and a
+    /// migration sends.
+    fn paused_state(&self, src: &Source, vm: &Vm) -> Result<VmState, String> {
         // Serial bytes already sent belong to this side of the snapshot.
         let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
         let vcpus = self
@@ -183,7 +187,11 @@ impl Controller {
             .as_ref()
             .map(|p| p.iter().map(|(i, r)| (*i, r.clone())).collect())
             .unwrap_or_default();
-        let state = take::vm_state(src, vcpus, &vm.fd, &vm.bus).map_err(|e| e.to_string())?;
+        take::vm_state(src, vcpus, &vm.fd, &vm.bus).map_err(|e| e.to_string())
+    }
+
+    fn write(&mut self, dir: &Path, base: Option<PathBuf>, src: &Source, vm: &Vm) -> Result<Taken, String> {
+        let state = self.paused_state(src, vm)?;
         // The dirty log is read (and so reset) with the VM paused, so the
         // pages of the next incremental snapshot are exactly those written
         // after this one.
@@ -201,16 +209,73 @@ impl Controller {
         taken
     }
 
-    /// Carries out a control request; returns the reply and, for `stop`,
-    /// the outcome.
-    pub fn handle(
-        &mut self,
-        req: Request,
-        vm: &Vm,
-        shared: &VmShared,
-        handles: &[VcpuHandle],
-    ) -> (Reply, Option<Outcome>) {
+    /// Live-migrates the VM to `to` ([`crate::migrate::source`]). On
+    /// success the VM stays paused for good (the run ends with
+    /// [`Outcome::Migrated`]); on error it runs on as before.
+    pub fn migrate(&mut self, to: &str, opts: &migrate::Options, run: Running) -> Result<Migrated, String> {
+        let Some(src) = self.source.clone() else {
+            return Err("this run cannot migrate".into());
+        };
+        let addr = migrate::Address::parse(to, false).map_err(|e| e.to_string())?;
+        opts.check()?;
+        let m = source::Machine {
+            plan_sha256: &src.plan_sha256,
+            vcpus: run.handles.len() as u32,
+            fd: &run.vm.fd,
+            mem: &run.vm.mem,
+            slots: &src.slots,
+        };
+        let was_paused = self.is_paused();
+        let mut live = Live {
+            ctl: self,
+            run,
+            src: &src,
+            was_paused,
+        };
+        source::migrate(&addr, opts, &m, &mut live, &mut |line| eprintln!("{line}"))
+            .map_err(|e| format!("migration to {addr} failed, the VM runs on here: {e}"))
+    }
+
+    /// Carries out a control request; returns the reply and, for `stop` and
+    /// a finished migration, the outcome.
+    pub fn handle(&mut self, req: Request, run: Running) -> (Reply, Option<Outcome>) {
+        let Running {
+            vm, shared, handles, ..
+        } = run;
         match req {
+            Request::Migrate {
+                to,
+                max_downtime_ms,
+                max_rounds,
+                max_bandwidth,
+            } => {
+                let d = migrate::Options::default();
+                let opts = migrate::Options {
+                    max_downtime_ms: max_downtime_ms.unwrap_or(d.max_downtime_ms),
+                    max_rounds: max_rounds.unwrap_or(d.max_rounds),
+                    max_bandwidth,
+                };
+                match self.migrate(&to, &opts, run) {
+                    Ok(m) => {
+                        eprintln!(
+                            "berth: migrated to {to}: {} rounds, {} pages, {} bytes, downtime {:.1} ms (estimated {:.1} ms), total {:.1} ms",
+                            m.rounds, m.pages, m.bytes, m.downtime_ms, m.estimated_downtime_ms, m.total_ms
+                        );
+                        (
+                            json!({"ok": true, "migrated_to": to, "rounds": m.rounds, "pages": m.pages,
+                                   "last_pages": m.last_pages, "bytes": m.bytes,
+                                   "downtime_ms": m.downtime_ms,
+                                   "estimated_downtime_ms": m.estimated_downtime_ms,
+                                   "total_ms": m.total_ms}),
+                            Some(Outcome::Migrated(to)),
+                        )
+                    }
+                    Err(e) => {
+                        eprintln!("berth: {e}");
+                        (error_reply(e), None)
+                    }
+                }
+            }
             Request::Pause => match self.pause(shared, handles) {
                 Ok(()) => (json!({"ok": true, "paused": true}), None),
                 Err(e) => (error_reply(e), None),
@@ -252,5 +317,46 @@ impl Controller {
     /// Dirty pages per slot since the last snapshot (for `--stats`).
     pub fn dirty_counts(&mut self, vm: &Vm) -> Vec<(u32, String, u64)> {
         self.dirty.peek(&vm.fd)
+    }
+}
+
+/// The running VM as a control request sees it.
+#[derive(Clone, Copy)]
+pub struct Running<'a> {
+    /// The VM.
+    pub vm: &'a Vm,
+    /// What the vCPU threads share.
+    pub shared: &'a VmShared,
+    /// The vCPU threads.
+    pub handles: &'a [VcpuHandle],
+    /// A reason to abandon a long request (a signal arrived).
+    pub abort: &'a dyn Fn() -> Option<String>,
+}
+
+/// The controller as a migration source needs it.
+struct Live<'a, 'b> {
+    ctl: &'a mut Controller,
+    run: Running<'b>,
+    src: &'a Source,
+    was_paused: bool,
+}
+
+impl source::Vm for Live<'_, '_> {
+    fn pause(&mut self) -> Result<(), String> {
+        self.ctl.pause(self.run.shared, self.run.handles)
+    }
+    fn resume(&mut self) {
+        if !self.was_paused {
+            self.ctl.resume(self.run.shared);
+        }
+    }
+    fn state(&mut self) -> Result<VmState, String> {
+        self.ctl.paused_state(self.src, self.run.vm)
+    }
+    fn aborted(&self) -> Option<String> {
+        (self.run.abort)()
+    }
+    fn note_dirty(&mut self, slot: u32, pages: &[u64]) {
+        self.ctl.dirty.note(slot, pages);
     }
 }

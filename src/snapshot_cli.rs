@@ -65,6 +65,8 @@ fn source(c: &Config, p: &Plan) -> Result<Source, Error> {
                 guest_addr: s.guest_addr.0,
                 size: s.size.0,
                 dirty_log: s.dirty_log,
+                readonly: s.readonly,
+                anonymous: s.file.is_none() && !s.shared && !s.hugepages,
             })
             .collect(),
     })

@@ -292,7 +292,14 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
                 }
             }
             Ok(VmMessage::Control(req, reply)) => {
-                let (r, end) = ctl.handle(req, &vm, &shared, &handles);
+                let abort = || opts.signals.pending().map(|s| format!("signal {s} arrived"));
+                let run = crate::runctl::Running {
+                    vm: &vm,
+                    shared: &shared,
+                    handles: &handles,
+                    abort: &abort,
+                };
+                let (r, end) = ctl.handle(req, run);
                 let _ = reply.send(r);
                 outcome = end;
             }

@@ -2,7 +2,7 @@
 //! tiny guests (guests/bench-*.elf), written to `bench/results.{json,md,png}`.
 //!
 //! Benchmarks, in order: startup, first-line, footprint, exit-cost, coalescing, churn, plan,
-//! density, snapshot. Each one alternates its sides (A B A B …) after warm-up runs, checks every run (exit
+//! density, snapshot, migration. Each one alternates its sides (A B A B …) after warm-up runs, checks every run (exit
 //! status, expected output) and reports median, min and max. A benchmark whose run misbehaves stops and
 //! reports its error instead of numbers; the harness then exits 1 after writing the rest.
 //!
@@ -12,7 +12,8 @@
 //! BENCH_CHURN_BATCHES (counted batches per side, default 10), BENCH_ONLY (comma-separated ids),
 //! BENCH_OUT (output directory, default `bench/`), BENCH_BERTH (the berth binary to measure,
 //! default the one cargo built for this bench), BENCH_DENSITY_NS (fleet sizes, default
-//! 50,100,200), BENCH_DENSITY_RUNS (runs per side and size, default 3).
+//! 50,100,200), BENCH_DENSITY_RUNS (runs per side and size, default 3), BENCH_MIGRATE_RUNS
+//! (migrations per side, guest and size, default 3).
 
 mod boot;
 mod chart;
@@ -22,6 +23,7 @@ mod exits;
 mod fleet;
 mod host;
 mod markdown;
+mod migration;
 mod plan;
 mod qemu;
 mod results;
@@ -186,6 +188,7 @@ const BENCHES: &[(&str, &str, BenchFn)] = &[
     ("plan", "7. Plan of a large machine (berth only)", plan::plan),
     ("density", "8. Density: idle VMs at once", density::density),
     ("snapshot", "9. Snapshot and restore", snapshot::snapshot),
+    ("migration", "10. Live migration", migration::migration),
 ];
 
 /// The guest images every benchmark needs.
@@ -197,6 +200,8 @@ const IMAGES: &[&str] = &[
     "bench-mmio-pvh",
     "bench-idle-pvh",
     "bench-snap-pvh",
+    "bench-tick-pvh",
+    "bench-dirty-pvh",
 ];
 
 fn main() {

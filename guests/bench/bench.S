@@ -1,9 +1,8 @@
 /*
  * bench.S - minimal 32-bit benchmark guests for berth (and QEMU, to compare).
  *
- * One source, six modes chosen at compile time (exactly one of
- * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE,
- * _SNAP), each linked twice (see
+ * One source, eight modes chosen at compile time (exactly one of
+ * -DBENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE, _SNAP, _TICK, _DIRTY), each linked twice (see
  * guests/bench/bench.mk):
  *   bench-<mode>-pvh.elf  PVH: a XEN_ELFNOTE_PHYS32_ENTRY note (type 18,
  *                         name "Xen", 4-byte entry _start), no multiboot
@@ -29,7 +28,7 @@
  * although nothing is ever pushed. No GDT/IDT is loaded; flat DS from the
  * loader is used for the stores. Nothing relies on .bss being zeroed.
  *
- * MODES (every one but idle ends through isa-debug-exit with value 0: `outl`
+ * MODES (every one but idle, tick and dirty ends through isa-debug-exit with value 0: `outl`
  * of 0 to port 0xf4, VMM exit status (0 << 1) | 1 = 1; should the VMM keep
  * running, `cli; hlt` forever):
  *   exit  the very first instructions are `xor %eax, %eax; outl %eax, $0xf4`
@@ -51,6 +50,13 @@
  *   idle  prints exactly "bench: idle\n" on COM1 like line mode (the sign
  *         that it runs), then `cli; hlt` forever without exiting: the
  *         density benchmark's idle VM, stopped by signalling the VMM.
+ *   tick  for ever: print "t <8 hex digits>\n" (a counter from 0), then
+ *         busy-wait BENCH_TICK_DELAY iterations: the migration benchmark's
+ *         idle guest (the host timestamps each line; the longest gap around
+ *         the switch is the guest-visible downtime).
+ *   dirty tick, and before each line write the counter into the first
+ *         dword of BENCH_DIRTY_PER_TICK pages, round-robin over
+ *         BENCH_DIRTY_MIB MiB from 16 MiB: the busy guest.
  * Build-time knobs: -DBENCH_N=N (default 100000, >= 1), -DBENCH_MMIO=ADDR
  * (make BENCH_N=... BENCH_MMIO=..., with -B to rebuild).
  *
@@ -81,10 +87,22 @@
 #define BENCH_MMIO          0xd0001000
 #endif
 
+#ifndef BENCH_TICK_DELAY
+#define BENCH_TICK_DELAY    300
+#endif
+#ifndef BENCH_DIRTY_PER_TICK
+#define BENCH_DIRTY_PER_TICK 256
+#endif
+#ifndef BENCH_DIRTY_MIB
+#define BENCH_DIRTY_MIB     32
+#endif
+#define DIRTY_BASE          0x1000000
+
 #if defined(BENCH_MODE_EXIT) + defined(BENCH_MODE_LINE) + \
     defined(BENCH_MODE_PIO) + defined(BENCH_MODE_MMIO) + \
-    defined(BENCH_MODE_IDLE) + defined(BENCH_MODE_SNAP) != 1
-#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE, _SNAP"
+    defined(BENCH_MODE_IDLE) + defined(BENCH_MODE_SNAP) + defined(BENCH_MODE_TICK) + \
+    defined(BENCH_MODE_DIRTY) != 1
+#error "define exactly one of BENCH_MODE_EXIT, _LINE, _PIO, _MMIO, _IDLE, _SNAP, _TICK, _DIRTY"
 #endif
 #if BENCH_N < 1
 #error "BENCH_N must be at least 1"
@@ -146,6 +164,41 @@ line_done:
 1:  movb    %al, (%edi)
     dec     %ecx
     jnz     1b
+
+#elif defined(BENCH_MODE_TICK) || defined(BENCH_MODE_DIRTY)
+    xor     %ebp, %ebp                  /* the counter */
+    mov     $DIRTY_BASE, %edi           /* next page to dirty */
+tick:
+#if defined(BENCH_MODE_DIRTY)
+    mov     $BENCH_DIRTY_PER_TICK, %ecx
+1:  mov     %ebp, (%edi)
+    add     $0x1000, %edi
+    cmp     $(DIRTY_BASE + (BENCH_DIRTY_MIB << 20)), %edi
+    jb      2f
+    mov     $DIRTY_BASE, %edi
+2:  dec     %ecx
+    jnz     1b
+#endif
+    mov     $'t', %cl
+    call    putc
+    mov     $' ', %cl
+    call    putc
+    mov     %ebp, %eax
+    mov     $8, %esi
+3:  rol     $4, %eax
+    mov     %eax, %ebx
+    and     $15, %ebx
+    movb    hexdigits(%ebx), %cl
+    call    putc
+    dec     %esi
+    jnz     3b
+    mov     $'\n', %cl
+    call    putc
+    mov     $BENCH_TICK_DELAY, %ecx
+4:  dec     %ecx
+    jnz     4b
+    inc     %ebp
+    jmp     tick
 #endif
 
     xor     %eax, %eax
@@ -156,6 +209,32 @@ halt_forever:
     hlt
     jmp     halt_forever
     .size _start, . - _start
+
+#if defined(BENCH_MODE_TICK) || defined(BENCH_MODE_DIRTY)
+/* putc: %cl -> COM1 after polling LSR (bounded); preserves all but flags. */
+putc:
+    push    %eax
+    push    %ebx
+    push    %edx
+    mov     $UART_POLL_LIMIT, %ebx
+    mov     $COM1_LSR, %edx
+1:  inb     %dx, %al
+    test    $LSR_THR_EMPTY, %al
+    jnz     2f
+    dec     %ebx
+    jnz     1b
+2:  mov     $COM1_THR, %edx
+    mov     %cl, %al
+    outb    %al, %dx
+    pop     %edx
+    pop     %ebx
+    pop     %eax
+    ret
+
+    .section .rodata, "a", @progbits
+hexdigits:
+    .ascii  "0123456789abcdef"
+#endif
 
 #if defined(BENCH_MODE_LINE)
     .section .rodata, "a", @progbits

@@ -3,8 +3,8 @@
 # It only adds variables and pattern rules, so the Makefile's `all` stays the
 # default goal. bench.S is assembled once per mode (ELF32, -m32) and each
 # object is linked twice: with bench/pvh.ld (PVH note) and with
-# bench/mb.ld (multiboot v1 header). 12 images:
-#   bench-{exit,line,pio,mmio,idle,snap}-{pvh,mb}.elf
+# bench/mb.ld (multiboot v1 header). 16 images:
+#   bench-{exit,line,pio,mmio,idle,snap,tick,dirty}-{pvh,mb}.elf
 #
 #   make -C guests                                   -> all guests incl. these
 #   make -C guests -B bench-pio-pvh.elf BENCH_N=N    -> pio/mmio loop count
@@ -13,7 +13,7 @@
 #                                                    -> mmio store target
 #                                                       (default 0xd0001000)
 
-BENCH_MODES    := exit line pio mmio idle snap
+BENCH_MODES    := exit line pio mmio idle snap tick dirty
 BENCH_PVH_ELFS := $(addprefix bench-,$(addsuffix -pvh.elf,$(BENCH_MODES)))
 BENCH_MB_ELFS  := $(addprefix bench-,$(addsuffix -mb.elf,$(BENCH_MODES)))
 BENCH_ELFS     := $(BENCH_PVH_ELFS) $(BENCH_MB_ELFS)
@@ -29,6 +29,8 @@ BENCH_DEF_pio  := BENCH_MODE_PIO
 BENCH_DEF_mmio := BENCH_MODE_MMIO
 BENCH_DEF_idle := BENCH_MODE_IDLE
 BENCH_DEF_snap := BENCH_MODE_SNAP
+BENCH_DEF_tick := BENCH_MODE_TICK
+BENCH_DEF_dirty := BENCH_MODE_DIRTY
 
 # Optional build-time knobs, passed to the preprocessor only when set.
 BENCH_CPPFLAGS := $(if $(BENCH_N),-DBENCH_N=$(BENCH_N)) \

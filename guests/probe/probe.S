@@ -1348,20 +1348,6 @@ delay:
     ret
     .size delay, . - delay
 
-/* icr_wait: poll ICR delivery status (bounded). %rdi = LAPIC. Preserves all. */
-    .type icr_wait, @function
-icr_wait:
-    push    %rcx
-    mov     $ICR_WAIT, %ecx
-1:  testl   $ICR_BUSY, LAPIC_ICR_LO(%rdi)
-    jz      2f
-    pause
-    dec     %ecx
-    jnz     1b
-2:  pop     %rcx
-    ret
-    .size icr_wait, . - icr_wait
-
 /* start_ap: INIT-SIPI-SIPI to APIC ID %eax. Preserves all. */
     .type start_ap, @function
 start_ap:
@@ -2431,62 +2417,7 @@ put_dec:
     ret
     .size put_dec, . - put_dec
 
-/* ------------------------------------------------------------------------
- * AP trampoline: copied to TRAMP_BASE (0x10000) and entered by SIPI vector
- * 0x10 in real mode at 1000:0000. Kept in .rodata (it is data to the BSP,
- * and objdump -d of the 64-bit image would only mis-decode it). Everything
- * in it is addressed relative to TRAMP_BASE.
- *   real mode: DS = CS, lgdt, CR0 = PE|ET (caches on) -> 0x18 (32-bit code)
- *   32-bit:    data segments 0x10, CR4 = PAE, CR3 = tramp_cr3 (the BSP's,
- *              patched in by smp_boot), EFER.LME,
- *              CR0 = PG|PE|ET -> far jump to 0x08 (64-bit code) ap_entry64
- * Interrupts stay off until ap_entry64 has loaded the IDT.
- * ------------------------------------------------------------------------ */
-    .section .rodata, "a", @progbits
-    .balign 16
-tramp_start:
-    .code16
-    cli
-    mov     %cs, %ax
-    mov     %ax, %ds
-    lgdtl   tramp_gdtr - tramp_start
-    mov     $0x11, %eax
-    mov     %eax, %cr0
-    ljmpl   $0x18, $(TRAMP_BASE + tramp_32 - tramp_start)
-    .code32
-tramp_32:
-    mov     $0x10, %eax
-    mov     %ax, %ds
-    mov     %ax, %es
-    mov     %ax, %ss
-    mov     %ax, %fs
-    mov     %ax, %gs
-    mov     $0x20, %eax                         /* CR4.PAE */
-    mov     %eax, %cr4
-    mov     TRAMP_BASE + (tramp_cr3 - tramp_start), %eax
-    mov     %eax, %cr3
-    mov     $EFER_MSR, %ecx
-    rdmsr
-    or      $EFER_LME, %eax
-    wrmsr
-    mov     $0x80000011, %eax                   /* PG | ET | PE */
-    mov     %eax, %cr0
-    ljmp    $0x08, $ap_entry64
-    .balign 8
-tramp_gdt:
-    .quad   0
-    .quad   0x00af9b000000ffff                  /* 0x08: 64-bit code */
-    .quad   0x00cf93000000ffff                  /* 0x10: data */
-    .quad   0x00cf9b000000ffff                  /* 0x18: 32-bit code */
-tramp_gdtr:
-    .word   4 * 8 - 1
-    .long   TRAMP_BASE + tramp_gdt - tramp_start
-    .balign 4
-tramp_cr3:
-    .long   0
-    .balign 8
-tramp_end:
-    .code64
+#include "../ap_trampoline.inc"
 
     .balign 8
 idtr:

@@ -8,7 +8,7 @@
 #   make -C guests -B flood.elf FLOOD_BYTES=N    -> flood with N bytes
 #                                                   (default 512 KiB)
 
-TEST_GUESTS := gdb gdbirq spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample
+TEST_GUESTS := gdb gdbirq spin halt triple cmpxchg16b ports flood apspin testdev memread bell strio msiflood s3 s3nowake s3never s3novec rtc pages resample counter counter-hot
 TEST_ELFS   := $(addsuffix .elf,$(TEST_GUESTS))
 TEST_LIB    := test/lib.o
 TEST_OBJS   := $(addprefix test/,$(addsuffix .o,$(TEST_GUESTS))) $(TEST_LIB)
@@ -22,7 +22,7 @@ TEST_ASFLAGS := -c -m64 -ffreestanding -fno-pic -fno-asynchronous-unwind-tables 
                 -Wall -Werror
 TEST_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-T,$(TEST_LD)
 
-test/%.o: test/%.S test/lib.h test/test.mk test/s3.S
+test/%.o: test/%.S test/lib.h test/test.mk test/s3.S ap_trampoline.inc
 	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -o $@ $<
 
 %.elf: test/%.o $(TEST_LIB) $(TEST_LD)
@@ -47,6 +47,11 @@ test/gdb.o test/gdbirq.o: TEST_ASFLAGS += -g
 #   mb-low.elf   multiboot ELF32 at 0x8000 (realmode.flat's address), header-only
 #                segment at 0x7000
 #   mb-acpi.elf  the same at 0xe8000, over the ACPI tables: berth refuses it
+# counter-hot: counter.S whose AP dirties 4096 pages (16 MiB) a pass, faster
+# than a bandwidth-limited migration can send them; it counts to 10000.
+test/counter-hot.o: test/counter.S test/lib.h test/test.mk ap_trampoline.inc
+	$(CC) $(TEST_ASFLAGS) $(TEST_CPPFLAGS) -DCOUNTER_AP_PAGES=4096 -DCOUNTER_N=10000 -o $@ $<
+
 .DEFAULT_GOAL := all
 PLAIN_ELFS := pvh-gcc.elf mb-low.elf mb-acpi.elf
 TEST_ELFS  += $(PLAIN_ELFS)

@@ -96,6 +96,11 @@ const RUN: &[Opt] = &[
         "End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout",
     ),
     valued(
+        "incoming",
+        "ADDR",
+        "Wait for a live migration on ADDR (unix:PATH or tcp:HOST:PORT) instead of booting; run the guest it brings",
+    ),
+    valued(
         "gdb",
         "ADDR",
         "Serve the GDB remote protocol at ADDR: tcp:HOST:PORT or unix:PATH (README \"Debugging with gdb\")",
@@ -205,7 +210,7 @@ const SPECS: &[Spec] = &[
             },
             Pos {
                 name: "COMMAND",
-                help: "pause, resume, snapshot DIR [--incremental], stats, stop",
+                help: "pause, resume, snapshot DIR [--incremental], stats, stop, migrate ADDR [--max-downtime D] [--max-rounds N] [--max-bandwidth SIZE]",
                 rest: false,
             },
             Pos {
@@ -552,11 +557,24 @@ fn requires(m: &Matches, long: &str, needed: &str) -> Result<(), Printout> {
     }
 }
 
+/// A usage error for two options that cannot be given together.
+fn conflicts(m: &Matches, a: &str, b: &str) -> Result<(), Printout> {
+    if m.flag(a) && m.flag(b) {
+        return Err(error(format!(
+            "error: '--{a}' cannot be used with '--{b}'\n\n{TRY}\n"
+        )));
+    }
+    Ok(())
+}
+
 /// The typed command of a subcommand's matches.
 fn command(m: Matches) -> Result<Command, Printout> {
     let first = || PathBuf::from(&m.positionals[0]);
     if m.spec.name == "run" {
         requires(&m, "gdb-wait", "gdb")?;
+        // A migrating guest is already running: there is no first
+        // instruction for gdb to hold, and a restart would attach late.
+        conflicts(&m, "incoming", "gdb")?;
     }
     Ok(match m.spec.name {
         "run" => Command::Run {
@@ -576,6 +594,7 @@ fn command(m: Matches) -> Result<Command, Printout> {
             timeout: m.value("timeout", config::parse_duration)?,
             overrides: overrides(&m)?,
             snap: snapshot(&m)?,
+            incoming: m.text("incoming")?,
             gdb: m.text("gdb")?,
             gdb_wait: m.flag("gdb-wait"),
         },
@@ -761,6 +780,10 @@ mod tests {
             (
                 &["run", "m", "--vcpus", "abc"][..],
                 "invalid value 'abc' for '--vcpus <N>': invalid digit found in string",
+            ),
+            (
+                &["run", "m", "--gdb=tcp:127.0.0.1:1", "--incoming", "unix:/x"][..],
+                "'--incoming' cannot be used with '--gdb'",
             ),
             (
                 &["run", "m", "--gdb-wait"][..],

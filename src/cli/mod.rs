@@ -29,6 +29,8 @@ pub enum Command {
         no_seccomp: bool,
         /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
         timeout: Option<u64>,
+        /// Wait for a live migration on ADDR (unix:PATH or tcp:HOST:PORT) instead of booting; run the guest it brings.
+        incoming: Option<String>,
         /// Overrides of the machine file.
         overrides: OverrideArgs,
         /// Snapshot options and the control socket.
@@ -60,7 +62,7 @@ pub enum Command {
     Ctl {
         /// The control socket.
         socket: PathBuf,
-        /// pause, resume, snapshot DIR [--incremental], stats, stop.
+        /// pause, resume, snapshot DIR [--incremental], stats, stop, migrate ADDR [--max-downtime D] [--max-rounds N] [--max-bandwidth SIZE].
         command: String,
         /// The command's arguments.
         args: Vec<String>,
@@ -229,6 +231,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             host_limit,
             timeout,
             no_seccomp,
+            incoming,
             overrides,
             snap,
             gdb,
@@ -272,6 +275,16 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 signals.clone(),
                 p.machine.on_reboot != "restart",
             );
+            if let Some(addr) = incoming {
+                let mut tl = start_path.clone();
+                let report =
+                    crate::migrate::target::run_incoming(&addr, &c, &p, &snap, &opts, &run_opts, &mut tl)?;
+                let restart = report.outcome.resets_the_machine() && p.machine.on_reboot == "restart";
+                if !restart {
+                    return Ok(print_report(&report, stats, &mut tl, false));
+                }
+                print_report(&report, stats, &mut tl, true);
+            }
             // Bound once: gdb may stay attached across restarts; only the
             // first boot waits for it.
             let gdb = match gdb {
@@ -387,6 +400,7 @@ pub(crate) fn print_report(
         | Outcome::DebuggerKill) => {
             eprintln!("berth: {o}")
         }
+        o @ Outcome::Migrated(_) => eprintln!("berth: {o}"),
         o @ Outcome::Timeout(_) => {
             eprintln!("berth: {o}");
             for s in &report.vcpu_states {

@@ -35,7 +35,7 @@
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
 //! | [`ThreadKind::Gdb`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the debugger's socket) |
-//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD) and `ioctl`: the Main kind's three, and KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
+//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD), a migration's connection (`socket`, `connect`, `sendto`, `recvfrom`, `setsockopt`) and `ioctl`: the Main kind's three, and KVM_SET_USER_MEMORY_REGION (dirty logging on and off), KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
 //! the main thread installs [`ThreadKind::Main`] only after it has started
@@ -253,6 +253,12 @@ const SNAPSHOT_CALLS: &[Sys] = sys![
     SYS_getdents64,
     SYS_getcwd,
     SYS_readlink,
+    // A live migration's connection (unix or TCP).
+    SYS_socket,
+    SYS_connect,
+    SYS_sendto,
+    SYS_recvfrom,
+    SYS_setsockopt,
 ];
 
 /// The `irq-resample` thread's own call: blocking on the resample eventfd.
@@ -404,6 +410,13 @@ mod kvm_nr {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
     vmm_sys_util::ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
+    // On the VM fd, from the main thread: a migration's dirty logging.
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_SET_USER_MEMORY_REGION,
+        KVMIO,
+        0x46,
+        kvm_bindings::kvm_userspace_memory_region
+    );
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
     // On the vCPU fd: the gdb stub's breakpoints, single-step and FPU writes.
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_GUEST_DEBUG, KVMIO, 0x9b, kvm_bindings::kvm_guest_debug);
@@ -416,8 +429,10 @@ mod kvm_nr {
 }
 
 /// The ioctl requests a snapshot-writing main thread may make.
-fn snapshot_ioctls() -> [(&'static str, u64); 4] {
+fn snapshot_ioctls() -> [(&'static str, u64); 5] {
     [
+        // A migration turns dirty logging on and off on live memslots.
+        ("KVM_SET_USER_MEMORY_REGION", kvm_nr::KVM_SET_USER_MEMORY_REGION()),
         ("KVM_GET_IRQCHIP", kvm_nr::KVM_GET_IRQCHIP()),
         ("KVM_GET_PIT2", kvm_nr::KVM_GET_PIT2()),
         ("KVM_GET_CLOCK", kvm_nr::KVM_GET_CLOCK()),

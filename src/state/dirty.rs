@@ -29,6 +29,15 @@ pub fn bitmap_pages(bitmap: &[u64]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
+/// Reads and resets KVM's dirty log of slot `s`: the pages written since
+/// the last read (or since logging was turned on).
+pub fn read_slot(fd: &VmFd, s: &Slot) -> Result<Vec<u64>, StateError> {
+    let bitmap = fd
+        .get_dirty_log(s.slot, s.size as usize)
+        .map_err(StateError::kvm(format!("KVM_GET_DIRTY_LOG (slot {})", s.slot)))?;
+    Ok(bitmap_pages(&bitmap).collect())
+}
+
 impl DirtyLog {
     /// Tracks the slots that have dirty logging on.
     pub fn new(slots: Vec<Slot>) -> DirtyLog {
@@ -45,15 +54,18 @@ impl DirtyLog {
 
     fn read(&mut self, fd: &VmFd) -> Result<(), StateError> {
         for s in self.slots.iter().filter(|s| s.dirty_log) {
-            let bitmap = fd
-                .get_dirty_log(s.slot, s.size as usize)
-                .map_err(StateError::kvm(format!("KVM_GET_DIRTY_LOG (slot {})", s.slot)))?;
-            self.pending
-                .entry(s.slot)
-                .or_default()
-                .extend(bitmap_pages(&bitmap));
+            let pages = read_slot(fd, s)?;
+            self.pending.entry(s.slot).or_default().extend(pages);
         }
         Ok(())
+    }
+
+    /// Pages someone else read from KVM's log of `slot` (a migration): kept
+    /// for the next incremental snapshot when this log tracks the slot.
+    pub fn note(&mut self, slot: u32, pages: &[u64]) {
+        if self.slots.iter().any(|s| s.slot == slot && s.dirty_log) {
+            self.pending.entry(slot).or_default().extend(pages);
+        }
     }
 
     /// Reads the log; returns every page dirtied since the last committed

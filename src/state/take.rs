@@ -26,6 +26,11 @@ pub struct Slot {
     pub size: u64,
     /// KVM_MEM_LOG_DIRTY_PAGES is on.
     pub dirty_log: bool,
+    /// Read-only to the guest.
+    pub readonly: bool,
+    /// Private anonymous memory in small pages (no file, not shared, no
+    /// huge pages): a page the process never touched reads as zeros.
+    pub anonymous: bool,
 }
 
 /// What a snapshot takes from the plan and the machine file.

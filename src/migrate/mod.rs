@@ -1,0 +1,312 @@
+//! Live migration between berth processes (README "Live migration").
+//!
+//! - [`stream`]: the versioned stream format (sections with checksums,
+//!   page records);
+//! - [`source`]: the running VM's side (`berth ctl SOCKET migrate ADDR`):
+//!   pre-copy rounds on the dirty log while the guest runs, then pause,
+//!   the last pages and the state ([`crate::state`]), the target's ack, commit;
+//! - [`target`]: `berth run --incoming ADDR FILE`: wait for a source,
+//!   refuse another machine, build the VM, receive, load, run after commit.
+//!
+//! The commit protocol keeps the guest in exactly one place: the target
+//! runs nothing until the source's `commit`, and the source sends `commit`
+//! only after the target's `ack`, and then never runs again. Any failure
+//! before `commit` leaves the source running and the target exiting.
+
+mod crc32c;
+pub mod source;
+pub mod stream;
+pub mod target;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long one read or write on the connection may block.
+pub const IO_LIMIT: Duration = Duration::from_secs(10);
+
+/// Where a migration goes: `unix:PATH` or `tcp:HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix stream socket.
+    Unix(PathBuf),
+    /// TCP.
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+impl Address {
+    /// Parses `unix:PATH` or `tcp:HOST:PORT`; `resolve` allows host names
+    /// (a name lookup), otherwise HOST must be an IP address.
+    pub fn parse(s: &str, resolve: bool) -> Result<Address, MigrateError> {
+        let bad = |m: &str| MigrateError::Address(format!("{s:?}: {m}"));
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(bad("unix: needs a path"));
+            }
+            return Ok(Address::Unix(PathBuf::from(p)));
+        }
+        let Some(hp) = s.strip_prefix("tcp:") else {
+            return Err(bad("expected unix:PATH or tcp:HOST:PORT"));
+        };
+        if let Ok(a) = hp.parse::<SocketAddr>() {
+            return Ok(Address::Tcp(a));
+        }
+        if !resolve {
+            return Err(bad("expected tcp:IP:PORT"));
+        }
+        let mut addrs = hp
+            .to_socket_addrs()
+            .map_err(|e| bad(&format!("cannot resolve: {e}")))?;
+        addrs
+            .next()
+            .map(Address::Tcp)
+            .ok_or_else(|| bad("the host name has no address"))
+    }
+}
+
+/// A migration connection.
+pub enum Conn {
+    /// Unix.
+    Unix(UnixStream),
+    /// TCP.
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    /// Connects to `addr` (blocking; a refused or missing peer fails at once).
+    pub fn connect(addr: &Address) -> std::io::Result<Conn> {
+        let c = match addr {
+            Address::Unix(p) => Conn::Unix(UnixStream::connect(p)?),
+            Address::Tcp(a) => {
+                let s = TcpStream::connect(a)?;
+                s.set_nodelay(true)?;
+                Conn::Tcp(s)
+            }
+        };
+        c.set_timeouts(IO_LIMIT)?;
+        Ok(c)
+    }
+
+    /// Bounds every later read and write.
+    pub fn set_timeouts(&self, d: Duration) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => {
+                s.set_read_timeout(Some(d))?;
+                s.set_write_timeout(Some(d))
+            }
+            Conn::Tcp(s) => {
+                s.set_read_timeout(Some(d))?;
+                s.set_write_timeout(Some(d))
+            }
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A bound `--incoming` address, not yet accepting.
+pub enum Listener {
+    /// Unix (the socket file is removed on drop).
+    Unix(UnixListener, PathBuf),
+    /// TCP.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds `addr` (a Unix path must not exist).
+    pub fn bind(addr: &Address) -> Result<Listener, MigrateError> {
+        let err = |m: String| MigrateError::Bind(format!("{addr}: {m}"));
+        match addr {
+            Address::Unix(p) => {
+                if p.symlink_metadata().is_ok() {
+                    return Err(err("the path exists already".into()));
+                }
+                let l = UnixListener::bind(p).map_err(|e| err(e.to_string()))?;
+                Ok(Listener::Unix(l, p.clone()))
+            }
+            Address::Tcp(a) => Ok(Listener::Tcp(
+                TcpListener::bind(a).map_err(|e| err(e.to_string()))?,
+            )),
+        }
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Unix(l, _) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+
+    /// Waits for one connection, polling `give_up` every 100 ms.
+    pub fn accept(&self, give_up: impl Fn() -> Option<String>) -> Result<Conn, MigrateError> {
+        loop {
+            if let Some(why) = give_up() {
+                return Err(MigrateError::Aborted(why));
+            }
+            let mut fds = [libc::pollfd {
+                fd: self.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one valid pollfd, exclusively borrowed; poll only
+            // writes its `revents`.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+            if n <= 0 {
+                continue;
+            }
+            let c = match self {
+                Listener::Unix(l, _) => l.accept().map(|(s, _)| Conn::Unix(s)),
+                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+            };
+            let c = c.map_err(|e| {
+                MigrateError::Stream(stream::StreamError::Io {
+                    what: "accepting",
+                    source: e,
+                })
+            })?;
+            c.set_timeouts(IO_LIMIT).map_err(|e| {
+                MigrateError::Stream(stream::StreamError::Io {
+                    what: "setting timeouts",
+                    source: e,
+                })
+            })?;
+            return Ok(c);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Source options (`berth ctl SOCKET migrate ADDR [...]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Options {
+    /// The downtime budget: the guest is paused once the remaining dirty
+    /// pages take this long to send at the observed bandwidth.
+    pub max_downtime_ms: u64,
+    /// Rounds of dirty pages sent while the guest runs before pausing
+    /// regardless.
+    pub max_rounds: u32,
+    /// Bytes per second at most (`None`: as fast as the link goes).
+    pub max_bandwidth: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_downtime_ms: 50,
+            max_rounds: 30,
+            max_bandwidth: None,
+        }
+    }
+}
+
+/// The lowest `--max-bandwidth`: a `pages` section (up to 1 MiB) must go
+/// out well within [`IO_LIMIT`].
+pub const MIN_BANDWIDTH: u64 = 1 << 20;
+
+impl Options {
+    /// Refuses options a migration cannot keep to.
+    pub fn check(&self) -> Result<(), String> {
+        match self.max_bandwidth {
+            Some(b) if b < MIN_BANDWIDTH => {
+                Err(format!("--max-bandwidth {b}: at least 1MiB (bytes per second)"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Migration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The address is malformed (a usage error).
+    #[error("migration address {0}")]
+    Address(String),
+    /// `--incoming`: the address cannot be bound (a usage error).
+    #[error("--incoming {0}")]
+    Bind(String),
+    /// The stream broke or is not a migration stream.
+    #[error(transparent)]
+    Stream(#[from] stream::StreamError),
+    /// The target refused the source, or the source the target.
+    #[error("{0}")]
+    Refused(String),
+    /// The source is of another machine (its plan digest differs).
+    #[error("the source is another machine (plan-sha256:{source_digest}, this machine's is {this})")]
+    OtherMachine {
+        /// The source's digest.
+        source_digest: String,
+        /// This machine's.
+        this: String,
+    },
+    /// The VM state could not be saved or loaded.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The migration was abandoned (a signal, the VM ending).
+    #[error("{0}")]
+    Aborted(String),
+    /// Building the target VM failed.
+    #[error("cannot build the VM: {0}")]
+    Build(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Address::parse("unix:/tmp/m.sock", false).unwrap(),
+            Address::Unix("/tmp/m.sock".into())
+        );
+        assert_eq!(
+            Address::parse("tcp:127.0.0.1:4444", false).unwrap().to_string(),
+            "tcp:127.0.0.1:4444"
+        );
+        assert!(Address::parse("tcp:localhost:4444", false).is_err());
+        assert!(Address::parse("tcp:localhost:4444", true).is_ok());
+        assert!(Address::parse("udp:1.2.3.4:5", true).is_err());
+        assert!(Address::parse("unix:", true).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The target side of a live migration (`berth run --incoming ADDR FILE`):
+//! wait for one source, refuse another machine before it pauses anything,
+//! build the VM from this machine's plan around fresh (zero) memory,
+//! receive pages and state, load the state, acknowledge, and hand the VM to
+//! the run loop only after the source's `commit`. Any failure before that
+//! ends here with an error, and no vCPU has run.
+
+use super::stream::{self, End, Hello, Kind, Reply, StreamError, PAGE};
+use super::{Conn, Listener, MigrateError};
+use crate::build::{self, BuildOptions, Vm};
+use crate::clock::Timeline;
+use crate::config::Config;
+use crate::plan::Plan;
+use crate::state::{restore, VmState};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// What was received, besides the VM.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Page records received.
+    pub pages: u64,
+    /// The source's rounds.
+    pub rounds: u32,
+}
+
+fn refuse(conn: &mut Conn, kind: Kind, e: MigrateError) -> MigrateError {
+    let reply = Reply {
+        ok: false,
+        error: Some(e.to_string()),
+    };
+    let _ = stream::write_json(conn, kind, &reply);
+    e
+}
+
+/// The source's `hello` against this machine.
+fn check(hello: &Hello, plan: &Plan, digest: &str) -> Result<(), MigrateError> {
+    if hello.plan_sha256 != digest {
+        return Err(MigrateError::OtherMachine {
+            source_digest: hello.plan_sha256.clone(),
+            this: digest.to_string(),
+        });
+    }
+    let slots: Vec<(u32, u64, u64)> = plan
+        .memslots
+        .iter()
+        .map(|s| (s.slot, s.guest_addr.0, s.size.0))
+        .collect();
+    if hello.vcpus as usize != plan.cpus.len() || hello.slots != slots {
+        return Err(MigrateError::Refused(
+            "the source's vCPUs or memslots differ from this machine's".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes one `pages` section into guest memory.
+fn apply(payload: &[u8], plan: &Plan, mem: &GuestMemoryMmap) -> Result<u64, MigrateError> {
+    let zero = [0u8; PAGE];
+    let recs = stream::records(payload)?;
+    for (slot, page, data) in &recs {
+        let s = plan
+            .memslots
+            .iter()
+            .find(|s| s.slot == *slot)
+            .ok_or_else(|| StreamError::BadPage(format!("no memslot {slot}")))?;
+        if *page >= s.size.0 / PAGE as u64 {
+            return Err(StreamError::BadPage(format!("page {page} is outside memslot {slot}")).into());
+        }
+        mem.write_slice(
+            data.unwrap_or(&zero),
+            GuestAddress(s.guest_addr.0 + page * PAGE as u64),
+        )
+        .map_err(|e| StreamError::BadPage(format!("page {page} of memslot {slot}: {e}")))?;
+    }
+    Ok(recs.len() as u64)
+}
+
+/// Receives a migration on `l`: returns the VM, its state loaded, once the
+/// source has committed. `give_up` is polled while waiting for a source.
+pub fn receive(
+    l: &Listener,
+    config: &Config,
+    plan: &Plan,
+    digest: &str,
+    opts: &BuildOptions,
+    tl: &mut Timeline,
+    give_up: impl Fn() -> Option<String>,
+) -> Result<(Vm, Received), MigrateError> {
+    let mut conn = l.accept(give_up)?;
+    stream::read_magic(&mut conn)?;
+    let hello: Hello = stream::read_json(&mut conn, Kind::Hello, "hello")?;
+    stream::write_magic(&mut conn)?;
+    if let Err(e) = check(&hello, plan, digest) {
+        return Err(refuse(&mut conn, Kind::Reply, e));
+    }
+    // The VM, around zeroed memory: nothing runs until the commit.
+    let built = crate::memory::create(&plan.memslots, |p| config.resolve(p))
+        .map_err(|e| MigrateError::Build(e.to_string()))
+        .and_then(|mem| {
+            build::build_restored(config, plan, opts, tl, mem).map_err(|e| MigrateError::Build(e.to_string()))
+        });
+    let vm = match built {
+        Ok(vm) => vm,
+        Err(e) => return Err(refuse(&mut conn, Kind::Reply, e)),
+    };
+    stream::write_json(
+        &mut conn,
+        Kind::Reply,
+        &Reply {
+            ok: true,
+            error: None,
+        },
+    )?;
+    eprintln!("berth: incoming migration accepted; receiving");
+    let mut got = Received::default();
+    let state = loop {
+        let (kind, payload) = stream::read_section(&mut conn)?;
+        match kind {
+            Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
+            Kind::State => break VmState::from_bytes(&payload)?,
+            other => {
+                return Err(StreamError::Unexpected {
+                    got: other,
+                    want: "pages or state",
+                }
+                .into())
+            }
+        }
+    };
+    let end: End = stream::read_json(&mut conn, Kind::End, "end")?;
+    got.rounds = end.rounds;
+    if end.pages != got.pages {
+        return Err(StreamError::Garbage(format!(
+            "the source sent {} pages, {} arrived",
+            end.pages, got.pages
+        ))
+        .into());
+    }
+    if state.vcpus.len() != plan.cpus.len() {
+        let e = MigrateError::Refused(format!(
+            "{} vCPU states for {} vCPUs",
+            state.vcpus.len(),
+            plan.cpus.len()
+        ));
+        return Err(refuse(&mut conn, Kind::Ack, e));
+    }
+    if let Err(e) = restore::load(&vm, plan, &state) {
+        return Err(refuse(&mut conn, Kind::Ack, e.into()));
+    }
+    stream::write_json(
+        &mut conn,
+        Kind::Ack,
+        &Reply {
+            ok: true,
+            error: None,
+        },
+    )?;
+    // Only the source's commit makes the guest ours.
+    let (kind, _) = stream::read_section(&mut conn)?;
+    if kind != Kind::Commit {
+        return Err(StreamError::Unexpected {
+            got: kind,
+            want: "commit",
+        }
+        .into());
+    }
+    Ok((vm, got))
+}
+
+/// `berth run --incoming ADDR FILE`: binds ADDR (a usage error if it
+/// cannot), serves the run's controls, waits for a source (bounded by the
+/// run's deadline and signals), then runs the received guest to its end.
+pub fn run_incoming(
+    addr: &str,
+    config: &Config,
+    plan: &Plan,
+    snap: &crate::cli::SnapshotArgs,
+    opts: &BuildOptions,
+    run_opts: &crate::vmm::RunOptions,
+    tl: &mut Timeline,
+) -> Result<crate::vmm::RunReport, crate::error::Error> {
+    let addr = super::Address::parse(addr, true)?;
+    let listener = Listener::bind(&addr)?;
+    let controls = crate::snapshot_cli::controls(config, plan, snap)?;
+    let digest = crate::plan::dump::digest(plan)?;
+    eprintln!("berth: waiting for a migration on {addr}");
+    let give_up = || {
+        if let Some(sig) = run_opts.signals.pending() {
+            return Some(format!("signal {sig} arrived before a migration"));
+        }
+        match run_opts.deadline {
+            Some((d, ms)) if std::time::Instant::now() >= d => {
+                Some(format!("no migration arrived within the {ms} ms timeout"))
+            }
+            _ => None,
+        }
+    };
+    let (vm, got) = receive(&listener, config, plan, &digest, opts, tl, give_up)?;
+    drop(listener);
+    eprintln!(
+        "berth: migration received ({} pages, {} rounds); the guest runs here now",
+        got.pages, got.rounds
+    );
+    crate::vmm::run_controlled(vm, run_opts, controls).map_err(crate::error::Error::Run)
+}
