@@ -30,7 +30,7 @@ test/%.o: test/%.S test/lib.h test/test.mk test/s3.S ap_trampoline.inc
 
 # The guests that take interrupts also link apic.o (I/O APIC and LAPIC
 # mapping, IDT gates); the others keep the layout they had without it.
-APIC_GUESTS := rtc resample
+APIC_GUESTS := rtc resample gdbirq
 TEST_OBJS   += test/apic.o
 $(addsuffix .elf,$(APIC_GUESTS)): %.elf: test/%.o test/apic.o $(TEST_LIB) $(TEST_LD)
 	$(CC) $(TEST_LDFLAGS) -o $@ $< test/apic.o $(TEST_LIB)

@@ -218,18 +218,10 @@ const CONTROL_CALLS: &[Sys] = sys![
     SYS_unlink
 ];
 
-/// The `gdb` thread's own calls: wait for and accept a debugger, read its
-/// packets (writes are in every list), set TCP_NODELAY, remove a Unix
-/// socket file at the end.
-const GDB_CALLS: &[Sys] = sys![
-    SYS_poll,
-    SYS_accept4,
-    SYS_read,
-    SYS_recvfrom,
-    SYS_sendto,
-    SYS_setsockopt,
-    SYS_unlink
-];
+/// The `gdb` thread's own calls: the control thread's, for the same
+/// reasons (wait for and accept a debugger, read its packets, set
+/// TCP_NODELAY, remove a Unix socket file at the end).
+const GDB_CALLS: &[Sys] = CONTROL_CALLS;
 
 /// The snapshot-writing main thread's own calls: create, write and rename
 /// the directory and its (sparse) files, read manifests and
