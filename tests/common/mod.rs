@@ -2,6 +2,8 @@
 //! running berth with a deadline.
 #![allow(dead_code)]
 
+pub mod snapshot;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
