@@ -16,7 +16,7 @@ pub enum DeviceKind {
     Serial8250 {
         /// Interrupt line.
         gsi: u32,
-        /// Where output goes: "stdout", "null" or "file:<path as written>".
+        /// Where output goes: `stdout`, `null` or `file:<path as written>`.
         output: String,
     },
     /// i8042 keyboard controller (vm-superio), data or command port; 0xfe on

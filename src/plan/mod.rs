@@ -92,7 +92,7 @@ pub struct MachinePlan {
 pub struct CpuPlan {
     /// vCPU index (KVM vcpu id).
     pub index: u32,
-    /// Initial local APIC ID (also CPUID leaf 1 EBX[31:24] and leaf 0xB).
+    /// Initial local APIC ID (also CPUID leaf 1 `EBX[31:24]` and leaf 0xB).
     pub apic_id: u32,
     /// Whether this is the bootstrap processor.
     pub bsp: bool,
@@ -198,7 +198,7 @@ pub struct KernelPlan {
     /// Command line, verbatim.
     pub cmdline: String,
     /// The string the guest receives, when it is not `cmdline`: multiboot
-    /// passes `<path> <cmdline>` (QEMU's convention: argv[0] first).
+    /// passes `<path> <cmdline>` (QEMU's convention: `argv[0]` first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_cmdline: Option<String>,
 }
