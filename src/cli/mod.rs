@@ -17,7 +17,7 @@ pub enum Command {
         file: PathBuf,
         /// Print exit counts per reason and per device at the end (stderr).
         stats: bool,
-        /// Print boot-sha256:<hex> over guest RAM and vCPU registers before the first KVM_RUN (stderr).
+        /// Print `boot-sha256:<hex>` over guest RAM and vCPU registers before the first KVM_RUN (stderr).
         boot_digest: bool,
         /// Refuse to boot (exit 2) unless the plan digest equals this.
         expect_plan: Option<String>,
@@ -27,7 +27,7 @@ pub enum Command {
         host_limit: Vec<String>,
         /// Run without the per-thread seccomp filters (for debugging).
         no_seccomp: bool,
-        /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides [machine] timeout.
+        /// End the VM with exit 6 after this long (e.g. 30s, 500ms, 2m); overrides `[machine] timeout`.
         timeout: Option<u64>,
         /// Wait for a live migration on ADDR (unix:PATH or tcp:HOST:PORT) instead of booting; run the guest it brings.
         incoming: Option<String>,
@@ -74,7 +74,7 @@ pub enum Command {
         /// Overrides of the machine file.
         overrides: OverrideArgs,
     },
-    /// Print the fully resolved plan, then plan-sha256:<hex>.
+    /// Print the fully resolved plan, then `plan-sha256:<hex>`.
     Plan {
         /// Machine file.
         file: PathBuf,
@@ -92,13 +92,13 @@ pub enum Command {
 /// the current directory.
 #[derive(Debug, Default)]
 pub struct OverrideArgs {
-    /// Boot this kernel image instead of [kernel] path.
+    /// Boot this kernel image instead of `[kernel] path`.
     pub kernel: Option<PathBuf>,
-    /// Use this kernel command line instead of [kernel] cmdline.
+    /// Use this kernel command line instead of `[kernel] cmdline`.
     pub append: Option<String>,
-    /// Use this initrd (multiboot, PVH: module 0) instead of [kernel] initrd.
+    /// Use this initrd (multiboot, PVH: module 0) instead of `[kernel] initrd`.
     pub initrd: Option<PathBuf>,
-    /// Number of vCPUs, instead of [machine] vcpus.
+    /// Number of vCPUs, instead of `[machine] vcpus`.
     pub vcpus: Option<u32>,
     /// RAM size (e.g. 256MiB) of the machine's one memory region.
     pub memory: Option<u64>,

@@ -1,5 +1,5 @@
 //! The machine file, schema v1, as serde data only. Validation lives in
-//! [`super::validate`]; nothing here looks at the host.
+//! `super::validate`; nothing here looks at the host.
 
 use super::size::{Millis, Size};
 use serde::{Deserialize, Serialize};

@@ -397,7 +397,7 @@ pub fn optional_caps_named(names: &[String]) -> Result<Vec<Cap>, String> {
     Ok(out)
 }
 
-/// Guest physical address width the host CPU supports (CPUID 0x80000008 EAX[7:0]).
+/// Guest physical address width the host CPU supports (CPUID 0x80000008 `EAX[7:0]`).
 /// Read once per process: under nested virtualization each `cpuid` traps
 /// (about 13 µs on the PVM dev host), and every build asks twice.
 pub fn host_phys_addr_bits() -> u32 {

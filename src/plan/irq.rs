@@ -46,7 +46,7 @@ pub struct RoutePlan {
     /// Where it goes.
     #[serde(flatten)]
     pub target: RouteTarget,
-    /// Who asked for it: "pc", "irq_route[i]", "msi_route[i]", "device <name>".
+    /// Who asked for it: `pc`, `irq_route[i]`, `msi_route[i]`, `device <name>`.
     pub source: String,
 }
 

@@ -2,6 +2,8 @@
 //! running berth with a deadline.
 #![allow(dead_code)]
 
+pub mod snapshot;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -214,4 +216,27 @@ pub fn strace_calls(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Runs berth under strace and returns (exit code, stderr, whether KVM_CREATE_VM was called).
+pub fn traced(args: &[&str]) -> (Option<i32>, String, bool) {
+    let mut c = Command::new("strace");
+    c.current_dir(repo())
+        .args(["-f", "-qq", "-e", "trace=ioctl", "-o", "/dev/stderr"]);
+    c.arg(env!("CARGO_BIN_EXE_berth")).args(args);
+    let o = run_with_limit(c, Duration::from_secs(60));
+    let err = stderr(&o);
+    (o.status.code(), err.clone(), err.contains("KVM_CREATE_VM"))
+}
+
+/// Runs berth plainly (stderr kept whole: under strace its lines can be
+/// split by strace's own) and under strace; returns (exit code, stderr,
+/// whether the traced run called KVM_CREATE_VM).
+pub fn run_and_trace(args: &[&str]) -> (Option<i32>, String, bool) {
+    let mut c = berth();
+    c.args(args);
+    let o = run_with_limit(c, Duration::from_secs(60));
+    let (traced_code, trace, created) = traced(args);
+    assert_eq!(traced_code, o.status.code(), "{trace}");
+    (o.status.code(), stderr(&o), created)
 }

@@ -400,7 +400,7 @@ fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiErr
     Ok((out, at(facs_off)))
 }
 
-/// Where [`write`] puts the FACS for `spec` at `rsdp_addr`, without
+/// Where [`write()`] puts the FACS for `spec` at `rsdp_addr`, without
 /// writing anything (a restored VM's tables are in its memory already).
 ///
 /// # Errors
