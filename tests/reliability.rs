@@ -114,9 +114,13 @@ fn sigint_stops_a_guest_halted_with_interrupts_off() {
     wait_for_line(&mut child, "halt: ready", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
     kill(&child, libc::SIGINT);
-    let (code, took) = wait_exit(&mut child, Duration::from_secs(5));
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(130));
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // A vCPU the kick did not reach is only given up after the 5 s stop
+    // grace period; a working kick ends the run in milliseconds (1.26 s
+    // was seen with both cores busy, so the bound is below the grace
+    // period, not a speed target).
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]
