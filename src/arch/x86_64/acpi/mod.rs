@@ -3,9 +3,21 @@
 //! powers off (`\_S5`) and resets (the FADT reset register).
 //!
 //! Everything is built from an [`AcpiSpec`] (values from berth's plan, never
-//! from the host) as a plain byte vector with explicit little-endian
-//! encoding, like the sibling [`mptable`](super::mptable) writer, so the
-//! output is byte-for-byte deterministic and needs no `unsafe`.
+//! from the host) with rust-vmm's `acpi_tables` crate (Cloud Hypervisor's
+//! table builders): its `Rsdp`, `FADTBuilder`, `FACS`,
+//! MADT entries and `aml` objects, and its generic `Sdt` for the XSDT, the
+//! MADT and the DSDT. The output is byte-for-byte deterministic and the same
+//! as berth's earlier hand encoding (the unit tests pin it). The crate
+//! asserts on some inputs (an AML name that is not four characters, an
+//! offset past a table's end); berth calls it only with constant names and
+//! offsets and with a spec `validate()` accepted, so no plan reaches one.
+//!
+//! What the crate lacks, berth adds on top of it: the `IRQNoFlags` resource
+//! descriptor (`aml` has only the extended `Interrupt`), the MADT's
+//! interrupt source override and local APIC NMI entries, and the MADT flags
+//! and revision (its `MADT` type fixes revision 1 and flags 0, so the MADT
+//! is an `Sdt`). Every table's creator ID is berth's (`BRTH`, revision 1),
+//! not the crate's `RVAT`.
 //!
 //! # Layout
 //!
@@ -16,7 +28,8 @@
 //!    address is 0: there is no RSDT);
 //! 2. the XSDT, listing the FADT and the MADT;
 //! 3. the FADT (revision 6.4, 276 bytes), pointing at the DSDT and the FACS;
-//! 4. the DSDT: `\_S3`, `\_S5` and `\_SB.COM1`;
+//! 4. the DSDT: `\_S3`, `\_S5`, `\_SB.COM1` and, with fw_cfg,
+//!    `\_SB.FWCF`;
 //! 5. the MADT: local APICs, the I/O APIC, the SCI override and LINT1 = NMI;
 //! 6. the FACS (64 bytes), 64-byte aligned as the specification requires.
 //!
@@ -29,9 +42,9 @@
 //! writing `SLP_TYP = 5 | SLP_EN` to PM1a_CNT, and suspend to RAM with
 //! `SLP_TYP = 1` (`\_S3`). `SMI_CMD` is 0, so the platform is always in ACPI
 //! mode; there is no GPE block. `FIRMWARE_CTRL`/`DSDT` and their `X_`
-//! twins hold the same (below 1 MiB) addresses. A classic platform must provide a FACS (ACPI 6.4 §5.2.9: only a
-//! hardware-reduced one may omit it), so one is included; the guest's global
-//! lock lives there.
+//! twins hold the same (below 1 MiB) addresses. A classic platform must
+//! provide a FACS (ACPI 6.4 §5.2.9: only a hardware-reduced one may omit
+//! it), so one is included; the guest's global lock lives there.
 //!
 //! # Interrupts
 //!
@@ -42,10 +55,10 @@
 //!
 //! # The DSDT
 //!
-//! The AML is encoded by hand; the bytes are pinned by a unit test against
-//! the output of the ACPICA compiler (`iasl` 20200925) for this source (the
-//! `_S3` line came later and was encoded by hand the same way, `One` being
-//! the one-byte `OneOp`):
+//! The AML is built from the crate's `aml` objects (`dsdt.rs`); the bytes
+//! are pinned by a unit test against the output of the ACPICA compiler
+//! (`iasl` 20200925) for this source (the `_S3` line came later and was
+//! checked by hand the same way, `One` being the one-byte `OneOp`):
 //!
 //! ```text
 //! DefinitionBlock ("", "DSDT", 2, "BERTH ", "BERTHVM ", 1)
@@ -68,14 +81,19 @@
 //! }
 //! ```
 
-use crate::arch::x86_64::tables::set_checksum;
 use crate::arch::x86_64::{check_apic_ids, ApicIdError};
+use acpi_tables::aml;
+use acpi_tables::facs::FACS;
+use acpi_tables::fadt::{FADTBuilder, Flags as FadtFlags, FADT};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{EnabledStatus, IoApic, ProcessorLocalApic};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
-use super::layout::{COM1_GSI, COM1_LEN, COM1_PORT};
-
-mod aml;
-use aml::*;
+mod dsdt;
+use dsdt::{aml_com1, aml_fw_cfg, aml_sleep_state};
 
 /// Where berth puts the RSDP: the start of the BIOS-area window
 /// `0xe0000..0x100000` Linux scans on 16-byte boundaries.
@@ -127,11 +145,8 @@ const OEM_REVISION: u32 = 1;
 const CREATOR_REVISION: u32 = 1;
 
 const HEADER_LEN: usize = 36;
-const RSDP_LEN: usize = 36;
 /// XSDT: header and two 64-bit entries (FADT, MADT).
 const XSDT_LEN: usize = HEADER_LEN + 2 * 8;
-const FADT_LEN: usize = 276;
-const FACS_LEN: usize = 64;
 /// MADT: header, local APIC address and flags.
 const MADT_FIXED_LEN: usize = HEADER_LEN + 8;
 const MADT_LAPIC_LEN: usize = 8;
@@ -139,55 +154,34 @@ const MADT_IOAPIC_LEN: usize = 12;
 const MADT_ISO_LEN: usize = 10;
 const MADT_LAPIC_NMI_LEN: usize = 6;
 
+/// Header offsets of the creator ID and revision (ACPI 6.4 Table 5.5).
+const HEADER_CREATOR_ID: usize = 28;
+const HEADER_CREATOR_REVISION: usize = 32;
+/// MADT offsets of the local APIC address and the flags.
+const MADT_LAPIC_ADDR: usize = 36;
+const MADT_FLAGS: usize = 40;
+
 /// Tables are 8-byte aligned within the blob.
 const TABLE_ALIGN: usize = 8;
 /// The FACS must be 64-byte aligned in guest-physical memory.
 const FACS_ALIGN: u64 = 64;
 
-const RSDP_REVISION: u8 = 2;
 const XSDT_REVISION: u8 = 1;
-const FADT_MAJOR: u8 = 6;
 const FADT_MINOR: u8 = 4;
 /// Revision 2: 64-bit AML integers.
 const DSDT_REVISION: u8 = 2;
 const MADT_REVISION: u8 = 5;
 const FACS_VERSION: u8 = 2;
 
-// FADT field offsets (ACPI 6.4 Table 5.9).
-const FADT_FIRMWARE_CTRL: usize = 36;
-const FADT_DSDT: usize = 40;
-const FADT_SCI_INT: usize = 46;
-const FADT_SMI_CMD: usize = 48;
-const FADT_PM1A_EVT_BLK: usize = 56;
-const FADT_PM1A_CNT_BLK: usize = 64;
-const FADT_PM_TMR_BLK: usize = 76;
-const FADT_PM1_EVT_LEN: usize = 88;
-const FADT_PM1_CNT_LEN: usize = 89;
-const FADT_PM_TMR_LEN: usize = 91;
-const FADT_P_LVL2_LAT: usize = 96;
-const FADT_P_LVL3_LAT: usize = 98;
-const FADT_IAPC_BOOT_ARCH: usize = 109;
-const FADT_FLAGS: usize = 112;
-const FADT_RESET_REG: usize = 116;
-const FADT_RESET_VALUE: usize = 128;
-const FADT_MINOR_VERSION: usize = 131;
-const FADT_X_FIRMWARE_CTRL: usize = 132;
-const FADT_X_DSDT: usize = 140;
-const FADT_X_PM1A_EVT_BLK: usize = 148;
-const FADT_X_PM1A_CNT_BLK: usize = 172;
-const FADT_X_PM_TMR_BLK: usize = 208;
-
-/// FADT flags.
-const FADT_F_WBINVD: u32 = 1 << 0;
-const FADT_F_PROC_C1: u32 = 1 << 2;
-const FADT_F_SLP_BUTTON: u32 = 1 << 5;
-const FADT_F_RESET_REG_SUP: u32 = 1 << 10;
-const FADT_F_HW_REDUCED_ACPI: u32 = 1 << 20;
 /// What berth's FADT sets: WBINVD works, C1 is supported, there is no
 /// fixed-feature sleep button, and the reset register is valid. Not
 /// hardware-reduced: PM1a-based power-off needs the fixed hardware.
-const FADT_FLAGS_VALUE: u32 = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP;
-const _: () = assert!(FADT_FLAGS_VALUE & FADT_F_HW_REDUCED_ACPI == 0);
+const FADT_FLAGS: [FadtFlags; 4] = [
+    FadtFlags::Wbinvd,
+    FadtFlags::ProcC1,
+    FadtFlags::SlpButton,
+    FadtFlags::ResetRegSup,
+];
 
 /// IA-PC boot architecture flags.
 const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
@@ -199,19 +193,10 @@ const P_LVL2_UNSUPPORTED: u16 = 101;
 /// `P_LVL3_LAT` above 1000 µs: C3 not supported.
 const P_LVL3_UNSUPPORTED: u16 = 1001;
 
-/// Generic address structure: address space IDs and access sizes.
-const GAS_SYSTEM_IO: u8 = 1;
-const GAS_ACCESS_BYTE: u8 = 1;
-const GAS_ACCESS_WORD: u8 = 2;
-const GAS_ACCESS_DWORD: u8 = 3;
-
 /// MADT flag: the platform also has dual 8259s.
 const MADT_PCAT_COMPAT: u32 = 1 << 0;
-const MADT_TYPE_LAPIC: u8 = 0;
-const MADT_TYPE_IOAPIC: u8 = 1;
 const MADT_TYPE_ISO: u8 = 2;
 const MADT_TYPE_LAPIC_NMI: u8 = 4;
-const LAPIC_ENABLED: u32 = 1 << 0;
 const ISA_BUS: u8 = 0;
 /// MPS INTI flags: polarity active high (01), trigger mode level (11).
 const INTI_ACTIVE_HIGH_LEVEL: u16 = 0x000d;
@@ -279,8 +264,9 @@ pub enum AcpiError {
         /// Position of the second CPU with it.
         second: usize,
     },
-    /// A fixed-hardware register block is at port 0 (ACPI reads a zero
-    /// address as "absent") or runs past port 0xffff.
+    /// A fixed-hardware register block or the fw_cfg device is at port 0
+    /// (ACPI reads a zero address as "absent"), is empty or runs past port
+    /// 0xffff.
     #[error("ACPI {name} at port {port:#x} ({len} bytes) is not a valid I/O range")]
     BadPort {
         /// Which register block.
@@ -290,7 +276,8 @@ pub enum AcpiError {
         /// Its length in bytes.
         len: u8,
     },
-    /// Two fixed-hardware register blocks overlap.
+    /// Two fixed-hardware register blocks (or one and the fw_cfg device)
+    /// overlap.
     #[error("ACPI {first} at port {first_port:#x} overlaps {second} at port {second_port:#x}")]
     PortOverlap {
         /// The first block.
@@ -316,8 +303,8 @@ pub enum AcpiError {
         /// Blob size in bytes.
         size: usize,
     },
-    /// A table or AML object is too large for its length field (cannot
-    /// happen with the sizes [`build`] accepts; checked, not assumed).
+    /// A table address does not fit its 32-bit FADT field (cannot happen
+    /// with the addresses [`build`] accepts; checked, not assumed).
     #[error("ACPI {what} of {len} bytes is too large to encode")]
     TooLarge {
         /// What was being encoded.
@@ -342,8 +329,8 @@ pub enum AcpiError {
 /// # Errors
 ///
 /// Rejects a spec with no CPUs, more than [`MAX_CPUS`] CPUs, a CPU with APIC
-/// ID 0xff or duplicate APIC IDs; register blocks at port 0, past port
-/// 0xffff or overlapping each other; an `rsdp_addr` that is not 16-byte
+/// ID 0xff or duplicate APIC IDs; register blocks (and the fw_cfg device)
+/// at port 0, empty, past port 0xffff or overlapping each other; an `rsdp_addr` that is not 16-byte
 /// aligned; and a blob that would run past [`TABLES_END`].
 pub fn build(spec: &AcpiSpec, rsdp_addr: u64) -> Result<Vec<u8>, AcpiError> {
     build_blob(spec, rsdp_addr).map(|(blob, _)| blob)
@@ -356,17 +343,17 @@ fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiErr
         return Err(AcpiError::Misaligned { addr: rsdp_addr });
     }
 
-    let dsdt = dsdt(spec)?;
+    let dsdt = dsdt(spec);
     let madt = madt(spec)?;
 
-    let xsdt_off = align_up(RSDP_LEN, TABLE_ALIGN);
+    let xsdt_off = align_up(Rsdp::len(), TABLE_ALIGN);
     let fadt_off = align_up(xsdt_off + XSDT_LEN, TABLE_ALIGN);
-    let dsdt_off = align_up(fadt_off + FADT_LEN, TABLE_ALIGN);
+    let dsdt_off = align_up(fadt_off + FADT::len(), TABLE_ALIGN);
     let madt_off = align_up(dsdt_off + dsdt.len(), TABLE_ALIGN);
     let madt_end = madt_off + madt.len();
     // The FACS alignment is absolute; rsdp_addr is only 16-byte aligned.
     let facs_off = madt_end + facs_padding(rsdp_addr, madt_end);
-    let total = facs_off + FACS_LEN;
+    let total = facs_off + FACS::len();
     match rsdp_addr.checked_add(total as u64) {
         Some(end) if end <= TABLES_END => {}
         _ => {
@@ -379,7 +366,7 @@ fn build_blob(spec: &AcpiSpec, rsdp_addr: u64) -> Result<(Vec<u8>, u64), AcpiErr
     // In range: rsdp_addr + total <= TABLES_END, so no sum below overflows.
     let at = |off: usize| rsdp_addr + off as u64;
 
-    let xsdt = xsdt(&[at(fadt_off), at(madt_off)])?;
+    let xsdt = xsdt(&[at(fadt_off), at(madt_off)]);
     let fadt = fadt(spec, at(dsdt_off), at(facs_off))?;
     let rsdp = rsdp(at(xsdt_off));
     let facs = facs();
@@ -439,17 +426,23 @@ impl From<ApicIdError> for AcpiError {
     }
 }
 
+/// Checks every value of `spec` before any table is built: the
+/// `acpi_tables` builders take what they are given (and assert on some
+/// inputs), so what reaches them must already be in range.
 fn validate(spec: &AcpiSpec) -> Result<(), AcpiError> {
     check_apic_ids(&spec.cpus, MAX_CPUS)?;
 
-    let blocks = [
+    let mut blocks = vec![
         ("PM1a event block", spec.pm1a_evt_port, PM1_EVT_LEN),
         ("PM1a control block", spec.pm1a_cnt_port, PM1_CNT_LEN),
         ("PM timer", spec.pm_tmr_port, PM_TMR_LEN),
         ("reset register", spec.reset_port, 1),
     ];
+    if let Some((port, len)) = spec.fw_cfg {
+        blocks.push(("fw_cfg device", port, len));
+    }
     for &(name, port, len) in &blocks {
-        if port == 0 || u32::from(port) + u32::from(len) > 0x1_0000 {
+        if port == 0 || len == 0 || u32::from(port) + u32::from(len) > 0x1_0000 {
             return Err(AcpiError::BadPort { name, port, len });
         }
     }
@@ -481,81 +474,40 @@ fn facs_padding(rsdp_addr: u64, end: usize) -> usize {
     ((FACS_ALIGN - addr % FACS_ALIGN) % FACS_ALIGN) as usize
 }
 
-/// Writes `value` at `bytes[at..]`, if it fits (it always does for the fixed
-/// offsets used here).
-fn put(bytes: &mut [u8], at: usize, value: &[u8]) {
-    if let Some(slot) = bytes.get_mut(at..at + value.len()) {
-        slot.copy_from_slice(value);
-    }
+/// A system description table (header only) with berth's OEM and creator
+/// IDs; [`Sdt`] keeps its length and checksum current as it grows.
+fn sdt(signature: &[u8; 4], length: u32, revision: u8) -> Sdt {
+    let mut t = Sdt::new(*signature, length, revision, *OEM_ID, *OEM_TABLE_ID, OEM_REVISION);
+    t.write_bytes(HEADER_CREATOR_ID, CREATOR_ID);
+    t.write_u32(HEADER_CREATOR_REVISION, CREATOR_REVISION);
+    t
 }
 
-/// A 36-byte system description table header with length and checksum 0
-/// (patched by [`finish_table`]).
-fn header(signature: &[u8; 4], revision: u8) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEADER_LEN);
-    h.extend_from_slice(signature);
-    h.extend_from_slice(&0u32.to_le_bytes()); // length, patched
-    h.push(revision);
-    h.push(0); // checksum, patched
-    h.extend_from_slice(OEM_ID);
-    h.extend_from_slice(OEM_TABLE_ID);
-    h.extend_from_slice(&OEM_REVISION.to_le_bytes());
-    h.extend_from_slice(CREATOR_ID);
-    h.extend_from_slice(&CREATOR_REVISION.to_le_bytes());
-    h
-}
-
-/// Patches the length field and the checksum of a complete table.
-fn finish_table(mut table: Vec<u8>, what: &'static str) -> Result<Vec<u8>, AcpiError> {
-    let len = u32::try_from(table.len()).map_err(|_| AcpiError::TooLarge {
-        what,
-        len: table.len(),
-    })?;
-    put(&mut table, 4, &len.to_le_bytes());
-    set_checksum(&mut table, 9);
-    Ok(table)
+/// The bytes of a crate object.
+fn to_bytes(obj: &dyn Aml) -> Vec<u8> {
+    let mut out = Vec::new();
+    obj.to_aml_bytes(&mut out);
+    out
 }
 
 /// A generic address structure for an I/O port register.
-fn gas_io(port: u16, bit_width: u8, access_size: u8) -> [u8; 12] {
-    let mut g = [0u8; 12];
-    g[0] = GAS_SYSTEM_IO;
-    g[1] = bit_width;
-    g[2] = 0; // bit offset
-    g[3] = access_size;
-    g[4..].copy_from_slice(&u64::from(port).to_le_bytes());
-    g
+fn gas_io(port: u16, bit_width: u8, access_size: AccessSize) -> GAS {
+    GAS::new(AddressSpace::SystemIo, bit_width, 0, access_size, u64::from(port))
 }
 
 fn rsdp(xsdt_addr: u64) -> Vec<u8> {
-    let mut r = Vec::with_capacity(RSDP_LEN);
-    r.extend_from_slice(b"RSD PTR ");
-    r.push(0); // checksum of the first 20 bytes, patched
-    r.extend_from_slice(OEM_ID);
-    r.push(RSDP_REVISION);
-    r.extend_from_slice(&0u32.to_le_bytes()); // no RSDT
-    r.extend_from_slice(&(RSDP_LEN as u32).to_le_bytes());
-    r.extend_from_slice(&xsdt_addr.to_le_bytes());
-    r.push(0); // extended checksum, patched
-    r.extend_from_slice(&[0; 3]);
-    if let Some(first) = r.get_mut(..20) {
-        set_checksum(first, 8);
-    }
-    set_checksum(&mut r, 32);
-    r
+    to_bytes(&Rsdp::new(*OEM_ID, xsdt_addr))
 }
 
-fn xsdt(entries: &[u64]) -> Result<Vec<u8>, AcpiError> {
-    let mut t = header(b"XSDT", XSDT_REVISION);
-    for e in entries {
-        t.extend_from_slice(&e.to_le_bytes());
+fn xsdt(entries: &[u64]) -> Vec<u8> {
+    let mut t = sdt(b"XSDT", HEADER_LEN as u32, XSDT_REVISION);
+    for &e in entries {
+        t.append(e);
     }
-    finish_table(t, "XSDT")
+    t.as_slice().to_vec()
 }
 
 fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, AcpiError> {
-    let mut t = header(b"FACP", FADT_MAJOR);
-    t.resize(FADT_LEN, 0);
     // FIRMWARE_CTRL and DSDT (32-bit) carry the same addresses as the X_
     // fields (the blob is below 1 MiB): OSPMs prefer the X_ ones, and
     // 32-bit readers (kvm-unit-tests' FACS lookup) use these.
@@ -568,59 +520,33 @@ fn fadt(spec: &AcpiSpec, dsdt_addr: u64, facs_addr: u64) -> Result<Vec<u8>, Acpi
             })
         }
     };
-    put(&mut t, FADT_FIRMWARE_CTRL, &facs32.to_le_bytes());
-    put(&mut t, FADT_DSDT, &dsdt32.to_le_bytes());
-    put(&mut t, FADT_SCI_INT, &u16::from(SCI_IRQ).to_le_bytes());
-    // No SMI command port: the platform is always in ACPI mode.
-    put(&mut t, FADT_SMI_CMD, &0u32.to_le_bytes());
-    put(
-        &mut t,
-        FADT_PM1A_EVT_BLK,
-        &u32::from(spec.pm1a_evt_port).to_le_bytes(),
-    );
-    put(
-        &mut t,
-        FADT_PM1A_CNT_BLK,
-        &u32::from(spec.pm1a_cnt_port).to_le_bytes(),
-    );
+    let mut f = FADTBuilder::new(*OEM_ID, *OEM_TABLE_ID, OEM_REVISION);
+    f.creator_id = *CREATOR_ID;
+    f.creator_revision = CREATOR_REVISION.to_le_bytes();
+    f.fadt_minor_version = FADT_MINOR;
+    f.firmware_ctrl = facs32.into();
+    f.dsdt = dsdt32.into();
+    f.x_firmware_ctrl = facs_addr.into();
+    f.x_dsdt = dsdt_addr.into();
+    f.sci_int = u16::from(SCI_IRQ).into();
+    // SMI_CMD stays 0: no SMI command port, always in ACPI mode.
+    f.pm1a_evt_blk = u32::from(spec.pm1a_evt_port).into();
+    f.pm1a_cnt_blk = u32::from(spec.pm1a_cnt_port).into();
     // The 24-bit PM timer (TMR_VAL_EXT clear); no PM2, no GPE blocks.
-    put(
-        &mut t,
-        FADT_PM_TMR_BLK,
-        &u32::from(spec.pm_tmr_port).to_le_bytes(),
-    );
-    put(&mut t, FADT_PM1_EVT_LEN, &[PM1_EVT_LEN]);
-    put(&mut t, FADT_PM1_CNT_LEN, &[PM1_CNT_LEN]);
-    put(&mut t, FADT_PM_TMR_LEN, &[PM_TMR_LEN]);
-    put(&mut t, FADT_P_LVL2_LAT, &P_LVL2_UNSUPPORTED.to_le_bytes());
-    put(&mut t, FADT_P_LVL3_LAT, &P_LVL3_UNSUPPORTED.to_le_bytes());
-    put(&mut t, FADT_IAPC_BOOT_ARCH, &iapc_boot_arch(spec).to_le_bytes());
-    put(&mut t, FADT_FLAGS, &FADT_FLAGS_VALUE.to_le_bytes());
-    put(
-        &mut t,
-        FADT_RESET_REG,
-        &gas_io(spec.reset_port, 8, GAS_ACCESS_BYTE),
-    );
-    put(&mut t, FADT_RESET_VALUE, &[RESET_VALUE]);
-    put(&mut t, FADT_MINOR_VERSION, &[FADT_MINOR]);
-    put(&mut t, FADT_X_FIRMWARE_CTRL, &facs_addr.to_le_bytes());
-    put(&mut t, FADT_X_DSDT, &dsdt_addr.to_le_bytes());
-    put(
-        &mut t,
-        FADT_X_PM1A_EVT_BLK,
-        &gas_io(spec.pm1a_evt_port, PM1_EVT_LEN * 8, GAS_ACCESS_WORD),
-    );
-    put(
-        &mut t,
-        FADT_X_PM1A_CNT_BLK,
-        &gas_io(spec.pm1a_cnt_port, PM1_CNT_LEN * 8, GAS_ACCESS_WORD),
-    );
-    put(
-        &mut t,
-        FADT_X_PM_TMR_BLK,
-        &gas_io(spec.pm_tmr_port, PM_TMR_LEN * 8, GAS_ACCESS_DWORD),
-    );
-    finish_table(t, "FADT")
+    f.pm_tmr_blk = u32::from(spec.pm_tmr_port).into();
+    f.pm1_evt_len = PM1_EVT_LEN;
+    f.pm1_cnt_len = PM1_CNT_LEN;
+    f.pm_tmr_len = PM_TMR_LEN;
+    f.p_lvl2_lat = P_LVL2_UNSUPPORTED.into();
+    f.p_lvl3_lat = P_LVL3_UNSUPPORTED.into();
+    f.iapc_boot_arch = iapc_boot_arch(spec).into();
+    f.reset_reg = gas_io(spec.reset_port, 8, AccessSize::ByteAccess);
+    f.reset_value = RESET_VALUE;
+    f.x_pm1a_evt_blk = gas_io(spec.pm1a_evt_port, PM1_EVT_LEN * 8, AccessSize::WordAccess);
+    f.x_pm1a_cnt_blk = gas_io(spec.pm1a_cnt_port, PM1_CNT_LEN * 8, AccessSize::WordAccess);
+    f.x_pm_tmr_blk = gas_io(spec.pm_tmr_port, PM_TMR_LEN * 8, AccessSize::DwordAccess);
+    let f = FADT_FLAGS.iter().fold(f, |f, &flag| f.flag(flag));
+    Ok(to_bytes(&f.finalize()))
 }
 
 /// IAPC_BOOT_ARCH: legacy devices and an 8042 when the legacy PICs exist;
@@ -635,117 +561,60 @@ fn iapc_boot_arch(spec: &AcpiSpec) -> u16 {
 }
 
 fn madt(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
-    let mut t = header(b"APIC", MADT_REVISION);
-    t.reserve(
-        MADT_FIXED_LEN - HEADER_LEN
-            + spec.cpus.len() * MADT_LAPIC_LEN
-            + MADT_IOAPIC_LEN
-            + MADT_ISO_LEN
-            + MADT_LAPIC_NMI_LEN,
-    );
-    t.extend_from_slice(&spec.lapic_addr.to_le_bytes());
+    let mut t = sdt(b"APIC", MADT_FIXED_LEN as u32, MADT_REVISION);
+    t.write_u32(MADT_LAPIC_ADDR, spec.lapic_addr);
     let flags = if spec.legacy_pic { MADT_PCAT_COMPAT } else { 0 };
-    t.extend_from_slice(&flags.to_le_bytes());
+    t.write_u32(MADT_FLAGS, flags);
 
+    let mut entries = Vec::with_capacity(
+        spec.cpus.len() * MADT_LAPIC_LEN + MADT_IOAPIC_LEN + MADT_ISO_LEN + MADT_LAPIC_NMI_LEN,
+    );
     for (uid, &apic_id) in spec.cpus.iter().enumerate() {
         // validate() bounds the count to MAX_CPUS < 0xff.
         let uid = u8::try_from(uid).map_err(|_| AcpiError::TooManyCpus {
             count: spec.cpus.len(),
         })?;
-        t.extend_from_slice(&[MADT_TYPE_LAPIC, MADT_LAPIC_LEN as u8, uid, apic_id]);
-        t.extend_from_slice(&LAPIC_ENABLED.to_le_bytes());
+        ProcessorLocalApic::new(uid, apic_id, EnabledStatus::Enabled).to_aml_bytes(&mut entries);
     }
+    IoApic::new(spec.ioapic_id, spec.ioapic_addr, 0).to_aml_bytes(&mut entries);
 
-    t.extend_from_slice(&[MADT_TYPE_IOAPIC, MADT_IOAPIC_LEN as u8, spec.ioapic_id, 0]);
-    t.extend_from_slice(&spec.ioapic_addr.to_le_bytes());
-    t.extend_from_slice(&0u32.to_le_bytes()); // GSI base
+    // The crate has no interrupt source override or local APIC NMI entry
+    // (ACPI 6.4 §5.2.12.5, §5.2.12.7).
+    entries.extend_from_slice(&[MADT_TYPE_ISO, MADT_ISO_LEN as u8, ISA_BUS, SCI_IRQ]);
+    entries.extend_from_slice(&u32::from(SCI_IRQ).to_le_bytes());
+    entries.extend_from_slice(&INTI_ACTIVE_HIGH_LEVEL.to_le_bytes());
 
-    t.extend_from_slice(&[MADT_TYPE_ISO, MADT_ISO_LEN as u8, ISA_BUS, SCI_IRQ]);
-    t.extend_from_slice(&u32::from(SCI_IRQ).to_le_bytes());
-    t.extend_from_slice(&INTI_ACTIVE_HIGH_LEVEL.to_le_bytes());
+    entries.extend_from_slice(&[MADT_TYPE_LAPIC_NMI, MADT_LAPIC_NMI_LEN as u8, ALL_PROCESSORS]);
+    entries.extend_from_slice(&INTI_CONFORMING.to_le_bytes());
+    entries.push(NMI_LINT);
 
-    t.extend_from_slice(&[MADT_TYPE_LAPIC_NMI, MADT_LAPIC_NMI_LEN as u8, ALL_PROCESSORS]);
-    t.extend_from_slice(&INTI_CONFORMING.to_le_bytes());
-    t.push(NMI_LINT);
-
-    finish_table(t, "MADT")
+    t.append_slice(&entries);
+    Ok(t.as_slice().to_vec())
 }
 
 fn facs() -> Vec<u8> {
-    let mut f = vec![0u8; FACS_LEN];
-    put(&mut f, 0, b"FACS");
-    put(&mut f, 4, &(FACS_LEN as u32).to_le_bytes());
     // Hardware signature, waking vectors, global lock, flags: all 0.
-    put(&mut f, 32, &[FACS_VERSION]);
-    f
+    let mut f = FACS::new();
+    f.version = FACS_VERSION;
+    to_bytes(&f)
 }
 
-fn dsdt(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
-    let mut t = header(b"DSDT", DSDT_REVISION);
-    t.extend_from_slice(&dsdt_aml(spec)?);
-    finish_table(t, "DSDT")
+fn dsdt(spec: &AcpiSpec) -> Vec<u8> {
+    let mut t = sdt(b"DSDT", HEADER_LEN as u32, DSDT_REVISION);
+    t.append_slice(&dsdt_aml(spec));
+    t.as_slice().to_vec()
 }
 
 /// The DSDT's definition block body.
-fn dsdt_aml(spec: &AcpiSpec) -> Result<Vec<u8>, AcpiError> {
-    let mut aml = aml_sleep_state(b"_S3_", S3_SLP_TYP)?;
-    aml.extend_from_slice(&aml_sleep_state(b"_S5_", S5_SLP_TYP)?);
-    let mut sb = aml_com1()?;
+fn dsdt_aml(spec: &AcpiSpec) -> Vec<u8> {
+    let mut out = aml_sleep_state("_S3_", S3_SLP_TYP);
+    out.extend_from_slice(&aml_sleep_state("_S5_", S5_SLP_TYP));
+    let mut sb = aml_com1();
     if let Some((port, len)) = spec.fw_cfg {
-        sb.extend_from_slice(&aml_fw_cfg(port, len)?);
+        sb.extend_from_slice(&aml_fw_cfg(port, len));
     }
-    aml.extend_from_slice(&aml_scope(b"_SB_", &sb)?);
-    Ok(aml)
-}
-
-/// `Device (FWCF)`, as QEMU writes it: `_HID "QEMU0002"`, `_STA 0x0B`,
-/// `_CRS { IO (Decode16, port, port, 1, len) }`.
-fn aml_fw_cfg(port: u16, len: u8) -> Result<Vec<u8>, AcpiError> {
-    let mut hid = vec![AML_STRING_PREFIX];
-    hid.extend_from_slice(b"QEMU0002\0");
-    let mut body = aml_name(b"_HID", &hid);
-    body.extend_from_slice(&aml_name(b"_STA", &aml_integer(0x0b)));
-    let [lo, hi] = port.to_le_bytes();
-    let resources = [RES_IO, RES_IO_DECODE16, lo, hi, lo, hi, 1, len, RES_END_TAG, 0];
-    body.extend_from_slice(&aml_name(b"_CRS", &aml_buffer(&resources)?));
-    aml_device(b"FWCF", &body)
-}
-
-/// `Name (_Sx, Package (4) { typ, typ, 0, 0 })`: SLP_TYPa, SLP_TYPb,
-/// reserved.
-fn aml_sleep_state(name: &[u8; 4], slp_typ: u8) -> Result<Vec<u8>, AcpiError> {
-    let typ = u64::from(slp_typ);
-    let package = aml_package(&[aml_integer(typ), aml_integer(typ), aml_integer(0), aml_integer(0)])?;
-    Ok(aml_name(name, &package))
-}
-
-/// `Device (COM1)`: the 16550A UART at [`COM1_PORT`], IRQ [`COM1_GSI`].
-fn aml_com1() -> Result<Vec<u8>, AcpiError> {
-    let mut body = aml_name(b"_HID", &aml_integer(u64::from(eisa_id(b"PNP0501"))));
-    body.extend_from_slice(&aml_name(b"_UID", &aml_integer(1)));
-
-    let [port_lo, port_hi] = COM1_PORT.to_le_bytes();
-    let io_len = u8::try_from(COM1_LEN).unwrap_or(u8::MAX);
-    let irq_mask = 1u16.checked_shl(COM1_GSI).unwrap_or(0).to_le_bytes();
-    let resources = [
-        // IO (Decode16, min, max, alignment 1, length)
-        RES_IO,
-        RES_IO_DECODE16,
-        port_lo,
-        port_hi,
-        port_lo,
-        port_hi,
-        1,
-        io_len,
-        // IRQNoFlags () { COM1_GSI }: edge, active high, exclusive
-        RES_IRQ_NO_FLAGS,
-        irq_mask[0],
-        irq_mask[1],
-        RES_END_TAG,
-        0,
-    ];
-    body.extend_from_slice(&aml_name(b"_CRS", &aml_buffer(&resources)?));
-    aml_device(b"COM1", &body)
+    out.extend_from_slice(&aml::Scope::raw("_SB_".into(), sb));
+    out
 }
 
 #[cfg(test)]

@@ -324,43 +324,21 @@ fn acpi_madt_one_lapic_per_cpu() {
 
 #[test]
 fn acpi_s5_bytes() {
-    assert_eq!(aml_sleep_state(b"_S5_", S5_SLP_TYP).unwrap(), S5_AML);
-    assert_eq!(aml_sleep_state(b"_S3_", S3_SLP_TYP).unwrap(), S3_AML);
+    assert_eq!(aml_sleep_state("_S5_", S5_SLP_TYP), S5_AML);
+    assert_eq!(aml_sleep_state("_S3_", S3_SLP_TYP), S3_AML);
     // PkgLength 8 = itself, NumElements and the six element bytes.
     assert_eq!(S5_AML[6] as usize, S5_AML.len() - 6);
 }
 
 #[test]
 fn acpi_dsdt_matches_iasl() {
-    assert_eq!(dsdt_aml(&spec(1)).unwrap(), IASL_DSDT_BODY);
+    assert_eq!(dsdt_aml(&spec(1)), IASL_DSDT_BODY);
     let blob = build(&spec(1), RSDP_ADDR).unwrap();
     let d = parse(&blob, RSDP_ADDR).dsdt;
     assert_eq!(d[8], 2, "DSDT revision");
     assert_eq!(&d[36..], &IASL_DSDT_BODY);
     assert!(d.windows(S5_AML.len()).any(|w| w == S5_AML));
     assert!(d.windows(S3_AML.len()).any(|w| w == S3_AML));
-}
-
-#[test]
-fn acpi_aml_encodings() {
-    assert_eq!(pkg_length(0).unwrap(), [1]);
-    assert_eq!(pkg_length(0x3e).unwrap(), [0x3f]);
-    // 0x3f + 2 = 0x41: lead 0x41 (1 following byte, low nibble 1), 0x04.
-    assert_eq!(pkg_length(0x3f).unwrap(), [0x41, 0x04]);
-    assert_eq!(pkg_length(0xffd).unwrap(), [0x4f, 0xff]);
-    assert_eq!(pkg_length(0xffe).unwrap(), [0x81, 0x00, 0x01]);
-    assert_eq!(pkg_length(0xf_fffc).unwrap(), [0x8f, 0xff, 0xff]);
-    assert_eq!(pkg_length(0xf_fffd).unwrap(), [0xc1, 0x00, 0x00, 0x01]);
-    assert_eq!(pkg_length(0xfff_fffb).unwrap(), [0xcf, 0xff, 0xff, 0xff]);
-    assert!(matches!(pkg_length(0xfff_fffc), Err(AcpiError::TooLarge { .. })));
-    assert_eq!(aml_integer(0), [0x00]);
-    assert_eq!(aml_integer(1), [0x01]);
-    assert_eq!(aml_integer(5), [0x0a, 5]);
-    assert_eq!(aml_integer(0x3f8), [0x0b, 0xf8, 0x03]);
-    assert_eq!(aml_integer(0x1_0000), [0x0c, 0, 0, 1, 0]);
-    assert_eq!(aml_integer(1 << 32), [0x0e, 0, 0, 0, 0, 1, 0, 0, 0]);
-    assert_eq!(eisa_id(b"PNP0501"), 0x0105_d041);
-    assert_eq!(eisa_id(b"PNP0A03"), 0x030a_d041);
 }
 
 #[test]
@@ -507,13 +485,77 @@ fn acpi_dsdt_fw_cfg_device() {
         ],
     ]
     .concat();
-    assert_eq!(aml_fw_cfg(0x510, 0x0c).unwrap(), want);
+    assert_eq!(aml_fw_cfg(0x510, 0x0c), want);
     let mut s = spec(1);
-    let without = dsdt(&s).unwrap();
+    let without = dsdt(&s);
     s.fw_cfg = Some((0x510, 0x0c));
-    let with = dsdt(&s).unwrap();
+    let with = dsdt(&s);
     assert!(with.len() >= without.len() + want.len());
     assert!(with.windows(want.len()).any(|w| w == want.as_slice()));
     assert!(!without.windows(8).any(|w| w == b"QEMU0002"));
     assert_eq!(sum(&with), 0, "checksum");
+}
+
+#[test]
+fn acpi_bad_spec_refused_before_the_crate_builds() {
+    // Each spec is refused by validate() alone, and build() returns that
+    // error without reaching an acpi_tables builder (no panic).
+    let bad: Vec<(&str, AcpiSpec)> = vec![
+        ("no CPU", spec(0)),
+        (
+            "256 CPUs (UIDs are one byte)",
+            AcpiSpec {
+                cpus: (0..=255).collect(),
+                ..spec(1)
+            },
+        ),
+        (
+            "broadcast APIC ID",
+            AcpiSpec {
+                cpus: vec![0xff],
+                ..spec(1)
+            },
+        ),
+        (
+            "fw_cfg at port 0",
+            AcpiSpec {
+                fw_cfg: Some((0, 12)),
+                ..spec(1)
+            },
+        ),
+        (
+            "empty fw_cfg",
+            AcpiSpec {
+                fw_cfg: Some((0x510, 0)),
+                ..spec(1)
+            },
+        ),
+        (
+            "fw_cfg past 0xffff",
+            AcpiSpec {
+                fw_cfg: Some((0xfffc, 12)),
+                ..spec(1)
+            },
+        ),
+        (
+            "fw_cfg over the PM timer",
+            AcpiSpec {
+                fw_cfg: Some((0x608, 2)),
+                ..spec(1)
+            },
+        ),
+    ];
+    for (what, s) in bad {
+        let want = validate(&s).expect_err(what).to_string();
+        let got = std::panic::catch_unwind(|| build(&s, RSDP_ADDR))
+            .unwrap_or_else(|_| panic!("{what}: build panicked"))
+            .expect_err(what)
+            .to_string();
+        assert_eq!(got, want, "{what}");
+    }
+    assert!(validate(&AcpiSpec {
+        fw_cfg: Some((0x510, 12)),
+        ..spec(1)
+    })
+    .is_ok());
 }
