@@ -298,6 +298,9 @@ fn harness(root: &Path) -> Result<bool, String> {
         benches.push(b);
     }
 
+    if ctx.cfg.only.is_some() && std::env::var_os("BENCH_KEEP").is_some() {
+        keep_previous(&ctx.cfg.out, &mut benches)?;
+    }
     let cfg = &ctx.cfg;
     host.load_end = host::loadavg();
     let results = Results {
@@ -328,6 +331,29 @@ fn harness(root: &Path) -> Result<bool, String> {
         );
     }
     Ok(failed.is_empty())
+}
+
+/// `BENCH_KEEP=1` with `BENCH_ONLY`: the benchmarks this run skipped are
+/// taken from the previous `results.json` in `out`, each with a note naming
+/// the run they come from, and all are put back in the table's order.
+fn keep_previous(out: &Path, benches: &mut Vec<Bench>) -> Result<(), String> {
+    let path = out.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("BENCH_KEEP: {}: {e}", path.display()))?;
+    let old: Results =
+        serde_json::from_str(&text).map_err(|e| format!("BENCH_KEEP: {}: {e}", path.display()))?;
+    for mut b in old.benchmarks {
+        if benches.iter().any(|n| n.id == b.id) {
+            continue;
+        }
+        b.notes.push(format!(
+            "Kept from the run of {} (berth {}, load {} at the start, {} at the end); not run again here (BENCH_KEEP).",
+            old.host.date, old.host.berth_git_rev, old.host.load_start, old.host.load_end
+        ));
+        benches.push(b);
+    }
+    let order = |id: &str| BENCHES.iter().position(|b| b.0 == id).unwrap_or(usize::MAX);
+    benches.sort_by_key(|b| order(&b.id));
+    Ok(())
 }
 
 /// Writes results.json, results.md and the chart into `out`.

@@ -2,10 +2,10 @@
 //! and rendered by [`crate::markdown`] and [`crate::chart`].
 
 use crate::stats::Summary;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One side's value in a row.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stat {
     /// Measured: one sample per counted run.
@@ -35,7 +35,7 @@ impl Stat {
 }
 
 /// Which direction is good for a metric.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Better {
     /// Smaller values are better (times, memory, exit counts).
@@ -45,7 +45,7 @@ pub enum Better {
 }
 
 /// A goal from the issue; recorded and evaluated, never asserted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Target {
     /// The goal as written, e.g. "≤ 3.5 ms".
     pub text: String,
@@ -54,7 +54,7 @@ pub struct Target {
 }
 
 /// One metric: berth and (when comparable) QEMU.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// What is measured.
     pub metric: String,
@@ -115,7 +115,7 @@ impl Row {
 }
 
 /// One benchmark's outcome.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Bench {
     /// Short id (`startup`, `first-line`, …), also the BENCH_ONLY name.
     pub id: String,
@@ -136,7 +136,7 @@ pub struct Bench {
 }
 
 /// Facts about the machine the numbers come from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Host {
     /// `uname -r`.
     pub kernel: String,
@@ -161,7 +161,7 @@ pub struct Host {
 }
 
 /// The harness settings of this run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     /// Counted runs per side (BENCH_RUNS).
     pub runs: usize,
@@ -178,7 +178,7 @@ pub struct Settings {
 }
 
 /// Everything written to results.json.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
     /// Host facts.
     pub host: Host,

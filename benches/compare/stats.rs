@@ -1,10 +1,10 @@
 //! Summaries of samples and the alternating run order every benchmark uses.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 
 /// Median, minimum and maximum of a set of samples, with the samples themselves.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// Number of samples.
     pub n: usize,
