@@ -1,7 +1,7 @@
 # Redraw: cd bench && gnuplot results.gp
 set terminal pngcairo size 1600,760 font 'Sans,12'
 set output 'results.png'
-set multiplot layout 1,2 title "berth vs QEMU 7.2.22 (medians of 10 runs; log scale)\n6.18.44-fc-v1045 | 2 CPUs | PVM: yes | 2026-12-02T20:23:46Z" font ',13'
+set multiplot layout 1,2 title "berth vs QEMU 7.2.22 (medians of 10 runs; log scale)\n6.18.44-fc-v1045 | 2 CPUs | PVM: yes | 2026-12-03T04:04:05Z" font ',13'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -14,8 +14,8 @@ set xtics rotate by 25 right scale 0 nomirror
 set bmargin 7
 set lmargin 10
 set title 'lower is better (ms, MiB)'
-set yrange [1:100000]
-set xrange [-0.6:7.6]
+set yrange [0.1:100000]
+set xrange [-0.6:15.6]
 plot 'results.dat' index 0 using 2:xtic(1) title 'berth' lc rgb '#1f77b4', \
   'results.dat' index 0 using 3 title 'QEMU' lc rgb '#d62728', \
   'results.dat' index 0 using ($0-1.0/6):2:($2 < 1000 ? sprintf('%.3g', $2) : $2 < 10000 ? sprintf('%.0f', $2) : sprintf('%.0fk', $2 / 1000)) with labels offset 0,0.8 font ',10' notitle, \
