@@ -358,9 +358,9 @@ fn sizes(ctx: &Ctx, b: &mut Bench, work: &Path) -> Result<(), String> {
     b.notes.push(
         "QEMU's restore times include the harness's QMP `cont` after the load (a QMP round trip); \
          berth's snapshot time is its own figure, QEMU's the harness's from the `migrate` request. \
-         Spawn → exit includes the VMM's exit path: berth joins its memslot-settle thread before \
-         the VM is closed, so a guest that ends at once waits for KVM's one-time memslot wait \
-         there (ARCHITECTURE.md, boot step 10); the boot-timer row is the restore itself."
+         Spawn → exit includes the VMM's exit path (KVM's teardown and its one-time memslot \
+         wait run in berth's teardown helper, src/teardown.rs, which the exit does not wait for); \
+         the boot-timer row is the restore itself."
             .into(),
     );
     Ok(())
