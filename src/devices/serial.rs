@@ -238,6 +238,20 @@ impl AsyncOutput {
         self.shared.cond.notify_all();
     }
 
+    /// [`AsyncOutput::drain`], but an unfinished line goes out at once,
+    /// without waiting for the [`BATCH_DELAY`]: a pause for a snapshot or a
+    /// migration waits here with the guest stopped.
+    pub fn flush_now(&self, limit: std::time::Duration) -> bool {
+        {
+            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if !p.buf.is_empty() {
+                p.newline = true;
+                self.shared.cond.notify_all();
+            }
+        }
+        self.drain(limit)
+    }
+
     /// Waits up to `limit` for everything buffered to be written; returns
     /// whether it was.
     pub fn drain(&self, limit: std::time::Duration) -> bool {
@@ -428,7 +442,7 @@ impl SerialDevice {
     /// buffered bytes to reach it (a blocked pipe is abandoned).
     pub fn flush(&mut self) -> Result<(), SerialError> {
         if let Some(o) = &self.output {
-            if !o.drain(FLUSH_LIMIT) {
+            if !o.flush_now(FLUSH_LIMIT) {
                 return Err(SerialError::Output(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "serial output did not drain; the rest is abandoned",
@@ -582,11 +596,18 @@ mod tests {
             "a complete line waited for the batch delay"
         );
         assert_eq!(&*got.0.lock().unwrap(), b"partial line\n");
+        // A flush (a pause) writes an unfinished line without the delay.
+        out.write_all(b"half").unwrap();
+        assert!(
+            out.flush_now(std::time::Duration::from_secs(10)),
+            "a flush waited for the batch delay"
+        );
+        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalf");
         // Closing writes what is left, newline or not.
         out.write_all(b"tail").unwrap();
         out.close();
         assert!(out.drain(std::time::Duration::from_secs(10)));
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\ntail");
+        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalftail");
     }
 
     struct Broken;
