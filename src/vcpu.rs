@@ -277,6 +277,11 @@ impl Vcpu {
         KVM_RUN.with(|r| r.set(self.fd.get_kvm_run() as *mut kvm_run));
         crate::outcome::inject_panic_here();
         crate::seccomp::test_forbidden_syscall_here();
+        log::debug!(
+            "vcpu{} loop entered at {:.3}",
+            self.index,
+            crate::migrate::monotonic_ms()
+        );
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return None;

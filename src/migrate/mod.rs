@@ -217,6 +217,46 @@ impl Drop for Listener {
     }
 }
 
+/// CLOCK_MONOTONIC in ms: comparable between the source's and the target's
+/// processes on one host.
+pub fn monotonic_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives on
+    // this stack frame; CLOCK_MONOTONIC exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// The steps of one side's downtime path, logged at debug level
+/// (`BERTH_LOG=berth::migrate=debug`) as CLOCK_MONOTONIC ms, so the two
+/// sides' lines can be merged into one timeline.
+#[derive(Default)]
+pub struct Steps {
+    marks: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    /// Notes that `what` has just happened.
+    pub fn mark(&mut self, what: &'static str) {
+        if log::log_enabled!(log::Level::Debug) {
+            self.marks.push((what, monotonic_ms()));
+        }
+    }
+
+    /// Logs the marks (one line each, with the step's own duration).
+    pub fn log(&self, side: &str) {
+        let mut last = None;
+        for (what, at) in &self.marks {
+            let step = last.map_or(0.0, |l| at - l);
+            log::debug!("migration {side}: {at:.3} {what} (+{step:.3} ms)");
+            last = Some(*at);
+        }
+    }
+}
+
 /// Source options (`berth ctl SOCKET migrate ADDR [...]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Options {

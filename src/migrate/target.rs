@@ -113,11 +113,15 @@ pub fn receive(
     )?;
     eprintln!("berth: incoming migration accepted; receiving");
     let mut got = Received::default();
+    let mut steps = super::Steps::default();
     let state = loop {
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
-            Kind::State => break VmState::from_bytes(&payload)?,
+            Kind::State => {
+                steps.mark("state received");
+                break VmState::from_bytes(&payload)?;
+            }
             other => {
                 return Err(StreamError::Unexpected {
                     got: other,
@@ -127,7 +131,9 @@ pub fn receive(
             }
         }
     };
+    steps.mark("state parsed");
     let end: End = stream::read_json(&mut conn, Kind::End, "end")?;
+    steps.mark("end received");
     got.rounds = end.rounds;
     if end.pages != got.pages {
         return Err(StreamError::Garbage(format!(
@@ -147,6 +153,7 @@ pub fn receive(
     if let Err(e) = restore::load(&vm, plan, &state) {
         return Err(refuse(&mut conn, Kind::Ack, e.into()));
     }
+    steps.mark("state loaded");
     stream::write_json(
         &mut conn,
         Kind::Ack,
@@ -155,8 +162,11 @@ pub fn receive(
             error: None,
         },
     )?;
+    steps.mark("ack sent");
     // Only the source's commit makes the guest ours.
     let (kind, _) = stream::read_section(&mut conn)?;
+    steps.mark("commit received");
+    steps.log("target");
     if kind != Kind::Commit {
         return Err(StreamError::Unexpected {
             got: kind,
