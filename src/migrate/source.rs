@@ -85,6 +85,29 @@ const STALLS: u32 = 2;
 /// Bandwidth assumed before anything was sent (bytes/s).
 const FIRST_GUESS: f64 = 100e6;
 
+/// When the rounds end (step 3 of the module comment).
+#[derive(Default)]
+struct Rounds {
+    /// The fewest dirty pages a round has left so far (`None`: no round yet).
+    best: Option<u64>,
+    /// Rounds in a row that did not leave clearly fewer.
+    stalls: u32,
+}
+
+impl Rounds {
+    /// Whether to pause now, with `n` pages dirty and an estimate that
+    /// `fits` the budget or not.
+    fn last(&mut self, n: u64, fits: bool) -> bool {
+        if self.best.is_none_or(|b| (n as f64) < b as f64 * SHRINK) {
+            self.stalls = 0;
+        } else {
+            self.stalls += 1;
+        }
+        self.best = Some(self.best.map_or(n, |b| b.min(n)));
+        n == 0 || (fits && self.stalls >= STALLS)
+    }
+}
+
 /// Bytes on the wire and the time spent writing them.
 struct Sender {
     conn: Conn,
@@ -359,8 +382,7 @@ pub fn migrate(
     // downtime budget is a ceiling, not a goal. One round that did not
     // shrink (the sender lost the CPU for a while) does not end the rounds;
     // [`STALLS`] in a row do: the guest dirties as fast as the link sends.
-    let mut best = u64::MAX;
-    let mut stalls = 0;
+    let mut rounds = Rounds::default();
     let pending = loop {
         if let Some(why) = vm.aborted() {
             return Err(MigrateError::Aborted(why));
@@ -377,13 +399,7 @@ pub fn migrate(
         ));
         result.estimated_downtime_ms = estimate;
         let fits = estimate <= opts.max_downtime_ms as f64;
-        if (n as f64) < best as f64 * SHRINK {
-            stalls = 0;
-        } else {
-            stalls += 1;
-        }
-        best = best.min(n);
-        if (fits && stalls >= STALLS) || n == 0 || result.rounds >= opts.max_rounds {
+        if rounds.last(n, fits) || result.rounds >= opts.max_rounds {
             break dirty;
         }
         round_start = Instant::now();
@@ -444,4 +460,32 @@ pub fn migrate(
     // only delay the exit (a memslot update can take 100+ ms on some hosts).
     logging.on.clear();
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_end_when_they_stop_shrinking_not_at_one_slow_round() {
+        let mut r = Rounds::default();
+        assert!(
+            !r.last(5000, true),
+            "the first round under the budget ends nothing"
+        );
+        assert!(
+            !r.last(4600, true),
+            "one round that did not shrink (a slow sender)"
+        );
+        assert!(!r.last(900, true), "it shrinks again: more rounds");
+        assert!(!r.last(300, true));
+        assert!(!r.last(280, true), "the guest's floor: one stall");
+        assert!(r.last(290, true), "two stalls in a row: pause");
+        // Over the budget, stalls do not end the rounds (the round limit does).
+        let mut r = Rounds::default();
+        for _ in 0..5 {
+            assert!(!r.last(9000, false));
+        }
+        assert!(r.last(0, false), "nothing dirty: pause");
+    }
 }
