@@ -9,8 +9,8 @@
 //!    pages at the observed bandwidth; send them and repeat until the
 //!    estimate fits [`Options::max_downtime_ms`] or
 //!    [`Options::max_rounds`] is reached.
-//! 4. Pause, send the last dirty pages, the VM state and `end`; wait for the
-//!    target's `ack`, send `commit`. From `commit` on the guest lives on the
+//! 4. Pause, send the VM state (the target parses it meanwhile), the last
+//!    dirty pages and `end`; wait for the target's `ack`, send `commit`. From `commit` on the guest lives on the
 //!    target; before it, any failure resumes the guest here.
 //!
 //! Logging is turned off again for the slots whose plan has it off,
@@ -418,20 +418,22 @@ pub fn migrate(
         for (slot, set) in pending {
             last.entry(slot).or_default().extend(set);
         }
-        result.last_pages = send_pass(m, tx, Pass::Dirty(&last), false, vm)?;
-        result.pages += result.last_pages;
-        steps.mark("last pages sent");
+        // The state before the last pages: the target parses it while
+        // these pages are read and sent here.
         let state = vm.state().map_err(MigrateError::Aborted)?;
         steps.mark("state collected");
         let state = state.to_bytes();
         steps.mark("state serialised");
         tx.bytes += stream::write_section(&mut tx.conn, Kind::State, &state)?;
+        result.last_pages = send_pass(m, tx, Pass::Dirty(&last), false, vm)?;
+        result.pages += result.last_pages;
+        steps.mark("last pages sent");
         let end = End {
             rounds: result.rounds,
             pages: result.pages,
         };
         tx.bytes += stream::write_json(&mut tx.conn, Kind::End, &end)?;
-        steps.mark("state and end sent");
+        steps.mark("end sent");
         let ack: Reply = stream::read_json(&mut tx.conn, Kind::Ack, "ack")?;
         if !ack.ok {
             return Err(MigrateError::Refused(format!(

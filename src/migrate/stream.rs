@@ -1,4 +1,4 @@
-//! The migration stream, format version 1 (README "Migration stream").
+//! The migration stream, format version 2 (README "Migration stream").
 //!
 //! Both directions start with [`MAGIC`] and the version (u32, little
 //! endian), then carry sections:
@@ -11,8 +11,11 @@
 //! | 4 | CRC-32C ([`super::crc32c`]) over kind, length and payload, u32 LE |
 //!
 //! Source → target: `hello` (JSON [`Hello`]), `pages` (records, below) any
-//! number of times, `state` (the [`crate::state::VmState`] bytes), `end`
-//! (JSON [`End`]), and after the target's `ack`, `commit` (empty).
+//! number of times, `state` (the [`crate::state::VmState`] bytes) once,
+//! more `pages` (the last dirty pages, sent after the state so the target
+//! parses it meanwhile; it loads it only after `end`), `end` (JSON
+//! [`End`]), and after the target's `ack`, `commit` (empty). Version 1 had
+//! no pages after the state.
 //! Target → source: `reply` (JSON [`Reply`]: accepted or why not), then
 //! `ack` (JSON [`Reply`]: the state is loaded, the guest runs once the
 //! source commits).
@@ -30,7 +33,7 @@ use std::io::{Read, Write};
 /// The first bytes in each direction.
 pub const MAGIC: &[u8; 8] = b"BERTHMIG";
 /// The stream format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The largest section payload accepted (a `pages` section is at most
 /// [`PAGES_PER_SECTION`] records).
 pub const MAX_SECTION: usize = 16 << 20;
@@ -355,11 +358,11 @@ mod tests {
             Err(StreamError::Garbage(_))
         ));
         let mut v2 = b.clone();
-        v2[8] = 2;
+        v2[8] = 3;
         assert!(read_magic(&mut &v2[..])
             .unwrap_err()
             .to_string()
-            .contains("version 2"));
+            .contains("version 3"));
         // An absurd length is refused before anything is allocated.
         let huge = [3u8, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(

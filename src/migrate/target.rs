@@ -114,25 +114,39 @@ pub fn receive(
     eprintln!("berth: incoming migration accepted; receiving");
     let mut got = Received::default();
     let mut steps = super::Steps::default();
-    let state = loop {
+    // Pages, the state once (parsed as it arrives: the source sends it
+    // ahead of the last pages), more pages, `end`. The state is loaded only
+    // after the last page is in memory.
+    let mut state = None;
+    let (state, end): (VmState, End) = loop {
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
-            Kind::State => {
+            Kind::State if state.is_none() => {
                 steps.mark("state received");
-                break VmState::from_bytes(&payload)?;
+                state = Some(VmState::from_bytes(&payload)?);
+                steps.mark("state parsed");
+            }
+            Kind::End if state.is_some() => {
+                let end = serde_json::from_slice(&payload)
+                    .map_err(|e| StreamError::Garbage(format!("end: {e}")))?;
+                if let Some(state) = state.take() {
+                    break (state, end);
+                }
             }
             other => {
                 return Err(StreamError::Unexpected {
                     got: other,
-                    want: "pages or state",
+                    want: if state.is_none() {
+                        "pages or state"
+                    } else {
+                        "pages or end"
+                    },
                 }
                 .into())
             }
         }
     };
-    steps.mark("state parsed");
-    let end: End = stream::read_json(&mut conn, Kind::End, "end")?;
     steps.mark("end received");
     got.rounds = end.rounds;
     if end.pages != got.pages {
