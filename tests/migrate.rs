@@ -4,7 +4,8 @@
 //! halves of its output equal an uninterrupted run's (no counter value
 //! missing or repeated, the same final sum); every failure before the
 //! target's ack leaves the source running the whole guest and the target
-//! exiting without running it; an idle 1 GiB guest sends far less than
+//! exiting without running it; a stream with `end` before the state is
+//! refused without running anything; an idle 1 GiB guest sends far less than
 //! 1 GiB; a guest dirtying faster than the bandwidth limit stops at the
 //! round limit and reports its downtime.
 
@@ -343,6 +344,51 @@ fn garbage_to_incoming() {
         stderr(&t)
     );
     assert!(t.stdout.is_empty(), "the target ran a guest: {}", stdout(&t));
+}
+
+/// A fake source that says the right hello, then sends `sections` (kind,
+/// JSON) instead of a migration: the target must exit 11 naming `want`,
+/// having run nothing.
+fn fake_source_is_refused(sections: &[(berth::migrate::stream::Kind, &str)], want: &str) {
+    use berth::migrate::stream;
+    let dir = TempDir::new("mig-order");
+    let cfg = counter_machine(&dir, "m.toml", "counter", 1, "kernel");
+    let addr = format!("unix:{}", dir.0.join("in.sock").display());
+    let mut target = Proc::spawn(&["run", "--incoming", &addr, cfg.to_str().unwrap()]);
+    target.wait_for(true, "waiting for a migration");
+    let plan = berth::plan::plan(&berth::config::load(&cfg).unwrap());
+    let hello = stream::Hello {
+        plan_sha256: berth::plan::dump::digest(&plan).unwrap(),
+        vcpus: plan.cpus.len() as u32,
+        slots: plan
+            .memslots
+            .iter()
+            .map(|s| (s.slot, s.guest_addr.0, s.size.0))
+            .collect(),
+    };
+    let mut c = UnixStream::connect(dir.0.join("in.sock")).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    stream::write_magic(&mut c).unwrap();
+    stream::write_json(&mut c, stream::Kind::Hello, &hello).unwrap();
+    stream::read_magic(&mut c).unwrap();
+    let reply: stream::Reply = stream::read_json(&mut c, stream::Kind::Reply, "reply").unwrap();
+    assert!(reply.ok, "{reply:?}");
+    for (kind, json) in sections {
+        stream::write_section(&mut c, *kind, json.as_bytes()).unwrap();
+    }
+    let t = target.wait();
+    assert_eq!(t.status.code(), Some(11), "{}", stderr(&t));
+    assert!(stderr(&t).contains(want), "{}", stderr(&t));
+    assert!(t.stdout.is_empty(), "the target ran a guest: {}", stdout(&t));
+}
+
+#[test]
+fn end_before_the_state_is_refused() {
+    use berth::migrate::stream::Kind;
+    fake_source_is_refused(
+        &[(Kind::End, r#"{"rounds":0,"pages":0}"#)],
+        "unexpected section End (expected pages or state)",
+    );
 }
 
 #[test]
