@@ -18,19 +18,30 @@ pub fn since_start() -> Duration {
     mark_start().elapsed()
 }
 
-/// CPU time (user + system, every thread) the process has used so far.
-pub fn process_cpu() -> Duration {
+/// Reads one clock; zero if it cannot be read.
+fn read_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec into `ts`, which lives on
-    // this stack frame; CLOCK_PROCESS_CPUTIME_ID exists on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    // this stack frame.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time (user + system, every thread) the process has used so far.
+pub fn process_cpu() -> Duration {
+    read_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CLOCK_MONOTONIC in ms: comparable between two berth processes on one
+/// host (a migration's source and target log their steps with it).
+pub fn monotonic_ms() -> f64 {
+    ms(read_clock(libc::CLOCK_MONOTONIC))
 }
 
 /// Named points of the start path, each the wall time since start.

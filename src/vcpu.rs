@@ -280,7 +280,7 @@ impl Vcpu {
         log::debug!(
             "vcpu{} loop entered at {:.3}",
             self.index,
-            crate::migrate::monotonic_ms()
+            crate::clock::monotonic_ms()
         );
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {

@@ -222,7 +222,7 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     }
     drop(tx);
     let vcpus_started = crate::clock::since_start();
-    log::debug!("vCPU threads started at {:.3}", crate::migrate::monotonic_ms());
+    log::debug!("vCPU threads started at {:.3}", crate::clock::monotonic_ms());
     let mut gdb_server = None;
     if let (Some(g), Some(stops)) = (controls.gdb, &stops) {
         match crate::gdb::serve(g, shared.clone(), stops.clone(), handles.len()) {

@@ -217,18 +217,7 @@ impl Drop for Listener {
     }
 }
 
-/// CLOCK_MONOTONIC in ms: comparable between the source's and the target's
-/// processes on one host.
-pub fn monotonic_ms() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`, which lives on
-    // this stack frame; CLOCK_MONOTONIC exists on every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
-}
+pub use crate::clock::monotonic_ms;
 
 /// The steps of one side's downtime path, logged at debug level
 /// (`BERTH_LOG=berth::migrate=debug`) as CLOCK_MONOTONIC ms, so the two
