@@ -222,15 +222,7 @@ fn cmos_rtc_state_is_saved_and_restored() {
     let dir = TempDir::new("snap-rtc");
     let f = dir.write("rtc.toml", &machine(&guest("rtc"), 1, ""));
     let snap = dir.0.join("snap");
-    let first = run(&[
-        "run",
-        "--snapshot-at",
-        "rtc: alarm irq",
-        "--snapshot-to",
-        snap.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    snapshot_at("rtc: alarm irq", &snap, &f);
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(snap.join("state.json")).unwrap()).unwrap();
     let cmos = state["devices"]
@@ -265,15 +257,7 @@ fn a_restored_guest_reset_follows_on_reboot_restart() {
     let text = machine(&guest("triple"), 1, "").replace("vcpus = 1", "vcpus = 1\non_reboot = \"restart\"");
     let f = dir.write("triple.toml", &text);
     let snap = dir.0.join("snap");
-    let first = run(&[
-        "run",
-        "--snapshot-at",
-        "triple: start",
-        "--snapshot-to",
-        snap.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    snapshot_at("triple: start", &snap, &f);
     let second = run(&["restore", "--timeout", "3s", snap.to_str().unwrap()]);
     let err = stderr(&second);
     assert_eq!(second.status.code(), Some(6), "restarts until the timeout: {err}");
@@ -299,15 +283,7 @@ fn a_shared_file_region_is_restored_private_and_said_so() {
     );
     let f = dir.write("spin.toml", &machine(&guest("spin"), 1, &extra));
     let snap = dir.0.join("snap");
-    let first = run(&[
-        "run",
-        "--snapshot-at",
-        "spin: ready",
-        "--snapshot-to",
-        snap.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    snapshot_at("spin: ready", &snap, &f);
     let second = run(&["restore", "--timeout", "500ms", snap.to_str().unwrap()]);
     assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
     assert!(

@@ -350,15 +350,7 @@ fn restore_verify_finds_a_changed_memory_byte() {
     let dir = TempDir::new("snap-verify");
     let f = dir.write("spin.toml", &machine(&guest("spin"), 1, ""));
     let snap = dir.0.join("snap");
-    let first = run(&[
-        "run",
-        "--snapshot-at",
-        "spin: ready",
-        "--snapshot-to",
-        snap.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    snapshot_at("spin: ready", &snap, &f);
     let ok = run(&[
         "restore",
         "--verify",

@@ -25,6 +25,26 @@ pub fn run(args: &[&str]) -> Output {
     run_with_limit(c, LIMIT)
 }
 
+/// `berth run --snapshot-at MARKER --snapshot-to SNAP FILE`, which must
+/// exit 0 (the snapshot written).
+pub fn snapshot_at(marker: &str, snap: &Path, file: &Path) -> Output {
+    let out = run(&[
+        "run",
+        "--snapshot-at",
+        marker,
+        "--snapshot-to",
+        snap.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A running berth with a control socket; killed on drop.
 pub struct Vm {
     child: Child,
