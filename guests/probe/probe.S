@@ -1419,17 +1419,7 @@ smp_boot:
     movb    $1, (%rax,%rbx)
     movl    $1, online_count(%rip)
 
-    lea     tramp_start(%rip), %rsi             /* trampoline -> 0x10000 */
-    mov     $TRAMP_BASE, %edi
-    mov     $((tramp_end - tramp_start + 7) / 8), %ecx
-1:  mov     (%rsi), %rax
-    mov     %rax, (%rdi)
-    add     $8, %rsi
-    add     $8, %rdi
-    dec     %ecx
-    jnz     1b
-    mov     %cr3, %rax                          /* APs use our page tables */
-    mov     %eax, TRAMP_BASE + (tramp_cr3 - tramp_start)
+    call    tramp_install                       /* trampoline -> 0x10000 */
 
     xor     %r12d, %r12d                        /* index into cpu_ids */
 .Lsmp_next:

@@ -167,17 +167,7 @@ start_ap:
     mov     %rax, ((LAPIC_BASE - 0xc0000000) >> 21) * 8(%rdx)
     mov     %cr3, %rax
     mov     %rax, %cr3
-    lea     tramp_start(%rip), %rsi
-    mov     $TRAMP_BASE, %edi
-    mov     $((tramp_end - tramp_start + 7) / 8), %ecx
-1:  mov     (%rsi), %rax
-    mov     %rax, (%rdi)
-    add     $8, %rsi
-    add     $8, %rdi
-    dec     %ecx
-    jnz     1b
-    mov     %cr3, %rax
-    mov     %eax, TRAMP_BASE + (tramp_cr3 - tramp_start)
+    call    tramp_install
     mov     $LAPIC_BASE, %edi
     movl    $0x1ff, 0xf0(%rdi)                  /* SVR: APIC enabled */
     call    icr_wait
