@@ -8,7 +8,7 @@
 //! | 1 | kind ([`Kind`]) |
 //! | 4 | payload length, u32 LE (at most [`MAX_SECTION`]) |
 //! | n | payload |
-//! | 4 | CRC-32C ([`super::crc32c`]) over kind, length and payload, u32 LE |
+//! | 4 | CRC-32C (`migrate::crc32c`) over kind, length and payload, u32 LE |
 //!
 //! Source → target: `hello` (JSON [`Hello`]), `pages` (records, below) any
 //! number of times, `state` (the [`crate::state::VmState`] bytes) once,
