@@ -53,6 +53,7 @@ check:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) fmt --check --manifest-path tools/kut/Cargo.toml
 	$(CARGO) clippy $(KUT_CARGO) --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
 # The tools the integration tests run: strace (tests/foundation.rs, irq.rs)
 # and gdb (tests/gdb.rs), installed with apt only when missing.
