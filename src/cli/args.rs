@@ -90,7 +90,7 @@ impl Matches<'_> {
         let Some((opt, raw)) = self.given.iter().find(|(o, _)| o.long == long) else {
             return Ok(None);
         };
-        let shown = format!("--{} <{}>", opt.long, opt.value.unwrap_or_default());
+        let shown = opt.shown();
         let Some(text) = raw.to_str() else {
             return Err(error(format!(
                 "error: invalid UTF-8 was detected in the value of '{shown}'\n\n{TRY}\n"
@@ -248,15 +248,10 @@ fn snapshot(m: &Matches) -> Result<SnapshotArgs, Printout> {
 /// A usage error for an option given without the one it needs.
 fn requires(m: &Matches, long: &str, needed: &str) -> Result<(), Printout> {
     match m.given.iter().find(|(o, _)| o.long == long) {
-        Some((opt, _)) if !m.flag(needed) => {
-            let shown = match opt.value {
-                Some(v) => format!("--{long} <{v}>"),
-                None => format!("--{long}"),
-            };
-            Err(error(format!(
-                "error: '{shown}' needs '--{needed}', which was not given\n\n{TRY}\n"
-            )))
-        }
+        Some((opt, _)) if !m.flag(needed) => Err(error(format!(
+            "error: '{}' needs '--{needed}', which was not given\n\n{TRY}\n",
+            opt.shown()
+        ))),
         _ => Ok(()),
     }
 }

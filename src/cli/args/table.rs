@@ -12,6 +12,16 @@ pub(super) struct Opt {
     pub(super) repeat: bool,
 }
 
+impl Opt {
+    /// How help and usage errors show the option: `--long <VALUE>` or `--long`.
+    pub(super) fn shown(&self) -> String {
+        match self.value {
+            Some(v) => format!("--{} <{v}>", self.long),
+            None => format!("--{}", self.long),
+        }
+    }
+}
+
 /// One positional argument.
 pub(super) struct Pos {
     pub(super) name: &'static str,
@@ -273,10 +283,7 @@ impl Spec {
                 h.push_str(&format!("  {:<w$}  {}\n", label(p), p.help));
             }
         }
-        let label = |o: &Opt| match o.value {
-            Some(v) => format!("--{} <{v}>", o.long),
-            None => format!("--{}", o.long),
-        };
+        let label = Opt::shown;
         let w = self
             .opts()
             .map(|o| label(o).len())
