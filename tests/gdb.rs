@@ -418,26 +418,49 @@ fn ctrl_c_stops_a_spinning_guest_and_kill_ends_berth() {
 
 #[test]
 fn malformed_packets_and_disconnects_do_not_hurt_berth() {
-    // Garbage, a bad checksum, unknown and truncated packets, then a hang-up
-    // while the guest is stopped (held by --gdb-wait): the guest runs on to
-    // its normal end.
+    // Line noise, bad checksums, a retransmit request and an overlong
+    // packet: the session goes on, as with QEMU's stub (berth's wire layer
+    // under gdbstub). The guest is held by --gdb-wait meanwhile.
     let elf = gdb_elf();
     let vm = Vm::start(&elf, &["--gdb-wait", "--timeout", "60s"]);
     {
         let mut g = Raw::connect(&vm);
-        g.0.write_all(b"garbage\x00\xff$zz#00$m1000,zz#00$#00$qFoo:bar")
-            .unwrap();
-        g.send("m1000,");
-        g.send("Z9,1000,1");
-        g.send("vCont;x");
-        g.send("M100000,4:zz");
         g.send("?");
+        let stop = g.reply();
+        assert!(stop.starts_with('T') || stop.starts_with('S'), "{stop}");
+        g.0.write_all(b"garbage\x00\xff#1").unwrap();
+        // A bad checksum is refused with `-`; a `-` gets the last reply again.
+        g.0.write_all(b"$m1000,4#00").unwrap();
+        let mut nack = [0u8; 1];
+        g.0.read_exact(&mut nack).unwrap();
+        assert_eq!(&nack, b"-");
+        g.0.write_all(b"-").unwrap();
+        assert_eq!(g.reply(), stop, "a `-` resends the last packet");
+        let mut long = vec![b'$'];
+        long.extend(std::iter::repeat_n(b'a', 70_000));
+        long.extend(b"#00");
+        g.0.write_all(&long).unwrap();
+        g.0.read_exact(&mut nack).unwrap();
+        assert_eq!(&nack, b"-");
+        // An unknown packet gets the empty reply, unmapped memory an error.
+        g.send("qFoo:bar");
+        assert_eq!(g.reply(), "");
+        g.send("m7fff00000000,4");
+        let r = g.reply();
+        assert!(r.starts_with('E'), "{r}");
+        g.send("?");
+        assert_eq!(g.reply(), stop, "the session survived all of it");
+        // A packet gdbstub cannot parse ends the session; the guest, no
+        // longer held, runs on to its normal end.
+        let bad = format!("M{:x},1:zz", sym(&elf, "go_user"));
+        let _ = g.0.write_all(Raw::packet(&bad).as_bytes());
         let _ = g.0.set_read_timeout(Some(Duration::from_millis(200)));
         let mut sink = [0u8; 4096];
         let _ = g.0.read(&mut sink);
     }
     let (code, stdout, err) = vm.finish();
     assert_eq!(code, GUEST_DONE, "{stdout}{err}");
+    assert!(err.contains("gdb: session ended"), "{err}");
 
     // A session that continues and hangs up while the guest runs.
     let spin = guest("spin");

@@ -16,6 +16,7 @@
 mod monitor;
 pub mod target;
 pub mod translate;
+mod wire;
 
 use crate::pause::Pause;
 use crate::vcpu::{VmMessage, VmShared};
@@ -118,10 +119,13 @@ impl Listener {
 
     fn accept(&self) -> std::io::Result<Conn> {
         let c = match &self.inner {
-            ListenerKind::Tcp(l) => Conn::Tcp(l.accept()?.0),
-            ListenerKind::Unix(l, _) => Conn::Unix(l.accept()?.0),
+            ListenerKind::Tcp(l) => Stream::Tcp(l.accept()?.0),
+            ListenerKind::Unix(l, _) => Stream::Unix(l.accept()?.0),
         };
-        Ok(c)
+        Ok(Conn {
+            stream: c,
+            wire: wire::Wire::new(),
+        })
     }
 }
 
@@ -155,8 +159,14 @@ fn readable(fd: RawFd, ms: i32) -> bool {
 }
 
 /// The debugger's connection. Reads wait in `poll` so the thread sees the
-/// VM stop even while gdb is silent.
-pub enum Conn {
+/// VM stop even while gdb is silent, and pass through [`wire::Wire`].
+pub struct Conn {
+    stream: Stream,
+    wire: wire::Wire,
+}
+
+/// The socket under a [`Conn`].
+enum Stream {
     /// TCP.
     Tcp(TcpStream),
     /// Unix socket.
@@ -170,17 +180,43 @@ fn vm_stopping() -> std::io::Error {
 
 impl Conn {
     fn fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
+        match &self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 
     fn stream(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Conn::Tcp(s) => s,
-            Conn::Unix(s) => s,
+        match &mut self.stream {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
         }
+    }
+
+    /// A byte that passed the wire and was not taken yet is waiting.
+    fn buffered(&self) -> bool {
+        self.wire.has_ready()
+    }
+
+    /// The next byte for gdbstub: one already through the wire, or what one
+    /// read of the socket (which must be readable) lets through; `None` when
+    /// that was noise or part of a packet.
+    fn pump(&mut self) -> std::io::Result<Option<u8>> {
+        if let Some(b) = self.wire.take() {
+            return Ok(Some(b));
+        }
+        let mut buf = [0u8; 512];
+        let n = self.stream().read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        for &b in &buf[..n] {
+            let back = self.wire.received(b);
+            if !back.is_empty() {
+                self.stream().write_all(&back)?;
+            }
+        }
+        Ok(self.wire.take())
     }
 }
 
@@ -200,10 +236,12 @@ impl Connection for Conn {
     type Error = std::io::Error;
 
     fn write(&mut self, byte: u8) -> Result<(), Self::Error> {
+        self.wire.sent(&[byte]);
         self.stream().write_all(&[byte])
     }
 
     fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
+        self.wire.sent(buf);
         self.stream().write_all(buf)
     }
 
@@ -212,9 +250,9 @@ impl Connection for Conn {
     }
 
     fn on_session_start(&mut self) -> Result<(), Self::Error> {
-        match self {
-            Conn::Tcp(s) => s.set_nodelay(true),
-            Conn::Unix(_) => Ok(()),
+        match &self.stream {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
         }
     }
 }
@@ -222,15 +260,16 @@ impl Connection for Conn {
 impl ConnectionExt for Conn {
     fn read(&mut self) -> Result<u8, Self::Error> {
         loop {
+            if let Some(b) = self.wire.take() {
+                return Ok(b);
+            }
             if stopping() {
                 return Err(vm_stopping());
             }
             if readable(self.fd(), POLL_MS) {
-                let mut b = [0u8; 1];
-                return match self.stream().read(&mut b)? {
-                    0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    _ => Ok(b[0]),
-                };
+                if let Some(b) = self.pump()? {
+                    return Ok(b);
+                }
             }
         }
     }
@@ -416,9 +455,10 @@ impl BlockingEventLoop for EventLoop {
                 let why = target.stop_reason(index, arch);
                 return Ok(Event::TargetStopped(why));
             }
-            if readable(conn.fd(), POLL_MS) {
-                let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-                return Ok(Event::IncomingData(byte));
+            if conn.buffered() || readable(conn.fd(), POLL_MS) {
+                if let Some(byte) = conn.pump().map_err(WaitForStopReasonError::Connection)? {
+                    return Ok(Event::IncomingData(byte));
+                }
             }
         }
     }

@@ -514,7 +514,12 @@ impl MultiThreadBase for GuestTarget {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
-        Ok(self.read_virt(index(tid), start, data)?)
+        // Nothing readable at `start`: EFAULT, as QEMU answers (an empty
+        // reply would read as "not supported" to gdb).
+        match self.read_virt(index(tid), start, data)? {
+            0 if !data.is_empty() => Err(gdbstub::target::TargetError::Errno(14)),
+            n => Ok(n),
+        }
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
