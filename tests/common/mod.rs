@@ -240,3 +240,15 @@ pub fn run_and_trace(args: &[&str]) -> (Option<i32>, String, bool) {
     assert_eq!(traced_code, o.status.code(), "{trace}");
     (o.status.code(), stderr(&o), created)
 }
+
+/// A test whose input is missing: under `make test` (which sets
+/// `BERTH_REQUIRE_INPUTS=1`) that is a failure; a bare `cargo test` skips it
+/// and says so on the real stderr, next to the run's summary (as
+/// `boot::testutil::missing_input` does for the unit tests).
+pub fn missing_input(test: &str, why: &str) {
+    if std::env::var_os("BERTH_REQUIRE_INPUTS").is_some_and(|v| v != "0") {
+        panic!("{test}: {why} (BERTH_REQUIRE_INPUTS is set: a missing input is a failure)");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
