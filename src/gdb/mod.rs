@@ -159,7 +159,7 @@ fn readable(fd: RawFd, ms: i32) -> bool {
 }
 
 /// The debugger's connection. Reads wait in `poll` so the thread sees the
-/// VM stop even while gdb is silent, and pass through [`wire::Wire`].
+/// VM stop even while gdb is silent, and pass through the transport filter (`wire.rs`).
 pub struct Conn {
     stream: Stream,
     wire: wire::Wire,
