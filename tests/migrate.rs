@@ -297,6 +297,61 @@ fn target_killed_mid_stream() {
 }
 
 #[test]
+fn a_lost_commit_runs_nothing_on_the_target() {
+    // A proxy between source and target passes everything but the source's
+    // commit, then hangs up both ways: the target, its state loaded and its
+    // ack sent, must exit 11 without running a guest instruction.
+    use berth::migrate::stream;
+    use std::net::Shutdown;
+    let f = fault_setup();
+    let mut target = Proc::spawn(&["run", "--incoming", &f.addr, f.cfg.to_str().unwrap()]);
+    target.wait_for(true, "waiting for a migration");
+    let source = start_source(&f);
+    let proxy_path = f.dir.0.join("proxy.sock");
+    let l = UnixListener::bind(&proxy_path).unwrap();
+    let target_sock = f.dir.0.join("in.sock");
+    let proxy = std::thread::spawn(move || {
+        let (mut from_source, _) = l.accept().unwrap();
+        let mut to_target = UnixStream::connect(&target_sock).unwrap();
+        let (mut back_from, mut back_to) = (to_target.try_clone().unwrap(), from_source.try_clone().unwrap());
+        let back = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut back_from, &mut back_to);
+        });
+        stream::read_magic(&mut from_source).unwrap();
+        stream::write_magic(&mut to_target).unwrap();
+        let mut passed = Vec::new();
+        loop {
+            let (kind, payload) = stream::read_section(&mut from_source).unwrap();
+            if kind == stream::Kind::Commit {
+                break;
+            }
+            passed.push(kind);
+            stream::write_section(&mut to_target, kind, &payload).unwrap();
+        }
+        let _ = to_target.shutdown(Shutdown::Both);
+        let _ = from_source.shutdown(Shutdown::Both);
+        back.join().unwrap();
+        passed
+    });
+    let o = ctl(&f.sock, &["migrate", &format!("unix:{}", proxy_path.display())]);
+    let passed = proxy.join().unwrap();
+    assert!(passed.contains(&stream::Kind::End), "the proxy saw {passed:?}");
+    let t = target.wait();
+    assert_eq!(t.status.code(), Some(11), "{}", stderr(&t));
+    assert!(!stderr(&t).contains("the guest runs here now"), "{}", stderr(&t));
+    assert!(
+        stderr(&t)
+            .contains("the source's commit did not come: receiving: the other side closed the connection"),
+        "{}",
+        stderr(&t)
+    );
+    assert!(t.stdout.is_empty(), "the target ran a guest: {}", stdout(&t));
+    // The source sent its commit: as far as it knows the guest moved.
+    let s = source.wait();
+    assert_eq!(s.status.code(), Some(0), "{}\n{}", reply(&o), stderr(&s));
+}
+
+#[test]
 fn socket_closed_mid_stream() {
     let f = fault_setup();
     let path = f.dir.0.join("in.sock");

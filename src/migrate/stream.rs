@@ -148,7 +148,14 @@ pub enum StreamError {
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> StreamError {
-    move |source| StreamError::Io { what, source }
+    move |source| {
+        let source = if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(source.kind(), "the other side closed the connection")
+        } else {
+            source
+        };
+        StreamError::Io { what, source }
+    }
 }
 
 /// Writes the stream's opening bytes.

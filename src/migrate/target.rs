@@ -178,7 +178,8 @@ pub fn receive(
     )?;
     steps.mark("ack sent");
     // Only the source's commit makes the guest ours.
-    let (kind, _) = stream::read_section(&mut conn)?;
+    let (kind, _) = stream::read_section(&mut conn)
+        .map_err(|e| MigrateError::Aborted(format!("the source's commit did not come: {e}")))?;
     steps.mark("commit received");
     steps.log("target");
     if kind != Kind::Commit {
