@@ -70,17 +70,12 @@ GUEST_START
     mov     $(RTE_LEVEL | VECTOR), %eax
     call    set_rte
 
-    /* pulses: 16 times raise and wait until the handler has lowered the
-     * line: then each raise is an edge. (Waiting for count >= n is not
-     * enough on PVM: an extra interrupt after a lowering counts, the next
-     * wait returns before that pulse's own interrupt, and the raise after
-     * it meets a line still high.) */
+    /* pulses: 16 times raise and wait; the handler lowers. */
     movl    $M_LOWER, mode(%rip)
     movl    $0, count(%rip)
     mov     $1, %ebx
-1:  movl    $0, lowered(%rip)
-    LINE(1)
-    call    wait_lowered
+1:  LINE(1)
+    call    wait_count
     inc     %ebx
     cmp     $16, %ebx
     jbe     1b
@@ -172,22 +167,6 @@ set_rte:
     ret
     .size set_rte, . - set_rte
 
-/* wait_lowered: sti; hlt until the handler has lowered the line (bounded
- * by HLT_WAITS wake-ups). */
-    .type wait_lowered, @function
-wait_lowered:
-    mov     $HLT_WAITS, %ecx
-1:  cli
-    cmpl    $0, lowered(%rip)
-    jne     2f
-    sti
-    hlt
-    dec     %ecx
-    jnz     1b
-2:  cli
-    ret
-    .size wait_lowered, . - wait_lowered
-
 /* wait_count: sti; hlt until count >= %ebx (bounded by HLT_WAITS wake-ups). */
     .type wait_count, @function
 wait_count:
@@ -253,7 +232,6 @@ handler:
     LINE(1)
     jmp     9f
 8:  LINE(0)
-    movl    $1, lowered(%rip)
 9:  mov     $LAPIC_BASE, %eax
     movl    $0, LAPIC_EOI(%rax)
     pop     %rdx
@@ -285,7 +263,6 @@ str_done:       .asciz "resample: done\n"
     .section .data, "aw", @progbits
     .balign 8
 count:  .long 0
-lowered: .long 0                        /* the handler lowered the line */
 mode:   .long 0
 limit:  .long 0
 pm_port: .long 0
