@@ -45,14 +45,18 @@ fn run(resample: bool) -> (String, String) {
     (out, err)
 }
 
+/// The guest's count for `phase`.
+fn count(what: &str, out: &str, phase: &str) -> u32 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("resample: {phase}=")))
+        .unwrap_or_else(|| panic!("{what}: no {phase} line\n{out}"))
+        .parse()
+        .unwrap()
+}
+
 fn check_counts(what: &str, out: &str) {
     for (phase, want, may_add_one) in PHASES {
-        let got: u32 = out
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("resample: {phase}=")))
-            .unwrap_or_else(|| panic!("{what}: no {phase} line\n{out}"))
-            .parse()
-            .unwrap();
+        let got = count(what, out, phase);
         if may_add_one && host_is_pvm() {
             assert!(
                 got == want || got == want + 1,
@@ -83,12 +87,21 @@ fn resampled_level_lines_deliver_what_the_guest_raised() {
     // raises (16 + 1 + 32 + 1 + 8 + 8 + 1), each re-delivery of the level
     // phase a re-assertion after an EOI, and every lowering of a held line
     // (all 67) a deassign/assign.
+    //
+    // One exception, on PVM: the extra interrupt PHASES allows in "pulses"
+    // can come before the guest raises its next pulse. That pulse's wait
+    // (count >= n) then returns before its own interrupt, and the raise after
+    // it meets a line still high: no edge, so 66 raised and lowered, and the
+    // extra stands in for the missing interrupt (pulses=16, not 17). Seen
+    // once in a loaded `make test`.
+    let raised = stat(&err, "resample-raised");
+    let swallowed = host_is_pvm() && raised == 66 && count("resample", &out, "pulses") == 16;
+    assert!(raised == 67 || swallowed, "raised {raised}\n{out}\n{err}");
     assert_eq!(stat(&err, "line-delivered"), 0, "{err}");
     assert_eq!(stat(&err, "line-raised-no-status"), 0, "{err}");
-    assert_eq!(stat(&err, "resample-raised"), 67, "{err}");
     assert!(stat(&err, "resample-reasserted") >= 7, "{err}");
     assert!(stat(&err, "resample-eois") >= 8, "{err}");
-    assert_eq!(stat(&err, "resample-lowered"), 67, "{err}");
+    assert_eq!(stat(&err, "resample-lowered"), raised, "{err}");
     // Every lowering's deassign/assign and the teardown's deassignments
     // succeeded (each failure is logged).
     assert!(!err.contains("cannot lower GSI"), "{err}");
@@ -123,6 +136,10 @@ fn resample_irqfds_are_assigned_cycled_and_deassigned() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{}\n{err}", stdout(&o));
     let calls: Vec<&str> = err.lines().filter(|l| l.contains("KVM_IRQFD")).collect();
-    assert_eq!(calls.len(), 2 * 25 + 2 * 67, "{err}");
+    // 67 lowerings; 66 in the PVM case the first test explains.
+    let out = stdout(&o);
+    let swallowed = host_is_pvm() && count("resample", &out, "pulses") == 16;
+    let ok = calls.len() == 2 * 25 + 2 * 67 || (swallowed && calls.len() == 2 * 25 + 2 * 66);
+    assert!(ok, "{} KVM_IRQFD calls\n{out}\n{err}", calls.len());
     assert!(!calls.iter().any(|l| l.contains("= -1")), "{err}");
 }
