@@ -268,6 +268,13 @@ fn fault_setup() -> Fault {
     }
 }
 
+/// `run --incoming` on the fault machine, once it listens.
+fn start_target(f: &Fault) -> Proc {
+    let mut t = Proc::spawn(&["run", "--incoming", &f.addr, f.cfg.to_str().unwrap()]);
+    t.wait_for(true, "waiting for a migration");
+    t
+}
+
 fn start_source(f: &Fault) -> Proc {
     let mut s = Proc::spawn(&[
         "run",
@@ -282,8 +289,7 @@ fn start_source(f: &Fault) -> Proc {
 #[test]
 fn target_killed_mid_stream() {
     let f = fault_setup();
-    let mut target = Proc::spawn(&["run", "--incoming", &f.addr, f.cfg.to_str().unwrap()]);
-    target.wait_for(true, "waiting for a migration");
+    let mut target = start_target(&f);
     let source = start_source(&f);
     // 1 MiB/s: the first pass alone takes about a second.
     let sock = f.sock.clone();
@@ -304,8 +310,7 @@ fn a_lost_commit_runs_nothing_on_the_target() {
     use berth::migrate::stream;
     use std::net::Shutdown;
     let f = fault_setup();
-    let mut target = Proc::spawn(&["run", "--incoming", &f.addr, f.cfg.to_str().unwrap()]);
-    target.wait_for(true, "waiting for a migration");
+    let target = start_target(&f);
     let source = start_source(&f);
     let proxy_path = f.dir.0.join("proxy.sock");
     let l = UnixListener::bind(&proxy_path).unwrap();
@@ -387,8 +392,7 @@ fn socket_closed_mid_stream() {
 #[test]
 fn garbage_to_incoming() {
     let f = fault_setup();
-    let mut target = Proc::spawn(&["run", "--incoming", &f.addr, f.cfg.to_str().unwrap()]);
-    target.wait_for(true, "waiting for a migration");
+    let target = start_target(&f);
     let mut c = UnixStream::connect(f.dir.0.join("in.sock")).unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
     let t = target.wait();
