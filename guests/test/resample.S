@@ -4,7 +4,11 @@
  * reaches I/O APIC pin 10, programmed to vector 0x4a, APIC 0; the PICs are
  * masked. Each phase counts the interrupts its handler mode sees, waits
  * (`sti; hlt`) for the ones it raised, then keeps interrupts on for 200 ms
- * (ACPI PM timer) to catch late or spurious ones, and prints the count:
+ * (ACPI PM timer) to catch late or spurious ones, and prints the count and
+ * the extras ("resample: pulses=16 extra=0"). `high` says whether the guest
+ * holds the line high: the handler counts an interrupt only while it does,
+ * and one that arrives with the line low (an interrupt nobody raised) as an
+ * extra, so an extra can never stand in for a pulse's own interrupt:
  *
  *   pulses=16     level pin: 16 times raise, wait; the handler lowers, EOIs.
  *   level=8       level pin: raise once; the handler EOIs without lowering
@@ -74,7 +78,8 @@ GUEST_START
     movl    $M_LOWER, mode(%rip)
     movl    $0, count(%rip)
     mov     $1, %ebx
-1:  LINE(1)
+1:  movl    $1, high(%rip)
+    LINE(1)
     call    wait_count
     inc     %ebx
     cmp     $16, %ebx
@@ -86,6 +91,7 @@ GUEST_START
     movl    $M_RETRIGGER, mode(%rip)
     movl    $8, limit(%rip)
     movl    $0, count(%rip)
+    movl    $1, high(%rip)
     LINE(1)
     mov     $8, %ebx
     call    wait_count
@@ -113,6 +119,7 @@ GUEST_START
     movl    $0, count(%rip)
     mov     $(RTE_MASKED | RTE_LEVEL | VECTOR), %eax
     call    set_rte
+    movl    $1, high(%rip)
     LINE(1)
     mov     $(RTE_LEVEL | VECTOR), %eax
     call    set_rte
@@ -127,6 +134,7 @@ GUEST_START
     movl    $M_EDGES, mode(%rip)
     movl    $8, limit(%rip)
     movl    $0, count(%rip)
+    movl    $1, high(%rip)
     LINE(1)
     mov     $8, %ebx
     call    wait_count
@@ -136,6 +144,7 @@ GUEST_START
     /* late-edges: edge pin; a new edge from the handler, after its EOI. */
     movl    $M_LATE_EDGES, mode(%rip)
     movl    $0, count(%rip)
+    movl    $1, high(%rip)
     LINE(1)
     mov     $8, %ebx
     call    wait_count
@@ -145,12 +154,14 @@ GUEST_START
     /* edge-held: edge pin, the line stays high across the EOI. */
     movl    $M_HOLD, mode(%rip)
     movl    $0, count(%rip)
+    movl    $1, high(%rip)
     LINE(1)
     mov     $1, %ebx
     call    wait_count
     lea     str_held(%rip), %rsi
     call    report
     LINE(0)
+    movl    $0, high(%rip)
 
     PUTS(str_done)
     EXIT(0)
@@ -198,7 +209,9 @@ window:
     ret
     .size window, . - window
 
-/* report: interrupts on for WINDOW_TICKS, then "resample: <%rsi>=<count>". */
+/* report: interrupts on for WINDOW_TICKS, then
+ * "resample: <%rsi>=<count> extra=<extra>"; the next phase's extras start
+ * at 0. */
     .type report, @function
 report:
     mov     $WINDOW_TICKS, %ecx
@@ -206,16 +219,27 @@ report:
     call    puts
     mov     count(%rip), %eax
     call    put_dec
+    lea     str_extra(%rip), %rsi
+    call    puts
+    mov     extra(%rip), %eax
+    call    put_dec
     call    newline
+    movl    $0, extra(%rip)
     ret
     .size report, . - report
 
-/* The GSI 10 handler: count, then act by `mode`, then EOI. */
+/* The GSI 10 handler: with the line low, an extra (EOI only); else count,
+ * act by `mode` (each mode that lowers the line for good clears `high`),
+ * EOI. */
     .type handler, @function
 handler:
     push    %rax
     push    %rdx
-    incl    count(%rip)
+    cmpl    $0, high(%rip)
+    jne     1f
+    incl    extra(%rip)
+    jmp     9f
+1:  incl    count(%rip)
     mov     mode(%rip), %eax
     cmp     $M_LATE_EDGES, %eax
     je      7f
@@ -232,6 +256,7 @@ handler:
     LINE(1)
     jmp     9f
 8:  LINE(0)
+    movl    $0, high(%rip)
 9:  mov     $LAPIC_BASE, %eax
     movl    $0, LAPIC_EOI(%rax)
     pop     %rdx
@@ -242,8 +267,10 @@ handler:
     LINE(0)
     mov     count(%rip), %edx
     cmp     limit(%rip), %edx
-    jae     6f
+    jae     5f
     LINE(1)
+    jmp     6f
+5:  movl    $0, high(%rip)
 6:  pop     %rdx
     pop     %rax
     iretq
@@ -259,10 +286,13 @@ str_edges:      .asciz "resample: edges="
 str_late:       .asciz "resample: late-edges="
 str_held:       .asciz "resample: edge-held="
 str_done:       .asciz "resample: done\n"
+str_extra:      .asciz " extra="
 
     .section .data, "aw", @progbits
     .balign 8
 count:  .long 0
+extra:  .long 0
+high:   .long 0
 mode:   .long 0
 limit:  .long 0
 pm_port: .long 0
