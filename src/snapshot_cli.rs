@@ -45,6 +45,7 @@ pub fn controls(c: &Config, p: &Plan, snap: &SnapshotArgs) -> Result<RunControls
         snapshot_at,
         restored_from: None,
         gdb: None,
+        prestarted: Default::default(),
     })
 }
 

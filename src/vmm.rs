@@ -149,6 +149,9 @@ pub struct RunControls {
     pub restored_from: Option<std::path::PathBuf>,
     /// `--gdb`: the debugger's socket.
     pub gdb: Option<crate::gdb::GdbControl>,
+    /// vCPU threads started ahead (the migration target); the rest start
+    /// here.
+    pub prestarted: crate::vcpu::Prestarted,
 }
 
 /// Runs the VM to its end.
@@ -210,9 +213,10 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     }
     let started = Instant::now();
     let mut handles = Vec::new();
+    let mut prestarted = controls.prestarted;
     let mut outcome = None;
     for (i, fd) in vm.vcpus.drain(..).enumerate() {
-        match VcpuHandle::spawn(i as u32, fd, shared.clone(), tx.clone()) {
+        match VcpuHandle::spawn(i as u32, fd, shared.clone(), tx.clone(), &mut prestarted) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 outcome = Some(Outcome::Host(format!("cannot start vcpu{i} thread: {e}")));
@@ -220,7 +224,7 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
             }
         }
     }
-    drop(tx);
+    drop((tx, prestarted));
     let vcpus_started = crate::clock::since_start();
     log::debug!("vCPU threads started at {:.3}", crate::clock::monotonic_ms());
     let mut gdb_server = None;

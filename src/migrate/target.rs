@@ -208,6 +208,24 @@ pub fn run_incoming(
     let listener = Listener::bind(&addr)?;
     let controls = crate::snapshot_cli::controls(config, plan, snap)?;
     let digest = crate::plan::dump::digest(plan)?;
+    // The run's thread filters, compiled while nothing waits for them: the
+    // vCPU threads start after the commit, inside the guest's downtime. A
+    // filter that does not compile fails again where it is installed, and
+    // ends the run there as it would without this.
+    if let Err(e) = crate::seccomp::prepare(&crate::seccomp::ThreadKind::ALL) {
+        log::debug!("seccomp filters not prepared: {e}");
+    }
+    // And the vCPU threads themselves, waiting for their vCPUs (each with
+    // its filter in place): after the commit they only have to be handed
+    // their fds. Threads that cannot start now start then.
+    let prestarted = crate::vcpu::Prestarted::start(plan.cpus.len() as u32).unwrap_or_else(|e| {
+        log::debug!("vCPU threads not started ahead: {e}");
+        crate::vcpu::Prestarted::default()
+    });
+    let controls = crate::vmm::RunControls {
+        prestarted,
+        ..controls
+    };
     eprintln!("berth: waiting for a migration on {addr}");
     let give_up = || {
         if let Some(sig) = run_opts.signals.pending() {

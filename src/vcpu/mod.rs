@@ -3,6 +3,11 @@
 //! [`Bus`]. A kick (SIGRTMIN, whose handler sets this thread's
 //! `immediate_exit`) gets a vCPU out of KVM_RUN however it is waiting.
 
+mod prestart;
+
+use prestart::Body;
+pub use prestart::Prestarted;
+
 use crate::build::ZoneCounter;
 use crate::bus::{AddressSpace, Bus, VmEvent};
 use crate::devices::ioapic::Ioapic;
@@ -151,47 +156,55 @@ pub struct VcpuHandle {
 }
 
 impl VcpuHandle {
-    /// Starts vCPU `index` in a thread named `vcpu<index>`.
+    /// Starts vCPU `index` in a thread named `vcpu<index>`: the one
+    /// `prestarted` holds for it, or a new one.
     pub fn spawn(
         index: u32,
         fd: VcpuFd,
         shared: Arc<VmShared>,
         tx: Sender<VmMessage>,
+        prestarted: &mut Prestarted,
     ) -> std::io::Result<Self> {
         let state = Arc::new(AtomicU8::new(VcpuState::Starting as u8));
         let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
-                let mut v = Vcpu {
-                    index,
-                    fd,
-                    shared,
-                    counts: ExitCounts::new(),
-                    draining: false,
-                    tx: tx.clone(),
-                    sleep_epoch: 0,
-                };
-                let tx2 = tx.clone();
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu) {
-                        return Some(Outcome::Host(format!("vcpu{index}: {e}")));
-                    }
-                    st.store(VcpuState::Running as u8, Ordering::SeqCst);
-                    v.run_loop()
-                }));
-                KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
-                st.store(VcpuState::Exited as u8, Ordering::SeqCst);
-                let outcome = match result {
-                    Ok(o) => o,
-                    Err(_) => Some(Outcome::Panic(format!("vcpu{index} thread panicked"))),
-                };
-                if let Some(o) = outcome {
-                    let _ = tx2.send(VmMessage::Outcome(o));
+        let body: Body = Box::new(move |installed| {
+            let mut v = Vcpu {
+                index,
+                fd,
+                shared,
+                counts: ExitCounts::new(),
+                draining: false,
+                tx: tx.clone(),
+                sleep_epoch: 0,
+            };
+            let tx2 = tx.clone();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let installed =
+                    installed.unwrap_or_else(|| crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu));
+                if let Err(e) = installed {
+                    return Some(Outcome::Host(format!("vcpu{index}: {e}")));
                 }
-                let snap = v.snapshot();
-                let _ = tx.send(VmMessage::Finished(index, std::mem::take(&mut v.counts), snap));
-            })?;
+                st.store(VcpuState::Running as u8, Ordering::SeqCst);
+                v.run_loop()
+            }));
+            KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+            st.store(VcpuState::Exited as u8, Ordering::SeqCst);
+            let outcome = match result {
+                Ok(o) => o,
+                Err(_) => Some(Outcome::Panic(format!("vcpu{index} thread panicked"))),
+            };
+            if let Some(o) = outcome {
+                let _ = tx2.send(VmMessage::Outcome(o));
+            }
+            let snap = v.snapshot();
+            let _ = tx.send(VmMessage::Finished(index, std::mem::take(&mut v.counts), snap));
+        });
+        let thread = match prestarted.take(index, body) {
+            Ok(thread) => thread,
+            Err(body) => std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || body(None))?,
+        };
         Ok(VcpuHandle {
             index,
             state,
