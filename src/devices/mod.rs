@@ -35,6 +35,7 @@ pub mod pm_timer;
 pub mod recorder;
 pub mod rtc;
 pub mod serial;
+pub mod serial_out;
 pub mod sleep;
 
 pub use debug_exit::{DebugExit, DebugExitError};

@@ -1,12 +1,12 @@
 //! COM1: an 8250/16550A UART, emulated by `vm_superio::Serial`.
 //!
 //! The device occupies 8 bytes of port I/O (registers at offsets 0..8).
-//! Guest output to stdout or a file goes through [`AsyncOutput`]: the vCPU
-//! appends to a bounded buffer ([`OUTPUT_BUFFER`] bytes) and a `serial-out`
-//! thread writes it in batches, so a blocked stdout pipe never blocks a vCPU
-//! and memory stays bounded. Bytes that find the buffer full, or that the
-//! output refuses (a closed pipe, a full disk), are counted as dropped and
-//! emulation continues. At shutdown [`SerialDevice::flush`] waits (bounded)
+//! Guest output to stdout or a file goes through [`AsyncOutput`]
+//! (`serial_out`): a bounded buffer, complete lines written by the vCPU
+//! without waiting, the rest by a `serial-out` thread, so a blocked stdout
+//! pipe never blocks a vCPU and memory stays bounded. Bytes that find the
+//! buffer full, or that the output refuses (a closed pipe, a full disk), are
+//! counted as dropped and emulation continues. At shutdown [`SerialDevice::flush`] waits (bounded)
 //! for the buffer to reach the output.
 //!
 //! Interrupts are raised by writing to an eventfd, which the VMM registers
@@ -15,7 +15,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ use vm_superio::serial::{Error as UartError, SerialEvents};
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::serial_out::{AsyncOutput, OUTPUT_BUFFER};
 use super::EventFdTrigger;
 use crate::bus::{BusDevice, VmEvent};
 use crate::state::{DeviceState, StateError};
@@ -85,23 +86,32 @@ impl SerialOutput {
     /// Turns the output into the UART's writer; stdout and files get an
     /// [`AsyncOutput`] (returned too, for draining at shutdown).
     fn into_writer(self) -> (Box<dyn Write + Send>, Option<AsyncOutput>) {
-        let sink: Box<dyn Write + Send> = match self {
+        // The file behind the output, for the vCPU's own line writes.
+        let direct = |f: &File| f.try_clone().ok().map(OwnedFd::from);
+        let (sink, direct): (Box<dyn Write + Send>, _) = match self {
             SerialOutput::Stdout => {
                 // A private dup of fd 1 bypasses std's line buffer, so a
                 // failed write (EPIPE) cannot leave bytes stuck in a buffer.
                 match io::stdout().as_fd().try_clone_to_owned() {
-                    Ok(fd) => Box::new(File::from(fd)),
+                    Ok(fd) => {
+                        let f = File::from(fd);
+                        let d = direct(&f);
+                        (Box::new(f), d)
+                    }
                     Err(e) => {
                         log::debug!("cannot dup stdout ({e}); using buffered stdout");
-                        Box::new(io::stdout())
+                        (Box::new(io::stdout()), None)
                     }
                 }
             }
             SerialOutput::Null => return (Box::new(io::sink()), None),
-            SerialOutput::File(file) => Box::new(file),
+            SerialOutput::File(file) => {
+                let d = direct(&file);
+                (Box::new(file), d)
+            }
             SerialOutput::Custom(w) => return (w, None),
         };
-        match AsyncOutput::spawn(sink, OUTPUT_BUFFER) {
+        match AsyncOutput::spawn(sink, OUTPUT_BUFFER, direct) {
             Ok(a) => (Box::new(a.clone()), Some(a)),
             Err(e) => {
                 log::warn!("cannot start the serial output thread ({e}); serial output is dropped");
@@ -119,186 +129,6 @@ impl Write for Refuse {
         Err(io::Error::other("serial output unavailable"))
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// How long the output thread lets bytes of an unfinished line gather
-/// before writing them; a complete line is written at once.
-pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Bytes of guest output buffered between the vCPU and the output.
-pub const OUTPUT_BUFFER: usize = 256 << 10;
-
-#[derive(Default)]
-struct Pending {
-    buf: std::collections::VecDeque<u8>,
-    /// A batch is being written by the output thread.
-    writing: bool,
-    /// `buf` holds a complete line: write without waiting.
-    newline: bool,
-    /// The output failed for good.
-    failed: bool,
-    /// The device is gone: the output thread ends once the buffer is empty.
-    closed: bool,
-}
-
-struct Shared {
-    pending: std::sync::Mutex<Pending>,
-    cond: std::sync::Condvar,
-    cap: usize,
-}
-
-/// A bounded, non-blocking writer: `write` copies into a buffer (or fails
-/// when it is full) and a `serial-out` thread writes the buffer out.
-#[derive(Clone)]
-pub struct AsyncOutput {
-    shared: Arc<Shared>,
-}
-
-impl AsyncOutput {
-    /// Starts the output thread for `sink` with a buffer of `cap` bytes.
-    pub fn spawn(sink: Box<dyn Write + Send>, cap: usize) -> io::Result<AsyncOutput> {
-        Self::spawn_with_delay(sink, cap, BATCH_DELAY)
-    }
-
-    /// [`AsyncOutput::spawn`] with `delay` instead of [`BATCH_DELAY`] for
-    /// the bytes of an unfinished line.
-    pub fn spawn_with_delay(
-        mut sink: Box<dyn Write + Send>,
-        cap: usize,
-        delay: std::time::Duration,
-    ) -> io::Result<AsyncOutput> {
-        let shared = Arc::new(Shared {
-            pending: std::sync::Mutex::new(Pending::default()),
-            cond: std::sync::Condvar::new(),
-            cap,
-        });
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("serial-out".into())
-            .spawn(move || {
-                if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::SerialOut) {
-                    log::error!("{e}; serial output is dropped");
-                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.failed = true;
-                    s.cond.notify_all();
-                    return;
-                }
-                loop {
-                    crate::outcome::inject_panic_here();
-                    {
-                        let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                        while p.buf.is_empty() && !p.closed {
-                            p = s.cond.wait(p).unwrap_or_else(|e| e.into_inner());
-                        }
-                        if p.buf.is_empty() {
-                            return; // closed and drained
-                        }
-                        p.writing = true;
-                    }
-                    // A vCPU emits one byte per exit: let the bytes of a line
-                    // gather (at most BATCH_DELAY) so the output sees one write
-                    // per line, or per burst under load, not one per byte. A
-                    // complete line goes out at once: a console shows it
-                    // without delay.
-                    let batch: Vec<u8> = {
-                        let deadline = std::time::Instant::now() + delay;
-                        let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                        loop {
-                            let now = std::time::Instant::now();
-                            if p.newline || p.closed || now >= deadline {
-                                break;
-                            }
-                            p = s
-                                .cond
-                                .wait_timeout(p, deadline - now)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
-                        }
-                        p.newline = false;
-                        p.buf.drain(..).collect()
-                    };
-                    let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
-                    let mut p = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.writing = false;
-                    if !ok {
-                        p.failed = true;
-                    }
-                    s.cond.notify_all();
-                }
-            })?;
-        Ok(AsyncOutput { shared })
-    }
-
-    /// Tells the output thread to end once everything buffered is written.
-    pub fn close(&self) {
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.closed = true;
-        self.shared.cond.notify_all();
-    }
-
-    /// [`AsyncOutput::drain`], but an unfinished line goes out at once,
-    /// without waiting for the [`BATCH_DELAY`]: a pause for a snapshot or a
-    /// migration waits here with the guest stopped.
-    pub fn flush_now(&self, limit: std::time::Duration) -> bool {
-        {
-            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if !p.buf.is_empty() {
-                p.newline = true;
-                self.shared.cond.notify_all();
-            }
-        }
-        self.drain(limit)
-    }
-
-    /// Waits up to `limit` for everything buffered to be written; returns
-    /// whether it was.
-    pub fn drain(&self, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if (p.buf.is_empty() && !p.writing) || p.failed {
-                return p.buf.is_empty() && !p.writing;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            p = self
-                .shared
-                .cond
-                .wait_timeout(p, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Write for AsyncOutput {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.failed {
-            return Err(io::Error::other("serial output failed"));
-        }
-        if p.buf.len() + data.len() > self.shared.cap {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "serial output buffer full",
-            ));
-        }
-        let was_idle = p.buf.is_empty() && !p.writing;
-        let line_done = data.contains(&b'\n');
-        p.buf.extend(data);
-        p.newline |= line_done;
-        if was_idle || line_done {
-            self.shared.cond.notify_all();
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        // Never waits: the output thread writes as soon as bytes arrive.
         Ok(())
     }
 }
@@ -575,39 +405,6 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
-    }
-
-    /// A complete line is written at once, however long unfinished lines
-    /// may wait; an unfinished line waits for its newline (or the delay).
-    #[test]
-    fn a_line_goes_out_without_waiting_for_the_batch_delay() {
-        let got = SharedBuf::default();
-        let week = std::time::Duration::from_secs(7 * 24 * 3600);
-        let mut out = AsyncOutput::spawn_with_delay(Box::new(got.clone()), 1024, week).unwrap();
-        out.write_all(b"partial").unwrap();
-        assert!(
-            !out.drain(std::time::Duration::from_millis(50)),
-            "an unfinished line was written before its newline or the delay"
-        );
-        assert!(got.0.lock().unwrap().is_empty());
-        out.write_all(b" line\n").unwrap();
-        assert!(
-            out.drain(std::time::Duration::from_secs(10)),
-            "a complete line waited for the batch delay"
-        );
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\n");
-        // A flush (a pause) writes an unfinished line without the delay.
-        out.write_all(b"half").unwrap();
-        assert!(
-            out.flush_now(std::time::Duration::from_secs(10)),
-            "a flush waited for the batch delay"
-        );
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalf");
-        // Closing writes what is left, newline or not.
-        out.write_all(b"tail").unwrap();
-        out.close();
-        assert!(out.drain(std::time::Duration::from_secs(10)));
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalftail");
     }
 
     struct Broken;

@@ -256,6 +256,10 @@ const SNAPSHOT_CALLS: &[Sys] = sys![
     SYS_setpriority,
 ];
 
+/// A vCPU thread's own call: writing a complete serial line to the output
+/// itself, never waiting (`pwritev2` with `RWF_NOWAIT`, devices/serial_out.rs).
+const VCPU_CALLS: &[Sys] = sys![SYS_pwritev2];
+
 /// The `irq-resample` thread's own call: blocking on the resample eventfd.
 const RESAMPLE_CALLS: &[Sys] = sys![SYS_read];
 
@@ -267,6 +271,7 @@ impl ThreadKind {
             ThreadKind::Snapshot => SNAPSHOT_CALLS,
             ThreadKind::IrqResample => RESAMPLE_CALLS,
             ThreadKind::Gdb => GDB_CALLS,
+            ThreadKind::Vcpu => VCPU_CALLS,
             _ => &[],
         }
     }
@@ -626,6 +631,7 @@ fn named_calls() -> impl Iterator<Item = &'static Sys> {
         .chain(CONTROL_CALLS)
         .chain(SNAPSHOT_CALLS)
         .chain(GDB_CALLS)
+        .chain(VCPU_CALLS)
 }
 
 /// Test-only fault injection: when the environment variable
