@@ -434,6 +434,11 @@ fn fake_source_is_refused(sections: &[(berth::migrate::stream::Kind, &str)], wan
     assert!(reply.ok, "{reply:?}");
     for (kind, json) in sections {
         stream::write_section(&mut c, *kind, json.as_bytes()).unwrap();
+        if *kind == stream::Kind::Sync {
+            // Answered before the next section is read.
+            let (got, payload) = stream::read_section(&mut c).unwrap();
+            assert_eq!((got, payload.len()), (stream::Kind::Synced, 0));
+        }
     }
     let t = target.wait();
     assert_eq!(t.status.code(), Some(11), "{}", stderr(&t));
@@ -446,7 +451,22 @@ fn end_before_the_state_is_refused() {
     use berth::migrate::stream::Kind;
     fake_source_is_refused(
         &[(Kind::End, r#"{"rounds":0,"pages":0}"#)],
-        "unexpected section End (expected pages or state)",
+        "unexpected section End (expected pages, sync or state)",
+    );
+}
+
+#[test]
+fn each_sync_is_answered_once_what_came_before_is_applied() {
+    use berth::migrate::stream::Kind;
+    // Two syncs, each answered `synced` (checked in the fake source), then
+    // an end without a state: refused, nothing run.
+    fake_source_is_refused(
+        &[
+            (Kind::Sync, ""),
+            (Kind::Sync, ""),
+            (Kind::End, r#"{"rounds":0,"pages":0}"#),
+        ],
+        "unexpected section End (expected pages, sync or state)",
     );
 }
 

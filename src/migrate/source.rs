@@ -136,6 +136,26 @@ impl Sender {
         Ok(())
     }
 
+    /// Waits until the target has applied everything sent so far: `sync`,
+    /// then its `synced`. Without it the socket buffers (several MiB on
+    /// localhost TCP) hide a backlog the target works through after the
+    /// pause: measured on the dev host with the busy guest, the target read
+    /// the state 0.2-9.7 ms (median 2.2) after the source had sent it, while
+    /// the estimate said 0 ms. With it, each pass's rate is what the target
+    /// took, and the last pages go out into an empty connection.
+    fn sync(&mut self) -> Result<(), MigrateError> {
+        self.bytes += stream::write_section(&mut self.conn, Kind::Sync, &[])?;
+        let (kind, _) = stream::read_section(&mut self.conn)?;
+        if kind != Kind::Synced {
+            return Err(stream::StreamError::Unexpected {
+                got: kind,
+                want: "synced",
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// The bandwidth the estimate counts on, bytes/s: what the last pass
     /// achieved (everything a page costs: reading, hashing, writing),
     /// capped by the limit.
@@ -267,7 +287,8 @@ enum Pass<'a> {
 }
 
 /// Sends one pass; returns how many page records went out. `throttle`
-/// applies `--max-bandwidth` (while the guest runs).
+/// marks a pass while the guest runs: it applies `--max-bandwidth`, and the
+/// pass ends only when the target has applied it ([`Sender::sync`]).
 fn send_pass(
     m: &Machine,
     tx: &mut Sender,
@@ -308,6 +329,9 @@ fn send_pass(
         }
     }
     tx.send(&mut batch, throttle)?;
+    if throttle {
+        tx.sync()?;
+    }
     let slept = tx.slept - slept0;
     tx.measured(tx.bytes - bytes0, started, slept);
     Ok(n)

@@ -1,4 +1,4 @@
-//! The migration stream, format version 2 (README "Migration stream").
+//! The migration stream, format version 3 (README "Migration stream").
 //!
 //! Both directions start with [`MAGIC`] and the version (u32, little
 //! endian), then carry sections:
@@ -14,11 +14,13 @@
 //! number of times, `state` (the [`crate::state::VmState`] bytes) once,
 //! more `pages` (the last dirty pages, sent after the state so the target
 //! parses it meanwhile; it loads it only after `end`), `end` (JSON
-//! [`End`]), and after the target's `ack`, `commit` (empty). Version 1 had
-//! no pages after the state.
-//! Target → source: `reply` (JSON [`Reply`]: accepted or why not), then
-//! `ack` (JSON [`Reply`]: the state is loaded, the guest runs once the
-//! source commits).
+//! [`End`]), and after the target's `ack`, `commit` (empty). After each
+//! pass while the guest runs, `sync` (empty): the target answers `synced`
+//! (empty) once it has applied everything before it. Version 1 had no pages
+//! after the state, version 2 no `sync`.
+//! Target → source: `reply` (JSON [`Reply`]: accepted or why not), a
+//! `synced` per `sync`, then `ack` (JSON [`Reply`]: the state is loaded,
+//! the guest runs once the source commits).
 //!
 //! A `pages` payload is a run of records: slot (u32 LE), flags (u32 LE,
 //! bit 0 = zero page, no data follows), page number within the slot (u64
@@ -33,7 +35,7 @@ use std::io::{Read, Write};
 /// The first bytes in each direction.
 pub const MAGIC: &[u8; 8] = b"BERTHMIG";
 /// The stream format version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The largest section payload accepted (a `pages` section is at most
 /// [`PAGES_PER_SECTION`] records).
 pub const MAX_SECTION: usize = 16 << 20;
@@ -70,6 +72,10 @@ pub enum Kind {
     Ack = 6,
     /// Source: the source has stopped for good; the target may run.
     Commit = 7,
+    /// Source: answer once everything before this is applied (empty).
+    Sync = 8,
+    /// Target: everything before the `sync` is applied (empty).
+    Synced = 9,
 }
 
 impl Kind {
@@ -82,6 +88,8 @@ impl Kind {
             5 => Kind::End,
             6 => Kind::Ack,
             7 => Kind::Commit,
+            8 => Kind::Sync,
+            9 => Kind::Synced,
             _ => return None,
         })
     }

@@ -122,6 +122,10 @@ pub fn receive(
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
+            // Every section before it is applied: say so.
+            Kind::Sync if state.is_none() => {
+                stream::write_section(&mut conn, Kind::Synced, &[])?;
+            }
             Kind::State if state.is_none() => {
                 steps.mark("state received");
                 state = Some(VmState::from_bytes(&payload)?);
@@ -138,7 +142,7 @@ pub fn receive(
                 return Err(StreamError::Unexpected {
                     got: other,
                     want: if state.is_none() {
-                        "pages or state"
+                        "pages, sync or state"
                     } else {
                         "pages or end"
                     },
