@@ -23,10 +23,13 @@ pub struct ChipSet {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ChipState {
     /// KVM_GET_IRQCHIP: PIC master, PIC slave, IOAPIC (kernel mode only).
+    #[serde(with = "super::hexpod::vec")]
     pub irqchips: Vec<kvm_irqchip>,
     /// KVM_GET_PIT2 (when the VM has the in-kernel PIT).
+    #[serde(with = "super::hexpod::option")]
     pub pit: Option<kvm_pit_state2>,
     /// KVM_GET_CLOCK.
+    #[serde(with = "super::hexpod::option")]
     pub clock: Option<kvm_clock_data>,
 }
 

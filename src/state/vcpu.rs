@@ -31,26 +31,37 @@ pub struct VcpuState {
     /// vCPU index.
     pub index: u32,
     /// KVM_GET_CPUID2.
+    #[serde(with = "super::hexpod::vec")]
     pub cpuid: Vec<kvm_cpuid_entry2>,
     /// KVM_GET_MP_STATE.
+    #[serde(with = "super::hexpod")]
     pub mp_state: kvm_mp_state,
     /// KVM_GET_REGS.
+    #[serde(with = "super::hexpod")]
     pub regs: kvm_regs,
     /// KVM_GET_SREGS.
+    #[serde(with = "super::hexpod")]
     pub sregs: kvm_sregs,
     /// KVM_GET_FPU, as its bytes (`struct kvm_fpu`).
+    #[serde(with = "super::hexpod::bytes")]
     pub fpu: Vec<u8>,
     /// KVM_GET_XSAVE, where the host has it.
+    #[serde(with = "super::hexpod::option")]
     pub xsave: Option<kvm_xsave>,
     /// KVM_GET_XCRS, where the host has it.
+    #[serde(with = "super::hexpod::option")]
     pub xcrs: Option<kvm_xcrs>,
     /// KVM_GET_DEBUGREGS.
+    #[serde(with = "super::hexpod")]
     pub debugregs: kvm_debugregs,
     /// KVM_GET_LAPIC.
+    #[serde(with = "super::hexpod")]
     pub lapic: kvm_lapic_state,
     /// Every MSR of KVM_GET_MSR_INDEX_LIST that KVM_GET_MSRS could read.
+    #[serde(with = "super::hexpod::vec")]
     pub msrs: Vec<kvm_msr_entry>,
     /// KVM_GET_VCPU_EVENTS.
+    #[serde(with = "super::hexpod")]
     pub events: kvm_vcpu_events,
 }
 
