@@ -382,7 +382,6 @@ impl BusDevice for SerialDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     const THR: u64 = 0;
     const IER: u64 = 1;
@@ -393,19 +392,7 @@ mod tests {
     const LSR_DR: u8 = 0x01;
     const LSR_THRE: u8 = 0x20;
 
-    #[derive(Clone, Default)]
-    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for SharedBuf {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::serial_out::tests::SharedBuf;
 
     struct Broken;
 

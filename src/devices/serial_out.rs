@@ -296,13 +296,15 @@ impl Write for AsyncOutput {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::os::fd::FromRawFd;
 
+    /// A writer into shared memory, for tests of the output (here and in
+    /// `serial.rs`).
     #[derive(Clone, Default)]
-    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct SharedBuf(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl Write for SharedBuf {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
