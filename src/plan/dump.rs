@@ -51,7 +51,24 @@ pub fn digest_of_canonical(text: &str) -> String {
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // Table-driven: the VM state's KVM structs (tens of KiB per snapshot or
+    // migration, state::hexpod) are encoded here too.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+            i += 1;
+        }
+        t
+    };
+    let mut s = vec![0u8; 2 * bytes.len()];
+    for (pair, &b) in s.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
+    }
+    // Only ASCII digits were written.
+    String::from_utf8(s).unwrap_or_default()
 }
 
 #[cfg(test)]

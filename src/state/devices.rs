@@ -213,14 +213,7 @@ pub fn to_hex(b: &[u8]) -> String {
 
 /// Hex back to bytes.
 pub fn from_hex(s: &str) -> Result<Vec<u8>, super::StateError> {
-    let bad = || super::StateError::Mismatch("bad hex in a device state".into());
-    if !s.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-        .collect()
+    super::hexpod::decode_hex(s).map_err(|_| super::StateError::Mismatch("bad hex in a device state".into()))
 }
 
 impl DeviceState {

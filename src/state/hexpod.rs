@@ -19,18 +19,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use zerocopy::{Immutable, IntoBytes};
 
-/// Each byte's two lowercase hex digits.
-const PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
-        i += 1;
-    }
-    t
-};
-
 /// Each ASCII byte's value as a hex digit, 0xff if it is none.
 const NIBBLES: [u8; 256] = {
     let mut t = [0xffu8; 256];
@@ -48,22 +36,18 @@ const NIBBLES: [u8; 256] = {
     t
 };
 
-/// Bytes as lowercase hex.
+/// Bytes as lowercase hex (the project's one encoder, [`crate::plan::dump::hex`]).
 fn encode(b: &[u8]) -> String {
-    let mut s = vec![0u8; 2 * b.len()];
-    for (pair, &x) in s.chunks_exact_mut(2).zip(b) {
-        pair.copy_from_slice(&PAIRS[usize::from(x)]);
-    }
-    // Only ASCII digits were pushed.
-    String::from_utf8(s).unwrap_or_default()
+    crate::plan::dump::hex(b)
 }
 
-/// Hex (either case) back to bytes. (Table-driven: this runs inside a
-/// migration's downtime, over ~10 KiB per vCPU.)
-fn decode<E: de::Error>(s: &str) -> Result<Vec<u8>, E> {
+/// Hex (either case) back to bytes: the state's one decoder (device states
+/// use it through [`super::devices::from_hex`]). Table-driven: it runs
+/// inside a migration's downtime, over ~10 KiB per vCPU.
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.as_bytes();
     if !s.len().is_multiple_of(2) {
-        return Err(E::custom("hex of odd length"));
+        return Err("hex of odd length".into());
     }
     let mut out = Vec::with_capacity(s.len() / 2);
     let mut bad = 0u8;
@@ -78,9 +62,14 @@ fn decode<E: de::Error>(s: &str) -> Result<Vec<u8>, E> {
             .find(|&&c| NIBBLES[usize::from(c)] == 0xff)
             .copied()
             .unwrap_or(b'?');
-        return Err(E::custom(format!("bad hex digit {:?}", c as char)));
+        return Err(format!("bad hex digit {:?}", c as char));
     }
     Ok(out)
+}
+
+/// [`decode_hex`] for serde.
+fn decode<E: de::Error>(s: &str) -> Result<Vec<u8>, E> {
+    decode_hex(s).map_err(E::custom)
 }
 
 /// `T` from exactly its bytes.
