@@ -145,14 +145,7 @@ impl Sender {
     /// took, and the last pages go out into an empty connection.
     fn sync(&mut self) -> Result<(), MigrateError> {
         self.bytes += stream::write_section(&mut self.conn, Kind::Sync, &[])?;
-        let (kind, _) = stream::read_section(&mut self.conn)?;
-        if kind != Kind::Synced {
-            return Err(stream::StreamError::Unexpected {
-                got: kind,
-                want: "synced",
-            }
-            .into());
-        }
+        stream::read_kind(&mut self.conn, Kind::Synced, "synced")?;
         Ok(())
     }
 

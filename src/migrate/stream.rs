@@ -238,6 +238,13 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(
     want: Kind,
     name: &'static str,
 ) -> Result<T, StreamError> {
+    let payload = read_kind(r, want, name)?;
+    serde_json::from_slice(&payload).map_err(|e| StreamError::Garbage(format!("{name}: {e}")))
+}
+
+/// Reads a section that must be of kind `want` (called `name` in the
+/// error); returns its payload.
+pub fn read_kind(r: &mut impl Read, want: Kind, name: &'static str) -> Result<Vec<u8>, StreamError> {
     let (kind, payload) = read_section(r)?;
     if kind != want {
         return Err(StreamError::Unexpected {
@@ -245,7 +252,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(
             want: name,
         });
     }
-    serde_json::from_slice(&payload).map_err(|e| StreamError::Garbage(format!("{name}: {e}")))
+    Ok(payload)
 }
 
 /// Builds `pages` sections: records are added one by one; a full section
