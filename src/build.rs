@@ -108,6 +108,9 @@ pub struct Vm {
     pub bus: Arc<Bus>,
     /// vCPU fds, by index.
     pub vcpus: Vec<VcpuFd>,
+    /// Each vCPU's CPUID as berth set it (by step 15, or by a restore's
+    /// state load; empty until set), by index: a migration sends it ahead.
+    pub cpuid: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
     /// COM1, for flushing at shutdown.
     pub serial: Arc<Mutex<SerialDevice>>,
     /// COM1 byte counters.
@@ -252,12 +255,15 @@ fn build_from(
     //     state; each maps the coalesced ring when zones exist.
     //     A restore creates them bare: the saved state sets all of it
     //     (crate::state::restore::load), so nothing here is done twice.
-    let vcpus = match supported_cpuid {
+    let (vcpus, cpuid) = match supported_cpuid {
         Some(pending) => {
             let supported = kvm("KVM_GET_SUPPORTED_CPUID", pending.wait(&host))?;
             create_vcpus(&fd, plan, kernel.as_ref(), &supported, !zones.is_empty())?
         }
-        None => create_bare_vcpus(&fd, plan, !zones.is_empty())?,
+        None => (
+            create_bare_vcpus(&fd, plan, !zones.is_empty())?,
+            vec![Vec::new(); plan.cpus.len()],
+        ),
     };
     tl.mark("15 vcpus");
     // 16. The teardown helper takes its own reference to the VM and vCPU
@@ -283,6 +289,7 @@ fn build_from(
         mem,
         bus: Arc::new(parts.bus),
         vcpus,
+        cpuid,
         serial: parts.serial,
         serial_counters,
         registrations,
@@ -527,8 +534,9 @@ fn create_vcpus(
     kernel: Option<&LoadedKernel>,
     supported: &CpuId,
     coalesced: bool,
-) -> Result<Vec<VcpuFd>, BuildError> {
+) -> Result<(Vec<VcpuFd>, Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>), BuildError> {
     let mut out = Vec::with_capacity(plan.cpus.len());
+    let mut cpuids = Vec::with_capacity(plan.cpus.len());
     for cpu in &plan.cpus {
         let mut v = kvm("KVM_CREATE_VCPU", vm.create_vcpu(u64::from(cpu.index)))?;
         if coalesced {
@@ -537,6 +545,7 @@ fn create_vcpus(
         let mut c = supported.clone();
         cpuid::for_vcpu(&mut c, cpu.apic_id, plan.machine.vcpus);
         kvm("KVM_SET_CPUID2", v.set_cpuid2(&c))?;
+        cpuids.push(c.as_slice().to_vec());
         regs::setup_msrs(&v)?;
         regs::setup_fpu(&v)?;
         regs::setup_lint(&v)?;
@@ -545,5 +554,5 @@ fn create_vcpus(
         }
         out.push(v);
     }
-    Ok(out)
+    Ok((out, cpuids))
 }

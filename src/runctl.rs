@@ -224,6 +224,7 @@ impl Controller {
             fd: &run.vm.fd,
             mem: &run.vm.mem,
             slots: &src.slots,
+            cpuid: &run.vm.cpuid,
         };
         let was_paused = self.is_paused();
         let mut live = Live {

@@ -120,14 +120,14 @@ pub fn restore(
             s.file.as_deref().unwrap_or_default()
         );
     }
-    let vm = build::build_restored(
+    let mut vm = build::build_restored(
         &opened.config,
         &opened.plan,
         &build::BuildOptions::default(),
         &mut tl,
         mem,
     )?;
-    restore::load(&vm, &opened.plan, &opened.state).map_err(|source| Error::RestoreState {
+    restore::load(&mut vm, &opened.plan, &opened.state).map_err(|source| Error::RestoreState {
         dir: dir.display().to_string(),
         source,
     })?;

@@ -5,7 +5,8 @@
 //! missing or repeated, the same final sum); every failure before the
 //! target's ack leaves the source running the whole guest and the target
 //! exiting without running it; a stream with `end` before the state is
-//! refused without running anything; an idle 1 GiB guest sends far less than
+//! refused without running anything; the vCPUs' CPUID is set at the target
+//! before the pause, once; an idle 1 GiB guest sends far less than
 //! 1 GiB; a guest dirtying faster than the bandwidth limit stops at the
 //! round limit and reports its downtime.
 
@@ -53,8 +54,21 @@ fn collect(r: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> std::thre
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_with(berth(), args)
+    }
+
+    /// berth under `strace -f -e trace=ioctl`, the trace written to `trace`.
+    fn spawn_traced(trace: &Path, args: &[&str]) -> Proc {
+        let mut c = Command::new("strace");
+        c.current_dir(repo())
+            .args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+            .arg(trace)
+            .arg(env!("CARGO_BIN_EXE_berth"));
+        Proc::spawn_with(c, args)
+    }
+
+    fn spawn_with(mut c: Command, args: &[&str]) -> Proc {
         guests();
-        let mut c: Command = berth();
         c.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -379,6 +393,9 @@ fn socket_closed_mid_stream() {
             },
         )
         .unwrap();
+        // The vCPUs' CPUID comes first, then pages.
+        let (kind, _) = stream::read_section(&mut c).unwrap();
+        assert_eq!(kind, stream::Kind::Cpuid);
         let (kind, _) = stream::read_section(&mut c).unwrap();
         assert_eq!(kind, stream::Kind::Pages);
         c.shutdown(std::net::Shutdown::Both).unwrap();
@@ -467,6 +484,59 @@ fn each_sync_is_answered_once_what_came_before_is_applied() {
             (Kind::End, r#"{"rounds":0,"pages":0}"#),
         ],
         "unexpected section End (expected pages, sync or state)",
+    );
+}
+
+#[test]
+fn cpuid_for_the_wrong_vcpu_count_is_refused() {
+    use berth::migrate::stream::Kind;
+    fake_source_is_refused(
+        &[(Kind::Cpuid, r#"{"vcpus":[]}"#)],
+        "0 vCPU CPUID tables for 1 vCPUs",
+    );
+}
+
+/// The target sets each vCPU's CPUID from the source's `cpuid` section,
+/// before the guest pauses, and not again when it loads the state (the
+/// costliest load, inside the downtime): with 2 vCPUs, both KVM_SET_CPUID2
+/// come before the first KVM_SET_REGS, and there are two.
+#[test]
+fn the_target_sets_cpuid_ahead_of_the_state_and_once() {
+    let dir = TempDir::new("mig-cpuid");
+    let cfg = counter_machine(&dir, "m.toml", "counter", 2, "kernel");
+    let whole = whole_run(&cfg, &[]);
+    let addr = format!("unix:{}", dir.0.join("in.sock").display());
+    let cfg_s = cfg.to_str().unwrap();
+    let trace = dir.0.join("target.trace");
+    let mut target = Proc::spawn_traced(&trace, &["run", "--timeout", "60s", "--incoming", &addr, cfg_s]);
+    target.wait_for(true, "waiting for a migration");
+    let sock = dir.0.join("ctl.sock");
+    let mut source = Proc::spawn(&["run", "--control", sock.to_str().unwrap(), cfg_s]);
+    source.wait_for(false, "c=100\n");
+    let o = ctl(&sock, &["migrate", &addr]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let (source, target) = (source.wait(), target.wait());
+    same_output(
+        &format!("{}{}", stdout(&source), stdout(&target)),
+        &whole,
+        "2 vCPUs, traced target",
+    );
+    let t = std::fs::read_to_string(&trace).expect("the target's strace output");
+    let lines: Vec<&str> = t.lines().collect();
+    let at = |what: &str| -> Vec<usize> {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains(what) && !l.contains("= -1"))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (cpuid, regs) = (at("KVM_SET_CPUID2"), at("KVM_SET_REGS"));
+    assert_eq!(cpuid.len(), 2, "one KVM_SET_CPUID2 per vCPU:\n{t}");
+    assert!(!regs.is_empty(), "the state was loaded:\n{t}");
+    assert!(
+        cpuid.iter().all(|&c| c < regs[0]),
+        "every CPUID set before any register was loaded:\n{t}"
     );
 }
 

@@ -53,6 +53,8 @@ pub struct Machine<'a> {
     pub mem: &'a GuestMemoryMmap,
     /// Memslots.
     pub slots: &'a [Slot],
+    /// Each vCPU's CPUID as set (empty: unknown, not sent ahead).
+    pub cpuid: &'a [Vec<kvm_bindings::kvm_cpuid_entry2>],
 }
 
 /// A finished migration.
@@ -385,6 +387,18 @@ pub fn migrate(
             "the target refused: {}",
             reply.error.unwrap_or_default()
         )));
+    }
+    //    The vCPUs' CPUID, which the target sets while the guest still
+    //    runs here (not inside the downtime).
+    if m.cpuid.len() == m.vcpus as usize && m.cpuid.iter().all(|c| !c.is_empty()) {
+        let cpuid = stream::Cpuid {
+            vcpus: m
+                .cpuid
+                .iter()
+                .map(|c| stream::VcpuCpuid { entries: c.clone() })
+                .collect(),
+        };
+        tx.bytes += stream::write_json(&mut tx.conn, Kind::Cpuid, &cpuid)?;
     }
     // 2. Dirty logging, then everything that is not zero.
     let mut logging = Logging::start(m)?;

@@ -35,7 +35,7 @@ use std::io::{Read, Write};
 /// The first bytes in each direction.
 pub const MAGIC: &[u8; 8] = b"BERTHMIG";
 /// The stream format version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The largest section payload accepted (a `pages` section is at most
 /// [`PAGES_PER_SECTION`] records).
 pub const MAX_SECTION: usize = 16 << 20;
@@ -76,6 +76,8 @@ pub enum Kind {
     Sync = 8,
     /// Target: everything before the `sync` is applied (empty).
     Synced = 9,
+    /// Source: each vCPU's CPUID ([`Cpuid`]), before the first pages.
+    Cpuid = 10,
 }
 
 impl Kind {
@@ -90,6 +92,7 @@ impl Kind {
             7 => Kind::Commit,
             8 => Kind::Sync,
             9 => Kind::Synced,
+            10 => Kind::Cpuid,
             _ => return None,
         })
     }
@@ -114,6 +117,23 @@ pub struct Reply {
     /// Why not.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// One vCPU's CPUID table, as KVM_SET_CPUID2 takes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VcpuCpuid {
+    /// The entries (hex of `struct kvm_cpuid_entry2` each, as in the state).
+    #[serde(with = "crate::state::hexpod::vec")]
+    pub entries: Vec<kvm_bindings::kvm_cpuid_entry2>,
+}
+
+/// The source's vCPUs' CPUID in `cpuid`: it never changes while a guest
+/// runs, so the target sets it before the pause and the state's copy, the
+/// same, is not loaded again inside the downtime.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cpuid {
+    /// By vCPU index.
+    pub vcpus: Vec<VcpuCpuid>,
 }
 
 /// The source's summary in `end`.

@@ -75,6 +75,27 @@ fn apply(payload: &[u8], plan: &Plan, mem: &GuestMemoryMmap) -> Result<u64, Migr
     Ok(recs.len() as u64)
 }
 
+/// Sets the source's vCPUs' CPUID (a `cpuid` section) on this VM's vCPUs,
+/// and records it: the state's copy is then not loaded again.
+fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
+    let cpuid: stream::Cpuid =
+        serde_json::from_slice(payload).map_err(|e| StreamError::Garbage(format!("cpuid: {e}")))?;
+    if cpuid.vcpus.len() != vm.vcpus.len() {
+        return Err(MigrateError::Refused(format!(
+            "{} vCPU CPUID tables for {} vCPUs",
+            cpuid.vcpus.len(),
+            vm.vcpus.len()
+        )));
+    }
+    vm.cpuid.resize(vm.vcpus.len(), Vec::new());
+    for (i, (fd, c)) in vm.vcpus.iter().zip(cpuid.vcpus).enumerate() {
+        crate::state::vcpu::set_cpuid(fd, &c.entries)
+            .map_err(|e| MigrateError::Refused(format!("vcpu{i}: the source's CPUID: {e}")))?;
+        vm.cpuid[i] = c.entries;
+    }
+    Ok(())
+}
+
 /// Receives a migration on `l`: returns the VM, its state loaded, once the
 /// source has committed. `give_up` is polled while waiting for a source.
 pub fn receive(
@@ -99,7 +120,7 @@ pub fn receive(
         .and_then(|mem| {
             build::build_restored(config, plan, opts, tl, mem).map_err(|e| MigrateError::Build(e.to_string()))
         });
-    let vm = match built {
+    let mut vm = match built {
         Ok(vm) => vm,
         Err(e) => return Err(refuse(&mut conn, Kind::Reply, e)),
     };
@@ -122,6 +143,10 @@ pub fn receive(
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
+            // Before the first pages only, once.
+            Kind::Cpuid if got.pages == 0 && state.is_none() && vm.cpuid.iter().all(Vec::is_empty) => {
+                set_cpuid(&mut vm, &payload)?;
+            }
             // Every section before it is applied: say so.
             Kind::Sync if state.is_none() => {
                 stream::write_section(&mut conn, Kind::Synced, &[])?;
@@ -168,7 +193,7 @@ pub fn receive(
         ));
         return Err(refuse(&mut conn, Kind::Ack, e));
     }
-    if let Err(e) = restore::load(&vm, plan, &state) {
+    if let Err(e) = restore::load(&mut vm, plan, &state) {
         return Err(refuse(&mut conn, Kind::Ack, e.into()));
     }
     steps.mark("state loaded");

@@ -189,12 +189,19 @@ impl Opened {
 }
 
 /// Loads the state into a VM built from the snapshot's plan: the chips,
-/// every vCPU, every device.
-pub fn load(vm: &Vm, plan: &Plan, state: &VmState) -> Result<(), StateError> {
+/// every vCPU (one with a CPUID set already gets the saved one only when
+/// KVM's view differs, [`vcpu::load`]; a CPUID loaded here is recorded in
+/// [`Vm::cpuid`]), every device.
+pub fn load(vm: &mut Vm, plan: &Plan, state: &VmState) -> Result<(), StateError> {
     let set = chip_set(plan);
     chips::load(&vm.fd, set, &state.chips)?;
-    for (fd, s) in vm.vcpus.iter().zip(&state.vcpus) {
-        vcpu::load(fd, s).map_err(|e| StateError::Mismatch(format!("vcpu{}: {e}", s.index)))?;
+    vm.cpuid.resize(vm.vcpus.len(), Vec::new());
+    for ((fd, s), cpuid) in vm.vcpus.iter().zip(&state.vcpus).zip(vm.cpuid.iter_mut()) {
+        vcpu::load(fd, s, !cpuid.is_empty())
+            .map_err(|e| StateError::Mismatch(format!("vcpu{}: {e}", s.index)))?;
+        if cpuid.is_empty() {
+            cpuid.clone_from(&s.cpuid);
+        }
     }
     vm.bus.load_states(&state.devices)
 }
