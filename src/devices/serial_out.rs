@@ -17,7 +17,7 @@
 //! on the dev host with `perf sched`: 1.8-3.6 ms behind a running vCPU while
 //! the other CPU idled). QEMU writes from the vCPU thread too.
 //!
-//! After such a write the vCPU yields its CPU once ([`hand_over_cpu`]): a
+//! After such a write the vCPU yields its CPU once (`hand_over_cpu`): a
 //! pipe write wakes its reader on the writer's own CPU, expecting the
 //! writer to sleep, and a vCPU thread does not, so the reader would wait
 //! for the vCPU's time slice to end (0.3 ms more to a migrated guest's
