@@ -51,6 +51,7 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod dispatch;
 mod sigsys;
 
 pub use sigsys::install_sigsys_handler;
@@ -559,12 +560,17 @@ fn rules(kind: ThreadKind, pid: u32) -> Result<BTreeMap<i64, Vec<SeccompRule>>, 
 }
 
 /// Compiles the kind's filter for this process (`tgkill` is checked against `pid`).
+/// seccompiler's program behind a search on the call number
+/// ([`dispatch::prefixed`]: the kernel takes it about ten times faster).
 fn program(kind: ThreadKind, pid: u32) -> Result<BpfProgram, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|source| SeccompError::Compile { kind, source })?;
-    let filter = SeccompFilter::new(rules(kind, pid)?, SeccompAction::Trap, SeccompAction::Allow, arch)
+    let rules = rules(kind, pid)?;
+    let listed: Vec<i64> = rules.keys().copied().collect();
+    let filter = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)
         .map_err(|source| SeccompError::Compile { kind, source })?;
-    BpfProgram::try_from(filter).map_err(|source| SeccompError::Compile { kind, source })
+    let program = BpfProgram::try_from(filter).map_err(|source| SeccompError::Compile { kind, source })?;
+    Ok(dispatch::prefixed(&listed, program))
 }
 
 static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -408,3 +408,65 @@ fn child() {
         other => panic!("unknown scenario {other}"),
     }
 }
+
+/// The search prefix changes no verdict: for every call number up to
+/// 1023 (and x32 numbers, and another architecture), with argument sets
+/// that meet each kind's checks (ioctl requests, fcntl commands, tgkill's
+/// pid) and that miss them, the prefixed program returns what
+/// seccompiler's alone returns. And it is what makes the kernel's per-call
+/// walk short: an unlisted number is decided within 16 instructions.
+#[test]
+fn the_search_prefix_keeps_every_verdict_and_shortens_the_walk() {
+    use super::dispatch::tests::run;
+    const X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    const I386: u32 = 3 | 0x4000_0000;
+    let pid = 4242u32;
+    let requests: Vec<u64> = vcpu_ioctls()
+        .iter()
+        .chain(main_ioctls().iter())
+        .chain(snapshot_ioctls().iter())
+        .chain(resample_ioctls().iter())
+        .map(|&(_, r)| r)
+        .collect();
+    let mut args: Vec<[u64; 6]> = vec![[0; 6], [u64::MAX; 6], [u64::from(pid), 1, 2, 3, 4, 5]];
+    for arg1 in requests.iter().copied().chain(0..8) {
+        args.push([3, arg1, 0, 0, 0, 0]);
+        args.push([3, arg1 | 1 << 32, 0, 0, 0, 0]);
+    }
+    let mut numbers: Vec<u32> = (0..1024).collect();
+    numbers.extend([0x4000_0000, 0x4000_0010, 0x4000_0200, u32::MAX]);
+    for kind in ThreadKind::ALL {
+        let rules = rules(kind, pid).unwrap();
+        let listed: Vec<i64> = rules.keys().copied().collect();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Trap,
+            SeccompAction::Allow,
+            TargetArch::try_from("x86_64").unwrap(),
+        )
+        .unwrap();
+        let plain = BpfProgram::try_from(filter).unwrap();
+        let prefixed = super::dispatch::prefixed(&listed, plain.clone());
+        assert!(prefixed.len() > plain.len(), "{kind}: no prefix");
+        assert_eq!(prefixed.len(), program(kind, pid).unwrap().len(), "{kind}");
+        let mut worst = (0, 0);
+        for &nr in &numbers {
+            for arch in [X86_64, I386] {
+                for a in &args {
+                    let (want, walked) = run(&plain, nr, arch, *a);
+                    let (got, steps) = run(&prefixed, nr, arch, *a);
+                    assert_eq!(got, want, "{kind}: call {nr:#x} arch {arch:#x} args {a:x?}");
+                    if arch == X86_64 && !listed.contains(&i64::from(nr)) {
+                        worst = (worst.0.max(steps), worst.1.max(walked));
+                    }
+                }
+            }
+        }
+        assert!(
+            worst.0 <= 16,
+            "{kind}: an unlisted call takes {} instructions (seccompiler's alone: {})",
+            worst.0,
+            worst.1
+        );
+    }
+}
