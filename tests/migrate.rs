@@ -173,12 +173,7 @@ fn migrates_mid_run(mode: &str, vcpus: u32, tcp: bool) {
     };
     let cfg_s = cfg.to_str().unwrap();
     let mut target = Proc::spawn(&["run", "--timeout", "60s", "--incoming", &addr, cfg_s]);
-    target.wait_for(true, "waiting for a migration");
-    let sock = dir.0.join("ctl.sock");
-    let mut source = Proc::spawn(&["run", "--control", sock.to_str().unwrap(), cfg_s]);
-    source.wait_for(false, "c=100\n");
-    let o = ctl(&sock, &["migrate", &addr]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let (o, source) = migrate_once_warm(&dir, cfg_s, &addr, &mut target);
     let r = reply(&o);
     assert_eq!(r["ok"], true);
     let source = source.wait();
@@ -203,6 +198,19 @@ fn migrates_mid_run(mode: &str, vcpus: u32, tcp: bool) {
         &whole,
         &format!("{mode} {vcpus} vCPUs over {addr}"),
     );
+}
+
+/// Once `target` waits at `addr`, starts the source of `cfg_s` (control
+/// socket in `dir`) and migrates it after its counter reached 100; ctl must
+/// succeed. Returns ctl's output and the source.
+fn migrate_once_warm(dir: &TempDir, cfg_s: &str, addr: &str, target: &mut Proc) -> (Output, Proc) {
+    target.wait_for(true, "waiting for a migration");
+    let sock = dir.0.join("ctl.sock");
+    let mut source = Proc::spawn(&["run", "--control", sock.to_str().unwrap(), cfg_s]);
+    source.wait_for(false, "c=100\n");
+    let o = ctl(&sock, &["migrate", addr]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    (o, source)
 }
 
 /// Compares two outputs line by line; a failure shows the first difference.
@@ -509,12 +517,7 @@ fn the_target_sets_cpuid_ahead_of_the_state_and_once() {
     let cfg_s = cfg.to_str().unwrap();
     let trace = dir.0.join("target.trace");
     let mut target = Proc::spawn_traced(&trace, &["run", "--timeout", "60s", "--incoming", &addr, cfg_s]);
-    target.wait_for(true, "waiting for a migration");
-    let sock = dir.0.join("ctl.sock");
-    let mut source = Proc::spawn(&["run", "--control", sock.to_str().unwrap(), cfg_s]);
-    source.wait_for(false, "c=100\n");
-    let o = ctl(&sock, &["migrate", &addr]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let (_, source) = migrate_once_warm(&dir, cfg_s, &addr, &mut target);
     let (source, target) = (source.wait(), target.wait());
     same_output(
         &format!("{}{}", stdout(&source), stdout(&target)),
