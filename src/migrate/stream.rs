@@ -1,4 +1,4 @@
-//! The migration stream, format version 3 (README "Migration stream").
+//! The migration stream, format version 4 (README "Migration stream").
 //!
 //! Both directions start with [`MAGIC`] and the version (u32, little
 //! endian), then carry sections:
