@@ -87,11 +87,10 @@ fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
             vm.vcpus.len()
         )));
     }
-    vm.cpuid.resize(vm.vcpus.len(), Vec::new());
-    for (i, (fd, c)) in vm.vcpus.iter().zip(cpuid.vcpus).enumerate() {
+    for (i, ((fd, c), set)) in vm.vcpus.iter().zip(cpuid.vcpus).zip(&mut vm.cpuid).enumerate() {
         crate::state::vcpu::set_cpuid(fd, &c.entries)
             .map_err(|e| MigrateError::Refused(format!("vcpu{i}: the source's CPUID: {e}")))?;
-        vm.cpuid[i] = c.entries;
+        *set = c.entries;
     }
     Ok(())
 }

@@ -195,7 +195,6 @@ impl Opened {
 pub fn load(vm: &mut Vm, plan: &Plan, state: &VmState) -> Result<(), StateError> {
     let set = chip_set(plan);
     chips::load(&vm.fd, set, &state.chips)?;
-    vm.cpuid.resize(vm.vcpus.len(), Vec::new());
     for ((fd, s), cpuid) in vm.vcpus.iter().zip(&state.vcpus).zip(vm.cpuid.iter_mut()) {
         vcpu::load(fd, s, !cpuid.is_empty())
             .map_err(|e| StateError::Mismatch(format!("vcpu{}: {e}", s.index)))?;
