@@ -127,9 +127,10 @@ pub struct VcpuCpuid {
     pub entries: Vec<kvm_bindings::kvm_cpuid_entry2>,
 }
 
-/// The source's vCPUs' CPUID in `cpuid`: it never changes while a guest
-/// runs, so the target sets it before the pause and the state's copy, the
-/// same, is not loaded again inside the downtime.
+/// The source's vCPUs' CPUID in `cpuid`, as berth set it (berth never
+/// changes it while the guest runs): the target sets it before the pause,
+/// and sets the state's copy inside the downtime only when KVM's view after
+/// the load differs from it (`state::vcpu::load`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cpuid {
     /// By vCPU index.
@@ -259,7 +260,15 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(
     name: &'static str,
 ) -> Result<T, StreamError> {
     let payload = read_kind(r, want, name)?;
-    serde_json::from_slice(&payload).map_err(|e| StreamError::Garbage(format!("{name}: {e}")))
+    parse_json(&payload, name)
+}
+
+/// A section's JSON payload (the section called `name` in the error).
+pub fn parse_json<T: for<'de> Deserialize<'de>>(
+    payload: &[u8],
+    name: &'static str,
+) -> Result<T, StreamError> {
+    serde_json::from_slice(payload).map_err(|e| StreamError::Garbage(format!("{name}: {e}")))
 }
 
 /// Reads a section that must be of kind `want` (called `name` in the

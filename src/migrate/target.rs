@@ -78,8 +78,7 @@ fn apply(payload: &[u8], plan: &Plan, mem: &GuestMemoryMmap) -> Result<u64, Migr
 /// Sets the source's vCPUs' CPUID (a `cpuid` section) on this VM's vCPUs,
 /// and records it: the state's copy is then not loaded again.
 fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
-    let cpuid: stream::Cpuid =
-        serde_json::from_slice(payload).map_err(|e| StreamError::Garbage(format!("cpuid: {e}")))?;
+    let cpuid: stream::Cpuid = stream::parse_json(payload, "cpuid")?;
     if cpuid.vcpus.len() != vm.vcpus.len() {
         return Err(MigrateError::Refused(format!(
             "{} vCPU CPUID tables for {} vCPUs",
@@ -156,8 +155,7 @@ pub fn receive(
                 steps.mark("state parsed");
             }
             Kind::End if state.is_some() => {
-                let end = serde_json::from_slice(&payload)
-                    .map_err(|e| StreamError::Garbage(format!("end: {e}")))?;
+                let end = stream::parse_json(&payload, "end")?;
                 if let Some(state) = state.take() {
                     break (state, end);
                 }

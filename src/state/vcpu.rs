@@ -182,7 +182,7 @@ pub fn set_cpuid(fd: &VcpuFd, entries: &[kvm_cpuid_entry2]) -> Result<(), StateE
 }
 
 /// Whether two CPUID tables are the same, entry by entry and byte by byte.
-pub fn same_cpuid(a: &[kvm_cpuid_entry2], b: &[kvm_cpuid_entry2]) -> bool {
+fn same_cpuid(a: &[kvm_cpuid_entry2], b: &[kvm_cpuid_entry2]) -> bool {
     use zerocopy::IntoBytes;
     a.as_bytes() == b.as_bytes()
 }
