@@ -104,7 +104,6 @@ impl Error {
             Error::Migrate(m) => match m {
                 MigrateError::Address(_) | MigrateError::Bind(_) => exit_code::USAGE,
                 MigrateError::OtherMachine { .. } => exit_code::MIGRATE_OTHER_MACHINE,
-                MigrateError::Build(_) => exit_code::HOST,
                 MigrateError::Stream(_)
                 | MigrateError::Refused(_)
                 | MigrateError::State(_)

@@ -649,3 +649,23 @@ fn incoming_address_errors_are_usage_errors() {
         assert!(o.stdout.is_empty());
     }
 }
+
+#[test]
+fn a_machine_this_host_cannot_build_ends_the_target_before_it_waits() {
+    // The target builds its VM before it waits for a source: a capability
+    // the host lacks is the run's own error (as in `berth run`, exit 3),
+    // at once, not a source's refusal after it has connected.
+    let dir = TempDir::new("mig-nobuild");
+    let cfg = counter_machine(&dir, "m.toml", "counter", 1, "split");
+    let addr = format!("unix:{}", dir.0.join("in.sock").display());
+    let mut c = berth();
+    c.args(["run", "--disable-cap", "SPLIT_IRQCHIP", "--incoming", &addr])
+        .arg(&cfg);
+    let o = run_with_limit(c, LIMIT);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("berth: kvm does not support split irqchip"), "{err}");
+    assert!(!err.contains("waiting for a migration"), "{err}");
+    assert!(!dir.0.join("in.sock").exists(), "the socket is removed");
+    assert!(o.stdout.is_empty());
+}

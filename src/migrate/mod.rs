@@ -314,9 +314,6 @@ pub enum MigrateError {
     /// The migration was abandoned (a signal, the VM ending).
     #[error("{0}")]
     Aborted(String),
-    /// Building the target VM failed.
-    #[error("cannot build the VM: {0}")]
-    Build(String),
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The target side of a live migration (`berth run --incoming ADDR FILE`):
-//! wait for one source, refuse another machine before it pauses anything,
-//! build the VM from this machine's plan around fresh (zero) memory,
+//! build the VM from this machine's plan around fresh (zero) memory, wait
+//! for one source, refuse another machine before it pauses anything,
 //! receive pages and state, load the state, acknowledge, and hand the VM to
 //! the run loop only after the source's `commit`. Any failure before that
 //! ends here with an error, and no vCPU has run.
@@ -94,15 +94,14 @@ fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Receives a migration on `l`: returns the VM, its state loaded, once the
-/// source has committed. `give_up` is polled while waiting for a source.
+/// Receives a migration on `l` into `vm` (built from `plan`, around zeroed
+/// memory, nothing run): returns it, its state loaded, once the source has
+/// committed. `give_up` is polled while waiting for a source.
 pub fn receive(
     l: &Listener,
-    config: &Config,
+    mut vm: Vm,
     plan: &Plan,
     digest: &str,
-    opts: &BuildOptions,
-    tl: &mut Timeline,
     give_up: impl Fn() -> Option<String>,
 ) -> Result<(Vm, Received), MigrateError> {
     let mut conn = l.accept(give_up)?;
@@ -112,16 +111,6 @@ pub fn receive(
     if let Err(e) = check(&hello, plan, digest) {
         return Err(refuse(&mut conn, Kind::Reply, e));
     }
-    // The VM, around zeroed memory: nothing runs until the commit.
-    let built = crate::memory::create(&plan.memslots, |p| config.resolve(p))
-        .map_err(|e| MigrateError::Build(e.to_string()))
-        .and_then(|mem| {
-            build::build_restored(config, plan, opts, tl, mem).map_err(|e| MigrateError::Build(e.to_string()))
-        });
-    let mut vm = match built {
-        Ok(vm) => vm,
-        Err(e) => return Err(refuse(&mut conn, Kind::Reply, e)),
-    };
     stream::write_json(
         &mut conn,
         Kind::Reply,
@@ -252,6 +241,16 @@ pub fn run_incoming(
         prestarted,
         ..controls
     };
+    // The VM, around zeroed memory, before any source connects: its
+    // errors are the run's own (as in `berth run`), a source does not wait
+    // for it, and KVM's one-time settle (`teardown::Settle`, 5-10 ms after
+    // the build on the dev host) is over before the guest runs here. Its
+    // memslot removal zaps every shadow page of the VM: in the guest's
+    // first milliseconds here it cost a rebuild of them and a preempted
+    // vCPU. Nothing runs until the commit.
+    let mem =
+        crate::memory::create(&plan.memslots, |p| config.resolve(p)).map_err(build::BuildError::from)?;
+    let vm = build::build_restored(config, plan, opts, tl, mem)?;
     eprintln!("berth: waiting for a migration on {addr}");
     let give_up = || {
         if let Some(sig) = run_opts.signals.pending() {
@@ -264,7 +263,7 @@ pub fn run_incoming(
             _ => None,
         }
     };
-    let (vm, got) = receive(&listener, config, plan, &digest, opts, tl, give_up)?;
+    let (vm, got) = receive(&listener, vm, plan, &digest, give_up)?;
     drop(listener);
     eprintln!(
         "berth: migration received ({} pages, {} rounds); the guest runs here now",
