@@ -507,7 +507,9 @@ fn cpuid_for_the_wrong_vcpu_count_is_refused() {
 /// The target sets each vCPU's CPUID from the source's `cpuid` section,
 /// before the guest pauses, and not again when it loads the state (the
 /// costliest load, inside the downtime): with 2 vCPUs, both KVM_SET_CPUID2
-/// come before the first KVM_SET_REGS, and there are two.
+/// come before the first KVM_SET_REGS, and there are two. And KVM's
+/// first-run work is done before the source arrives: each vCPU's first
+/// KVM_RUN returns EINTR (immediate_exit) before the first KVM_SET_CPUID2.
 #[test]
 fn the_target_sets_cpuid_ahead_of_the_state_and_once() {
     let dir = TempDir::new("mig-cpuid");
@@ -540,6 +542,16 @@ fn the_target_sets_cpuid_ahead_of_the_state_and_once() {
     assert!(
         cpuid.iter().all(|&c| c < regs[0]),
         "every CPUID set before any register was loaded:\n{t}"
+    );
+    let runs: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("KVM_RUN"))
+        .collect();
+    assert!(
+        runs.len() > 2
+            && runs[..2]
+                .iter()
+                .all(|&r| lines[r].contains("EINTR") && r < cpuid[0]),
+        "each vCPU ran once with immediate_exit before the source's CPUID came:\n{t}"
     );
 }
 
