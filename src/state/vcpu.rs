@@ -42,7 +42,9 @@ pub struct VcpuState {
     /// KVM_GET_SREGS.
     #[serde(with = "super::hexpod")]
     pub sregs: kvm_sregs,
-    /// KVM_GET_FPU, as its bytes (`struct kvm_fpu`).
+    /// The x87/SSE state as the bytes of a `struct kvm_fpu`: KVM_GET_FPU's,
+    /// or, where the host has XSAVE, read from the XSAVE image (which KVM
+    /// loads instead; unlike KVM_GET_FPU, which leaves it 0, with MXCSR).
     #[serde(with = "super::hexpod::bytes")]
     pub fpu: Vec<u8>,
     /// KVM_GET_XSAVE, where the host has it.
@@ -85,6 +87,33 @@ impl Clone for VcpuState {
             events: self.events,
         }
     }
+}
+
+/// The x87/SSE state in an XSAVE image's legacy area (the FXSAVE layout:
+/// fcw, fsw, abridged ftw, fop, fip, fdp, mxcsr, st0-7, xmm0-15), as the
+/// `kvm_fpu` KVM_GET_FPU returns (KVM fills both from the same state; it
+/// leaves MXCSR out of KVM_GET_FPU). So a host with XSAVE needs neither
+/// KVM_GET_FPU nor KVM_SET_FPU (QEMU uses neither there either): one
+/// ioctl less on each side of a migration's downtime.
+fn fpu_of_xsave(x: &kvm_xsave) -> kvm_fpu {
+    use zerocopy::IntoBytes;
+    let b = x.region.as_bytes();
+    let at = |o: usize, n: usize| &b[o..o + n];
+    let mut f = kvm_fpu::default();
+    for (i, st) in f.fpr.iter_mut().enumerate() {
+        st.copy_from_slice(at(32 + 16 * i, 16));
+    }
+    for (i, xmm) in f.xmm.iter_mut().enumerate() {
+        xmm.copy_from_slice(at(160 + 16 * i, 16));
+    }
+    f.fcw = u16::from_le_bytes([b[0], b[1]]);
+    f.fsw = u16::from_le_bytes([b[2], b[3]]);
+    f.ftwx = b[4];
+    f.last_opcode = u16::from_le_bytes([b[6], b[7]]);
+    f.last_ip = u64::from_le_bytes(at(8, 8).try_into().unwrap_or_default());
+    f.last_dp = u64::from_le_bytes(at(16, 8).try_into().unwrap_or_default());
+    f.mxcsr = u32::from_le_bytes(at(24, 4).try_into().unwrap_or_default());
+    f
 }
 
 fn fpu_bytes(f: &kvm_fpu) -> Vec<u8> {
@@ -134,12 +163,15 @@ pub fn save(fd: &VcpuFd, index: u32, msr_indices: &[u32], caps: VcpuCaps) -> Res
     let mp_state = fd.get_mp_state().map_err(StateError::kvm("KVM_GET_MP_STATE"))?;
     let regs = fd.get_regs().map_err(StateError::kvm("KVM_GET_REGS"))?;
     let sregs = fd.get_sregs().map_err(StateError::kvm("KVM_GET_SREGS"))?;
-    let fpu = fpu_bytes(&fd.get_fpu().map_err(StateError::kvm("KVM_GET_FPU"))?);
     let xsave = if caps.xsave {
         Some(fd.get_xsave().map_err(StateError::kvm("KVM_GET_XSAVE"))?)
     } else {
         None
     };
+    let fpu = fpu_bytes(&match &xsave {
+        Some(x) => fpu_of_xsave(x),
+        None => fd.get_fpu().map_err(StateError::kvm("KVM_GET_FPU"))?,
+    });
     let xcrs = if caps.xcrs {
         Some(fd.get_xcrs().map_err(StateError::kvm("KVM_GET_XCRS"))?)
     } else {
@@ -220,12 +252,14 @@ fn load_after_cpuid(fd: &VcpuFd, s: &VcpuState) -> Result<(), StateError> {
         .map_err(StateError::kvm("KVM_SET_MP_STATE"))?;
     fd.set_regs(&s.regs).map_err(StateError::kvm("KVM_SET_REGS"))?;
     fd.set_sregs(&s.sregs).map_err(StateError::kvm("KVM_SET_SREGS"))?;
-    fd.set_fpu(&fpu_from(&s.fpu)?)
-        .map_err(StateError::kvm("KVM_SET_FPU"))?;
-    if let Some(x) = &s.xsave {
+    // The XSAVE image holds the FPU state too (`fpu_of_xsave`).
+    match &s.xsave {
         // SAFETY: `x` is a whole kvm_xsave (4 KiB), the legacy layout KVM
         // reads when KVM_CAP_XSAVE2 has not been enabled on this VM.
-        unsafe { fd.set_xsave(x) }.map_err(StateError::kvm("KVM_SET_XSAVE"))?;
+        Some(x) => unsafe { fd.set_xsave(x) }.map_err(StateError::kvm("KVM_SET_XSAVE"))?,
+        None => fd
+            .set_fpu(&fpu_from(&s.fpu)?)
+            .map_err(StateError::kvm("KVM_SET_FPU"))?,
     }
     if let Some(x) = &s.xcrs {
         fd.set_xcrs(x).map_err(StateError::kvm("KVM_SET_XCRS"))?;
@@ -266,5 +300,66 @@ mod tests {
         assert_eq!(g.mxcsr, 0x1f80);
         assert_eq!(g.xmm[3][5], 9);
         assert!(fpu_from(&b[1..]).is_err());
+    }
+
+    /// Against KVM: the FPU state read from an XSAVE image is KVM_GET_FPU's
+    /// (for a vCPU whose XSAVE header marks x87 and SSE in use, as KVM's own
+    /// XSAVE leaves it once the guest used them), and KVM_SET_XSAVE alone
+    /// carries it to another vCPU.
+    #[test]
+    fn xsave_holds_the_fpu_state() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("no /dev/kvm: skipped");
+            return;
+        };
+        assert!(kvm.check_extension(kvm_ioctls::Cap::Xsave), "this host has XSAVE");
+        let vm = kvm.create_vm().unwrap();
+        let (a, b) = (vm.create_vcpu(0).unwrap(), vm.create_vcpu(1).unwrap());
+        // An image with every legacy field set, x87 and SSE marked in use
+        // (XSTATE_BV, the first word of the header at byte 512).
+        let mut x = a.get_xsave().unwrap();
+        {
+            use zerocopy::IntoBytes;
+            let r = x.region.as_mut_bytes();
+            r[0..2].copy_from_slice(&0x27fu16.to_le_bytes());
+            r[2..4].copy_from_slice(&0x3800u16.to_le_bytes());
+            r[4] = 0x81;
+            r[6..8].copy_from_slice(&0x5d9u16.to_le_bytes());
+            r[8..16].copy_from_slice(&0x1234_5678_9abcu64.to_le_bytes());
+            r[16..24].copy_from_slice(&0xfeed_beef_0042u64.to_le_bytes());
+            r[24..28].copy_from_slice(&0x1fa0u32.to_le_bytes());
+            for i in 0..8 {
+                r[32 + 16 * i..42 + 16 * i].fill(i as u8 + 1);
+            }
+            for i in 0..16 {
+                r[160 + 16 * i..176 + 16 * i].fill(0x40 + i as u8);
+            }
+            r[512] |= 0b11;
+        }
+        // SAFETY: `x` came from KVM_GET_XSAVE on this VM (legacy 4 KiB layout).
+        unsafe { a.set_xsave(&x) }.unwrap();
+        let read = fpu_of_xsave(&a.get_xsave().unwrap());
+        assert_eq!(read.xmm[15], [0x4f; 16]);
+        assert_eq!(read.fpr[7][..10], [8; 10]);
+        assert_eq!(
+            (read.fcw, read.ftwx, read.last_dp),
+            (0x27f, 0x81, 0xfeed_beef_0042)
+        );
+        assert_eq!(read.mxcsr, 0x1fa0);
+        // KVM_GET_FPU leaves MXCSR out (0); everything else is the same.
+        let without_mxcsr = kvm_fpu { mxcsr: 0, ..read };
+        assert_eq!(
+            fpu_bytes(&without_mxcsr),
+            fpu_bytes(&a.get_fpu().unwrap()),
+            "KVM_GET_FPU's view"
+        );
+        // SAFETY: as above.
+        unsafe { b.set_xsave(&a.get_xsave().unwrap()) }.unwrap();
+        assert_eq!(
+            fpu_bytes(&b.get_fpu().unwrap()),
+            fpu_bytes(&without_mxcsr),
+            "KVM_SET_XSAVE set it"
+        );
+        assert_eq!(fpu_of_xsave(&b.get_xsave().unwrap()).mxcsr, 0x1fa0);
     }
 }
