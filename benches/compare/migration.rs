@@ -252,7 +252,8 @@ fn control(sock: &Path, json: &str, limit: Duration) -> Result<serde_json::Value
         .write_all(format!("{json}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut line = String::new();
-    s.read_line(&mut line).map_err(|e| format!("control socket: {e}"))?;
+    s.read_line(&mut line)
+        .map_err(|e| format!("control socket: {e}"))?;
     serde_json::from_str(&line).map_err(|e| format!("control socket reply {line:?}: {e}"))
 }
 
