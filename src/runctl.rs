@@ -12,7 +12,6 @@ use crate::state::take::{self, Incremental, Source, Taken};
 use crate::state::vcpu::VcpuCaps;
 use crate::state::VmState;
 use crate::vcpu::{Parked, VcpuHandle, VcpuState, VmShared};
-use kvm_ioctls::Cap;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,18 +54,10 @@ impl Controller {
     pub fn new(vm: &Vm, source: Option<Source>) -> Controller {
         // Only a run that can pause needs the list (one system call).
         let msrs = match &source {
-            Some(_) => vm
-                .host
-                .kvm
-                .get_msr_index_list()
-                .map(|l| l.as_slice().to_vec())
-                .unwrap_or_default(),
+            Some(_) => crate::state::vcpu::msr_indices(&vm.host.kvm),
             None => Vec::new(),
         };
-        let caps = VcpuCaps {
-            xsave: vm.host.kvm.check_extension(Cap::Xsave),
-            xcrs: vm.host.kvm.check_extension(Cap::Xcrs),
-        };
+        let caps = VcpuCaps::of(&vm.host.kvm);
         let dirty = DirtyLog::new(source.as_ref().map(|s| s.slots.clone()).unwrap_or_default());
         Controller {
             source,
@@ -187,7 +178,7 @@ impl Controller {
             .as_ref()
             .map(|p| p.iter().map(|(i, r)| (*i, r.clone())).collect())
             .unwrap_or_default();
-        take::vm_state(src, vcpus, &vm.fd, &vm.bus).map_err(|e| e.to_string())
+        take::vm_state(src.chips, vcpus, &vm.fd, &vm.bus).map_err(|e| e.to_string())
     }
 
     fn write(&mut self, dir: &Path, base: Option<PathBuf>, src: &Source, vm: &Vm) -> Result<Taken, String> {

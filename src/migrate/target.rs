@@ -114,28 +114,20 @@ fn warm_up(vm: &mut Vm, plan: &Plan) {
         fd.set_kvm_immediate_exit(0);
         log::debug!("first KVM_RUN, immediate exit: {entered:?}");
     }
-    let caps = crate::state::vcpu::VcpuCaps {
-        xsave: vm.host.kvm.check_extension(kvm_ioctls::Cap::Xsave),
-        xcrs: vm.host.kvm.check_extension(kvm_ioctls::Cap::Xcrs),
-    };
-    let msrs = vm
-        .host
-        .kvm
-        .get_msr_index_list()
-        .map(|l| l.as_slice().to_vec())
-        .unwrap_or_default();
-    let vcpus: Result<Vec<_>, _> = (0..)
+    let (msrs, caps) = (
+        crate::state::vcpu::msr_indices(&vm.host.kvm),
+        crate::state::vcpu::VcpuCaps::of(&vm.host.kvm),
+    );
+    let vcpus = (0..)
         .zip(&vm.vcpus)
-        .map(|(i, fd)| crate::state::vcpu::save(fd, i, &msrs, caps))
+        .map(|(i, fd)| {
+            (
+                i,
+                crate::state::vcpu::save(fd, i, &msrs, caps).map_err(|e| e.to_string()),
+            )
+        })
         .collect();
-    let chips = crate::state::chips::save(&vm.fd, restore::chip_set(plan));
-    if let (Ok(vcpus), Ok(chips)) = (vcpus, chips) {
-        let own = VmState {
-            version: crate::state::STATE_VERSION,
-            vcpus,
-            chips,
-            devices: vm.bus.save_states(),
-        };
+    if let Ok(own) = crate::state::take::vm_state(restore::chip_set(plan), vcpus, &vm.fd, &vm.bus) {
         let decoded = VmState::from_bytes(&own.to_bytes());
         log::debug!("decoder warmed up: {}", decoded.is_ok());
     }

@@ -84,9 +84,10 @@ pub struct Incremental {
     pub pages: BTreeMap<u32, Vec<u64>>,
 }
 
-/// The whole state of a paused VM (everything but memory).
+/// The whole state of a paused VM (everything but memory), its chips
+/// those of `chips`.
 pub fn vm_state(
-    src: &Source,
+    chips: ChipSet,
     vcpus: BTreeMap<u32, Result<VcpuState, String>>,
     fd: &VmFd,
     bus: &Bus,
@@ -105,7 +106,7 @@ pub fn vm_state(
     Ok(VmState {
         version: STATE_VERSION,
         vcpus: states,
-        chips: chips::save(fd, src.chips)?,
+        chips: chips::save(fd, chips)?,
         devices: bus.save_states(),
     })
 }

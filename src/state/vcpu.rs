@@ -25,6 +25,24 @@ pub struct VcpuCaps {
     pub xcrs: bool,
 }
 
+impl VcpuCaps {
+    /// This host's.
+    pub fn of(kvm: &kvm_ioctls::Kvm) -> VcpuCaps {
+        VcpuCaps {
+            xsave: kvm.check_extension(kvm_ioctls::Cap::Xsave),
+            xcrs: kvm.check_extension(kvm_ioctls::Cap::Xcrs),
+        }
+    }
+}
+
+/// KVM_GET_MSR_INDEX_LIST: the MSRs [`save`] reads (none when KVM does not
+/// say).
+pub fn msr_indices(kvm: &kvm_ioctls::Kvm) -> Vec<u32> {
+    kvm.get_msr_index_list()
+        .map(|l| l.as_slice().to_vec())
+        .unwrap_or_default()
+}
+
 /// One vCPU's state.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VcpuState {
