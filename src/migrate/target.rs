@@ -76,7 +76,8 @@ fn apply(payload: &[u8], plan: &Plan, mem: &GuestMemoryMmap) -> Result<u64, Migr
 }
 
 /// Sets the source's vCPUs' CPUID (a `cpuid` section) on this VM's vCPUs,
-/// and records it: the state's copy is then not loaded again.
+/// and records it: the state's copy is then set only when KVM's view after
+/// the load differs from it (`state::vcpu::load`).
 fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
     let cpuid: stream::Cpuid = stream::parse_json(payload, "cpuid")?;
     if cpuid.vcpus.len() != vm.vcpus.len() {
@@ -109,10 +110,8 @@ fn set_cpuid(vm: &mut Vm, payload: &[u8]) -> Result<(), MigrateError> {
 ///    warm in the target (timeline harness, 16 runs each).
 fn warm_up(vm: &mut Vm, plan: &Plan) {
     for fd in &mut vm.vcpus {
-        fd.set_kvm_immediate_exit(1);
-        let entered = fd.run().map(|_| ());
-        fd.set_kvm_immediate_exit(0);
-        log::debug!("first KVM_RUN, immediate exit: {entered:?}");
+        let r = crate::vcpu::run_without_entering(fd);
+        log::debug!("first KVM_RUN, immediate exit: {r:?}");
     }
     let (msrs, caps) = (
         crate::state::vcpu::msr_indices(&vm.host.kvm),

@@ -263,6 +263,16 @@ struct Vcpu {
     sleep_epoch: u64,
 }
 
+/// A KVM_RUN with `immediate_exit` set: KVM completes the last exit's I/O
+/// (an IN's value into the registers) and its own first-run work, then
+/// returns EINTR before it would enter the guest. No guest instruction runs.
+pub fn run_without_entering(fd: &mut VcpuFd) -> Result<(), kvm_ioctls::Error> {
+    fd.set_kvm_immediate_exit(1);
+    let r = fd.run().map(|_| ());
+    fd.set_kvm_immediate_exit(0);
+    r
+}
+
 /// What the loop does after an exit.
 enum Next {
     Continue,
@@ -366,9 +376,7 @@ impl Vcpu {
     /// running the guest, the coalesced ring is drained into the devices,
     /// then the state is saved and the thread waits.
     fn park(&mut self) {
-        self.fd.set_kvm_immediate_exit(1);
-        let _ = self.fd.run();
-        self.fd.set_kvm_immediate_exit(0);
+        let _ = run_without_entering(&mut self.fd);
         self.drain_coalesced();
         let shared = self.shared.clone();
         let (fd, index) = (&self.fd, self.index);
