@@ -117,7 +117,11 @@ impl Controller {
             for h in handles {
                 h.kick();
             }
-            if shared.pause.wait_parked(Duration::from_millis(2)) >= handles.len() {
+            // Parking takes a fraction of a millisecond: polled for first.
+            let all = || shared.pause.parked() >= handles.len();
+            if crate::clock::poll_until(crate::clock::HANDOVER_POLL, all)
+                || shared.pause.wait_parked(Duration::from_millis(2)) >= handles.len()
+            {
                 break;
             }
             if Instant::now() >= deadline {

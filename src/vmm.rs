@@ -152,6 +152,10 @@ pub struct RunControls {
     /// vCPU threads started ahead (the migration target); the rest start
     /// here.
     pub prestarted: crate::vcpu::Prestarted,
+    /// A line for stderr once the vCPUs run (the migration target's
+    /// "the guest runs here now": not written ahead of them, inside the
+    /// guest's downtime).
+    pub started_note: Option<String>,
 }
 
 /// Runs the VM to its end.
@@ -227,6 +231,9 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     drop((tx, prestarted));
     let vcpus_started = crate::clock::since_start();
     log::debug!("vCPU threads started at {:.3}", crate::clock::monotonic_ms());
+    if let Some(note) = &controls.started_note {
+        eprintln!("{note}");
+    }
     let mut gdb_server = None;
     if let (Some(g), Some(stops)) = (controls.gdb, &stops) {
         match crate::gdb::serve(g, shared.clone(), stops.clone(), handles.len()) {

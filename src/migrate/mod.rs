@@ -27,6 +27,11 @@ use std::time::Duration;
 /// How long one read or write on the connection may block.
 pub const IO_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long a side polls for its peer's next bytes inside the downtime
+/// before it sleeps in the read ([`Conn::poll_readable`]); see
+/// [`crate::clock::HANDOVER_POLL`].
+pub const DOWNTIME_POLL: Duration = crate::clock::HANDOVER_POLL;
+
 /// Where a migration goes: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
@@ -98,6 +103,32 @@ impl Conn {
         Ok(c)
     }
 
+    /// Polls, for up to `limit`, until the next read would not block
+    /// (bytes or the peer's end are waiting), yielding the CPU between
+    /// tries ([`crate::clock::poll_until`]). Whether it became readable.
+    pub fn poll_readable(&self, limit: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Unix(s) => s.as_raw_fd(),
+            Conn::Tcp(s) => s.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        crate::clock::poll_until(limit, || {
+            // SAFETY: `fd` is this connection's open socket; the kernel
+            // writes at most one byte into `byte`, and MSG_PEEK leaves it
+            // queued for the read that follows.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    &mut byte as *mut u8 as *mut libc::c_void,
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+        })
+    }
+
     /// Bounds every later read and write.
     pub fn set_timeouts(&self, d: Duration) -> std::io::Result<()> {
         match self {
@@ -127,6 +158,12 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write_vectored(bufs),
+            Conn::Tcp(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -334,5 +371,26 @@ mod tests {
         assert!(Address::parse("tcp:localhost:4444", true).is_ok());
         assert!(Address::parse("udp:1.2.3.4:5", true).is_err());
         assert!(Address::parse("unix:", true).is_err());
+    }
+
+    /// The downtime poll sees queued bytes without taking them, sees the
+    /// peer's end, and gives up at its bound when nothing comes.
+    #[test]
+    fn poll_readable_peeks_and_gives_up_at_its_bound() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Conn::Unix(a), Conn::Unix(b));
+        b.set_timeouts(Duration::from_secs(2)).unwrap();
+        let t = std::time::Instant::now();
+        assert!(!b.poll_readable(Duration::from_millis(20)));
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        a.write_all(b"xy").unwrap();
+        assert!(b.poll_readable(Duration::from_secs(5)));
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"xy", "the poll took nothing");
+        drop(a);
+        let t = std::time::Instant::now();
+        assert!(b.poll_readable(Duration::from_secs(5)), "the end is readable");
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

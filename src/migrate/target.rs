@@ -165,6 +165,9 @@ pub fn receive(
     // after the last page is in memory.
     let mut state = None;
     let (state, end): (VmState, End) = loop {
+        // Sections come back to back, the last ones after the source's
+        // pause: the next one is polled for before the read sleeps.
+        conn.poll_readable(super::DOWNTIME_POLL);
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
@@ -230,7 +233,9 @@ pub fn receive(
         },
     )?;
     steps.mark("ack sent");
-    // Only the source's commit makes the guest ours.
+    // Only the source's commit makes the guest ours. It follows the ack
+    // within a fraction of a millisecond.
+    conn.poll_readable(super::DOWNTIME_POLL);
     let (kind, _) = stream::read_section(&mut conn)
         .map_err(|e| MigrateError::Aborted(format!("the source's commit did not come: {e}")))?;
     steps.mark("commit received");
@@ -304,9 +309,12 @@ pub fn run_incoming(
     };
     let (vm, got) = receive(&listener, vm, plan, &digest, give_up)?;
     drop(listener);
-    eprintln!(
-        "berth: migration received ({} pages, {} rounds); the guest runs here now",
-        got.pages, got.rounds
-    );
+    let controls = crate::vmm::RunControls {
+        started_note: Some(format!(
+            "berth: migration received ({} pages, {} rounds); the guest runs here now",
+            got.pages, got.rounds
+        )),
+        ..controls
+    };
     crate::vmm::run_controlled(vm, run_opts, controls).map_err(crate::error::Error::Run)
 }

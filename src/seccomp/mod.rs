@@ -35,7 +35,7 @@
 //! | [`ThreadKind::Main`] | `ioctl` with the teardown's three KVM requests only (KVM_IRQFD, KVM_IOEVENTFD, KVM_UNREGISTER_COALESCED_MMIO on the VM fd: deassigning) |
 //! | [`ThreadKind::Control`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the control socket) |
 //! | [`ThreadKind::Gdb`] | `poll`, `accept4`, `read`, `recvfrom`, `sendto`, `setsockopt`, `unlink` (the debugger's socket) |
-//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD), a migration's connection (`socket`, `connect`, `sendto`, `recvfrom`, `setsockopt`), `setpriority` (its teardown after the commit) and `ioctl`: the Main kind's three, and KVM_SET_USER_MEMORY_REGION (dirty logging on and off), KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
+//! | [`ThreadKind::Snapshot`] | the main thread when snapshots are on: files (`openat`, `read`, `pread64` (`/proc/self/pagemap`), `mkdir`, `pwrite64`, `ftruncate`, `fsync`, `rename`, stat calls, `lseek`, `unlinkat`, `rmdir`, `getdents64`, `getcwd`, `readlink`, `fcntl` F_GETFL/F_SETFD), a migration's connection (`socket`, `connect`, `sendto`, `writev`, `recvfrom`, `setsockopt`), `setpriority` (its teardown after the commit) and `ioctl`: the Main kind's three, and KVM_SET_USER_MEMORY_REGION (dirty logging on and off), KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK, KVM_GET_DIRTY_LOG on the VM fd |
 //!
 //! Filters are per thread and inherited by threads created afterwards, so
 //! the main thread installs [`ThreadKind::Main`] only after it has started
@@ -252,6 +252,8 @@ const SNAPSHOT_CALLS: &[Sys] = sys![
     SYS_sendto,
     SYS_recvfrom,
     SYS_setsockopt,
+    // A stream section in one write (src/migrate/stream.rs).
+    SYS_writev,
     // After a migration's commit: the source's teardown yields the CPU to
     // the guest now running at the target (src/migrate/source.rs).
     SYS_setpriority,
