@@ -46,7 +46,7 @@ pub fn controls(c: &Config, p: &Plan, snap: &SnapshotArgs) -> Result<RunControls
         restored_from: None,
         gdb: None,
         prestarted: Default::default(),
-        started_note: None,
+        after_start: None,
     })
 }
 

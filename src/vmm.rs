@@ -152,10 +152,10 @@ pub struct RunControls {
     /// vCPU threads started ahead (the migration target); the rest start
     /// here.
     pub prestarted: crate::vcpu::Prestarted,
-    /// A line for stderr once the vCPUs run (the migration target's
-    /// "the guest runs here now": not written ahead of them, inside the
-    /// guest's downtime).
-    pub started_note: Option<String>,
+    /// Work deferred until the vCPU threads run: the migration target's
+    /// "the guest runs here now" line and the close of its connection
+    /// (neither is done ahead of the vCPUs, inside the guest's downtime).
+    pub after_start: Option<Box<dyn FnOnce()>>,
 }
 
 /// Runs the VM to its end.
@@ -231,8 +231,8 @@ pub fn run_controlled(mut vm: Vm, opts: &RunOptions, controls: RunControls) -> R
     drop((tx, prestarted));
     let vcpus_started = crate::clock::since_start();
     log::debug!("vCPU threads started at {:.3}", crate::clock::monotonic_ms());
-    if let Some(note) = &controls.started_note {
-        eprintln!("{note}");
+    if let Some(work) = controls.after_start {
+        work();
     }
     let mut gdb_server = None;
     if let (Some(g), Some(stops)) = (controls.gdb, &stops) {
