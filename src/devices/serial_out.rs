@@ -17,6 +17,13 @@
 //! on the dev host with `perf sched`: 1.8-3.6 ms behind a running vCPU while
 //! the other CPU idled). QEMU writes from the vCPU thread too.
 //!
+//! Bytes after a quiet spell (no output for [`BATCH_DELAY`], or none yet)
+//! go out at once, as Nagle's rule sends a segment when nothing is in
+//! flight: a guest's first output after silence, or right after it moved
+//! here (a migration), waits neither for its newline nor for the delay,
+//! which is what a user at a console, or QEMU's byte-by-byte output, gives.
+//! The rest of that line gathers as usual.
+//!
 //! After such a write the vCPU yields its CPU once (`hand_over_cpu`): a
 //! pipe write wakes its reader on the writer's own CPU, expecting the
 //! writer to sleep, and a vCPU thread does not, so the reader would wait
@@ -44,8 +51,11 @@ struct Pending {
     batches: u64,
     /// A batch is being written by the output thread.
     writing: bool,
-    /// `buf` holds a complete line: write without waiting.
+    /// `buf` holds a complete line, or bytes after a quiet spell: write
+    /// without waiting.
     newline: bool,
+    /// When bytes last went out (either path); `None` before the first.
+    last_out: Option<Instant>,
     /// The output failed for good.
     failed: bool,
     /// The device is gone: the output thread ends once the buffer is empty.
@@ -59,6 +69,9 @@ struct Shared {
     pending: Mutex<Pending>,
     cond: Condvar,
     cap: usize,
+    /// The batch delay, and the quiet spell after which a byte goes out
+    /// at once.
+    delay: Duration,
     /// The output's fd for the vCPU's own writes (a dup of the thread's).
     direct: Option<OwnedFd>,
 }
@@ -130,6 +143,7 @@ impl AsyncOutput {
             }),
             cond: Condvar::new(),
             cap,
+            delay,
             direct,
         });
         let s = shared.clone();
@@ -187,6 +201,7 @@ impl AsyncOutput {
                     let ok = sink.write_all(&batch).and_then(|_| sink.flush()).is_ok();
                     let mut p = s.lock();
                     p.writing = false;
+                    p.last_out = Some(Instant::now());
                     if !ok {
                         p.failed = true;
                     }
@@ -247,6 +262,9 @@ impl AsyncOutput {
         };
         match write_nowait(fd, &p.buf) {
             Ok(n) => {
+                if n > 0 {
+                    p.last_out = Some(Instant::now());
+                }
                 p.buf.drain(..n.min(p.buf.len()));
                 if p.buf.is_empty() {
                     p.newline = false;
@@ -284,13 +302,18 @@ impl Write for AsyncOutput {
             ));
         }
         let was_empty = p.buf.is_empty();
+        // Bytes after a quiet spell go out at once (Nagle's rule): the
+        // first output of a guest that was silent, or had just moved here,
+        // waits neither for its newline nor for the batch delay. The rest
+        // of its line gathers as usual.
+        let quiet = was_empty && !p.writing && p.last_out.is_none_or(|t| t.elapsed() >= self.shared.delay);
         let line_done = data.contains(&b'\n');
         p.buf.extend(data);
         if was_empty {
             p.batches += 1;
         }
-        p.newline |= line_done;
-        if line_done && p.direct && !p.writing {
+        p.newline |= line_done || quiet;
+        if (line_done || quiet) && p.direct && !p.writing {
             self.write_direct(&mut p);
             if p.buf.is_empty() {
                 drop(p);
@@ -298,7 +321,7 @@ impl Write for AsyncOutput {
                 return Ok(data.len());
             }
         }
-        if (was_empty && !p.writing) || line_done {
+        if (was_empty && !p.writing) || line_done || quiet {
             self.shared.cond.notify_all();
         }
         Ok(data.len())
@@ -364,30 +387,33 @@ pub(crate) mod tests {
     fn a_line_goes_out_without_waiting_for_the_batch_delay() {
         let got = SharedBuf::default();
         let mut out = AsyncOutput::spawn_with_delay(Box::new(got.clone()), 1024, WEEK, None).unwrap();
+        // (The first output ever goes out at once: see the quiet-spell test.)
+        out.write_all(b"first\n").unwrap();
+        assert!(out.drain(Duration::from_secs(10)));
         out.write_all(b"partial").unwrap();
         assert!(
             !out.drain(Duration::from_millis(50)),
             "an unfinished line was written before its newline or the delay"
         );
-        assert!(got.0.lock().unwrap().is_empty());
+        assert_eq!(&*got.0.lock().unwrap(), b"first\n");
         out.write_all(b" line\n").unwrap();
         assert!(
             out.drain(Duration::from_secs(10)),
             "a complete line waited for the batch delay"
         );
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\n");
+        assert_eq!(&*got.0.lock().unwrap(), b"first\npartial line\n");
         // A flush (a pause) writes an unfinished line without the delay.
         out.write_all(b"half").unwrap();
         assert!(
             out.flush_now(Duration::from_secs(10)),
             "a flush waited for the batch delay"
         );
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalf");
+        assert_eq!(&*got.0.lock().unwrap(), b"first\npartial line\nhalf");
         // Closing writes what is left, newline or not.
         out.write_all(b"tail").unwrap();
         out.close();
         assert!(out.drain(Duration::from_secs(10)));
-        assert_eq!(&*got.0.lock().unwrap(), b"partial line\nhalftail");
+        assert_eq!(&*got.0.lock().unwrap(), b"first\npartial line\nhalftail");
     }
 
     /// With a direct fd (here a pipe apart from the thread's sink, to tell
@@ -398,6 +424,8 @@ pub(crate) mod tests {
         let (mut r, w) = pipe();
         let thread = SharedBuf::default();
         let mut out = AsyncOutput::spawn_with_delay(Box::new(thread.clone()), 1024, WEEK, Some(w)).unwrap();
+        out.write_all(b"zero\n").unwrap();
+        assert_eq!(read_now(&mut r), b"zero\n");
         out.write_all(b"one ").unwrap();
         assert!(read_now(&mut r).is_empty(), "an unfinished line went out");
         out.write_all(b"line\n").unwrap();
@@ -420,6 +448,42 @@ pub(crate) mod tests {
             "the thread writes an unfinished line"
         );
         assert!(read_now(&mut r).is_empty());
+    }
+
+    /// Nagle's rule: bytes after a quiet spell (the batch delay without
+    /// output, or none yet) go out at once, from the writer when it writes
+    /// itself, else from the thread; the rest of their line gathers.
+    #[test]
+    fn bytes_after_a_quiet_spell_go_out_at_once() {
+        // Long enough that no scheduling delay between two writes below
+        // makes a quiet spell of it.
+        let delay = Duration::from_millis(300);
+        let (mut r, w) = pipe();
+        let thread = SharedBuf::default();
+        let mut out = AsyncOutput::spawn_with_delay(Box::new(thread.clone()), 1024, delay, Some(w)).unwrap();
+        out.write_all(b"t").unwrap();
+        assert_eq!(read_now(&mut r), b"t", "the first output waited");
+        out.write_all(b" 01").unwrap();
+        assert!(
+            read_now(&mut r).is_empty(),
+            "the rest of the line went out at once"
+        );
+        out.write_all(b"\n").unwrap();
+        assert_eq!(read_now(&mut r), b" 01\n");
+        // The quiet spell itself: time has to pass.
+        std::thread::sleep(delay);
+        out.write_all(b"t").unwrap();
+        assert_eq!(read_now(&mut r), b"t", "a byte after a quiet spell waited");
+        assert!(thread.0.lock().unwrap().is_empty());
+        // Without the writer's own writes, the thread writes it at once.
+        let got = SharedBuf::default();
+        let mut out = AsyncOutput::spawn_with_delay(Box::new(got.clone()), 1024, WEEK, None).unwrap();
+        out.write_all(b"t").unwrap();
+        assert!(
+            out.drain(Duration::from_secs(10)),
+            "the thread waited for the delay"
+        );
+        assert_eq!(&*got.0.lock().unwrap(), b"t");
     }
 
     /// A full pipe never blocks the writer: what does not fit stays for the
