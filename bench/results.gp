@@ -1,7 +1,7 @@
 # Redraw: cd bench && gnuplot results.gp
 set terminal pngcairo size 1600,760 font 'Sans,12'
 set output 'results.png'
-set multiplot layout 1,2 title "berth vs QEMU 7.2.22 (medians of 10 runs; log scale)\n6.18.44-fc-v1045 | 2 CPUs | PVM: yes | 2026-12-03T18:08:03Z" font ',13'
+set multiplot layout 1,2 title "berth vs QEMU 7.2.22 (medians of 10 runs; log scale)\n6.18.44-fc-v1045 | 2 CPUs | PVM: yes | 2026-12-03T18:15:13Z" font ',13'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
