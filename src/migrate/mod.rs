@@ -27,11 +27,6 @@ use std::time::Duration;
 /// How long one read or write on the connection may block.
 pub const IO_LIMIT: Duration = Duration::from_secs(10);
 
-/// How long a side polls for its peer's next bytes inside the downtime
-/// before it sleeps in the read ([`Conn::poll_readable`]); see
-/// [`crate::clock::HANDOVER_POLL`].
-pub const DOWNTIME_POLL: Duration = crate::clock::HANDOVER_POLL;
-
 /// Where a migration goes: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {

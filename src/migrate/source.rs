@@ -471,7 +471,7 @@ pub fn migrate(
         tx.bytes += stream::write_json(&mut tx.conn, Kind::End, &end)?;
         steps.mark("end sent");
         // The target answers within a fraction of a millisecond.
-        tx.conn.poll_readable(super::DOWNTIME_POLL);
+        tx.conn.poll_readable(crate::clock::HANDOVER_POLL);
         let ack: Reply = stream::read_json(&mut tx.conn, Kind::Ack, "ack")?;
         if !ack.ok {
             return Err(MigrateError::Refused(format!(

@@ -168,7 +168,7 @@ pub fn receive(
     let (state, end): (VmState, End) = loop {
         // Sections come back to back, the last ones after the source's
         // pause: the next one is polled for before the read sleeps.
-        conn.poll_readable(super::DOWNTIME_POLL);
+        conn.poll_readable(crate::clock::HANDOVER_POLL);
         let (kind, payload) = stream::read_section(&mut conn)?;
         match kind {
             Kind::Pages => got.pages += apply(&payload, plan, &vm.mem)?,
@@ -236,7 +236,7 @@ pub fn receive(
     steps.mark("ack sent");
     // Only the source's commit makes the guest ours. It follows the ack
     // within a fraction of a millisecond.
-    conn.poll_readable(super::DOWNTIME_POLL);
+    conn.poll_readable(crate::clock::HANDOVER_POLL);
     let (kind, _) = stream::read_section(&mut conn)
         .map_err(|e| MigrateError::Aborted(format!("the source's commit did not come: {e}")))?;
     steps.mark("commit received");
